@@ -1,0 +1,126 @@
+"""The runtime model: numpy in, numpy out, on any backend; no torch unless asked for."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from aeserve.bundle import GRAPH_INPUTS, Bundle, code_columns
+from aeserve.errors import InputError
+from aeserve.serve.backends import create_backend
+from aeserve.tables import check_finite
+
+__all__ = ["Model", "load", "row_batches", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 2048
+
+
+def row_batches(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` rows covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class Model:
+    """A loaded bundle. Every method takes rows (n, width) and returns arrays with n rows.
+
+    Inputs are validated (width, dtype, finite values) and split into batches of
+    ``batch_size``; methods are safe to call from several threads at once.
+    """
+
+    def __init__(self, bundle: Bundle, backend, batch_size: int = DEFAULT_BATCH_SIZE):
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        self.bundle = bundle
+        self.backend = backend
+        self.batch_size = batch_size
+        self.features = bundle.features
+        self.latent_size = bundle.latent_size
+        self.threshold = bundle.threshold
+        self.terms = bundle.energy_terms
+        self.kind = bundle.kind
+        self.code_names = code_columns(self.latent_size)
+
+    def __repr__(self) -> str:
+        return (f"Model(kind={self.kind!r}, features={len(self.features)}, latent={self.latent_size}, "
+                f"backend={self.backend.describe()!r})")
+
+    @property
+    def backend_name(self) -> str:
+        """Name of the backend in use (``auto`` resolved)."""
+        return self.backend.name
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _rows(self, data, names: list[str], what: str) -> np.ndarray:
+        width = len(names)
+        array = np.asarray(data)
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != width:
+            raise InputError(f"{what}: expected shape (rows, {width}), got {tuple(np.shape(data))}")
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise InputError(f"{what}: expected numbers, got dtype {array.dtype}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        check_finite(array, names, what)
+        return array
+
+    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
+        parts = [self.backend.run(graph, {GRAPH_INPUTS[graph]: x[rows]}) for rows in row_batches(len(x), self.batch_size)]
+        if not parts:
+            return [np.empty((0,), np.float32)]
+        return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+    # -- public API ----------------------------------------------------------------------
+    def encode(self, rows) -> np.ndarray:
+        """Codes z (n, latent); for a VAE the mean μ."""
+        return self._run("encoder", self._rows(rows, self.features, "rows"))[0]
+
+    def encode_distribution(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """VAE only: (μ, log v), each (n, latent)."""
+        if self.kind != "vae":
+            raise InputError(f"encode_distribution needs a vae bundle, this one is {self.kind!r}")
+        mu, logvar = self._run("encoder", self._rows(rows, self.features, "rows"))
+        return mu, logvar
+
+    def decode(self, codes) -> np.ndarray:
+        """Rows (n, features) in raw units from codes (n, latent)."""
+        return self._run("decoder", self._rows(codes, self.code_names, "codes"))[0]
+
+    def reconstruct(self, rows) -> np.ndarray:
+        """decode(encode(rows)): ỹ in raw units (a VAE decodes μ)."""
+        return self.decode(self.encode(rows))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` new rows: z = m + L ε, ε ~ N(0, I) seeded; the VAE's prior, else fitted codes."""
+        if n < 0:
+            raise InputError(f"cannot sample {n} rows")
+        latent = self.bundle.manifest["latent"]
+        mean = np.asarray(latent["mean"], dtype=np.float64)
+        chol = np.asarray(latent["cholesky"], dtype=np.float64)
+        eps = np.random.default_rng(seed).standard_normal((n, mean.size))
+        return self.decode((mean + eps @ chol.T).astype(np.float32))
+
+    def energy(self, rows) -> dict[str, np.ndarray]:
+        """Per-row energy F(y) and its terms (which sum to it), each (n,)."""
+        outputs = self._run("energy", self._rows(rows, self.features, "rows"))
+        return dict(zip(["energy", *self.terms], outputs))
+
+    def score(self, rows, threshold: float | None = None) -> dict[str, np.ndarray]:
+        """``energy`` plus ``anomaly`` (uint8: 1 where energy > threshold; manifest's by default)."""
+        result = self.energy(rows)
+        limit = self.threshold if threshold is None else float(threshold)
+        result["anomaly"] = (result["energy"] > limit).astype(np.uint8)
+        return result
+
+
+def load(path: str | os.PathLike, backend: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+         **backend_options) -> Model:
+    """Open and verify the bundle at ``path`` and run it on ``backend``.
+
+    ``backend``: ``auto`` (fastest installed: onnxruntime, CUDA provider when present),
+    ``onnxruntime`` or ``torch`` (reference, from weights; imports torch).
+    """
+    bundle = Bundle.open(path)
+    return Model(bundle, create_backend(backend, bundle, **backend_options), batch_size=batch_size)

@@ -1,0 +1,5 @@
+"""``python -m aeserve`` runs the CLI."""
+
+from aeserve.cli import main
+
+main()

@@ -1,0 +1,403 @@
+"""The ``aeserve`` command line. Stage code is imported inside each command, so that
+``aeserve --help`` and the scoring verbs start without importing torch.
+
+Every user mistake (bad file, bad bundle, missing backend) prints one red line on
+stderr and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from aeserve.errors import AeserveError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="aeserve",
+    help="Energy-based autoencoders: train in PyTorch, export to ONNX, score files without PyTorch.\n\n"
+         "Start with `aeserve demo`, then `aeserve train DATA --kind ae` and `aeserve score BUNDLE DATA -o OUT`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False)
+
+
+class Kind(str, Enum):
+    """Model kinds; the train registry (aeserve.train.kinds) must list the same names."""
+
+    ae = "ae"
+    dae = "dae"
+    cae = "cae"
+    vae = "vae"
+
+
+class Cost(str, Enum):
+    """Reconstruction cost C(y, ỹ)."""
+
+    mse = "mse"
+    bce = "bce"
+
+
+class Activation(str, Enum):
+    """Hidden-layer activation."""
+
+    relu = "relu"
+    tanh = "tanh"
+    sigmoid = "sigmoid"
+
+
+class Backend(str, Enum):
+    """Runtime backend for the scoring verbs."""
+
+    auto = "auto"
+    onnxruntime = "onnxruntime"
+    torch = "torch"
+
+
+class ExportFormat(str, Enum):
+    """What ``aeserve export`` writes."""
+
+    onnx = "onnx"
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn AeserveError into one red line and exit code 2; Ctrl-C into exit 130."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AeserveError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/]: nothing was written")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _csv_list(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _int_list(value: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers such as 256,64, got {value!r}",
+                                 param_hint=flag) from None
+
+
+def _row_progress(enabled: bool, label: str):
+    """A rich progress bar (rows, rows/s, ETA) on a terminal; a no-op otherwise."""
+    from contextlib import nullcontext
+
+    if not enabled or not err.is_terminal:
+        return nullcontext(None)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeRemainingColumn)
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+def _progress_callback(bar):
+    if bar is None:
+        return None
+    task = bar.add_task("rows", total=None)
+    return lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _open_model(bundle: Path, backend: Backend, batch_size: int):
+    from aeserve.serve.model import load
+
+    if batch_size < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    return load(bundle, backend=backend.value, batch_size=batch_size)
+
+
+def _finish(summary, verb: str, quiet: bool, as_json: bool, detail: str = "") -> None:
+    if as_json:
+        out.print_json(json.dumps({"verb": verb, "rows": summary.rows, "seconds": summary.seconds,
+                                   "rows_per_second": summary.rows_per_second,
+                                   "backend": summary.backend, "output": summary.output,
+                                   **summary.extra}))
+    elif not quiet:
+        err.print(f"{verb} {summary.rows:,} rows -> {escape(summary.output)}{detail} | "
+                  f"{summary.rows_per_second:,.0f} rows/s | backend {escape(summary.backend)}")
+
+
+BUNDLE_ARG = typer.Argument(..., help="Bundle directory (made by `aeserve train`).", show_default=False)
+OUTPUT_OPT = typer.Option(..., "--output", "-o", help="Output file: .csv, .parquet or .npy.", show_default=False)
+BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
+BATCH_OPT = typer.Option(2048, "--batch-size", help="Rows per backend call.")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet or .npy.", show_default=False),
+    kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory [default: models/<data>-<kind>]."),
+    hidden: str = typer.Option("256,64", help="Hidden layer widths of the encoder (decoder mirrors them)."),
+    latent: int = typer.Option(8, help="Size of the code z."),
+    activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
+    cost: Cost = typer.Option(Cost.mse, help="Reconstruction cost C: mse = ‖y−ỹ‖² on standardised data, "
+                                             "bce = cross-entropy on data scaled to [0, 1]."),
+    sparsity: float = typer.Option(0.0, help="ae/dae: weight of R(h) = ‖h‖₁."),
+    contraction: float = typer.Option(0.01, help="cae: λ in R(h) = λ‖∂h/∂y‖²_F."),
+    beta: float = typer.Option(1.0, help="vae: β in C + β·KL."),
+    noise: float = typer.Option(0.1, help="dae: σ of the Gaussian corruption (standardised units)."),
+    mask: float = typer.Option(0.0, help="dae: fraction of features zeroed in the corrupted input."),
+    epochs: int = typer.Option(100, help="Maximum epochs."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Rows per optimisation step."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    patience: int = typer.Option(10, help="Stop after this many epochs without a better validation energy."),
+    seed: int = typer.Option(0, help="Seed: same seed and data give the same weights."),
+    val_fraction: float = typer.Option(0.1, help="Rows held out for early stopping and the threshold."),
+    quantile: float = typer.Option(0.99, help="Threshold = this quantile of validation energies."),
+    columns: Optional[str] = typer.Option(None, help="Comma-separated feature columns to use (default: all)."),
+    drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out (ids, labels)."),
+    no_export: bool = typer.Option(False, "--no-export", help="Write weights only; export later."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Train a detector on DATA and write a bundle (weights, manifest, ONNX graphs).
+
+    Example: `aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae`
+    """
+    from aeserve.tables import read_table
+    from aeserve.train.fit import FitConfig
+    from aeserve.train.kinds import ModelConfig
+    from aeserve.train.pipeline import train_bundle
+
+    table = read_table(data, columns=_csv_list(columns), drop=_csv_list(drop))
+    config = ModelConfig(kind=kind.value, n_features=table.values.shape[1],
+                         hidden=_int_list(hidden, "--hidden"), latent=latent,
+                         activation=activation.value, cost=cost.value, sparsity=sparsity,
+                         contraction=contraction, beta=beta, noise=noise, mask=mask)
+    fit_config = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
+    target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
+    if not quiet:
+        err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
+                  f"{table.values.shape[1]} features")
+    result = _train_with_progress(train_bundle, table, target, config, fit_config, quantile,
+                                  val_fraction, not no_export, force, quiet)
+    if not quiet:
+        fit = result.fit
+        err.print(f"[green]saved[/] {escape(str(result.path))}: best epoch {fit.best_epoch}/"
+                  f"{len(fit.val_energy)} ({fit.stopped}), val energy {min(fit.val_energy):.4g}, "
+                  f"threshold {result.threshold:.4g} ({quantile} quantile)"
+                  + ("" if no_export else "; ONNX graphs exported and checked"))
+
+
+def _train_with_progress(train_bundle, table, target, config, fit_config, quantile, val_fraction,
+                         export, force, quiet):
+    if quiet:
+        return train_bundle(table, target, config, fit_config, quantile=quantile,
+                            val_fraction=val_fraction, export=export, force=force)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("", total=fit_config.epochs)
+
+        def on_epoch(epoch: int, train_energy: float, val_energy: float) -> None:
+            bar.update(task, completed=epoch,
+                       description=f"train energy {train_energy:.4g}  val energy {val_energy:.4g}")
+
+        result = train_bundle(table, target, config, fit_config, quantile=quantile,
+                              val_fraction=val_fraction, export=export, force=force,
+                              on_epoch=on_epoch)
+        bar.update(task, total=len(result.fit.val_energy))
+    return result
+
+
+@app.command()
+@user_errors
+def export(
+    bundle: Path = BUNDLE_ARG,
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", "-f", help="What to export."),
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Export a bundle's encoder, decoder and energy graphs and check them against torch.
+
+    Example: `aeserve export models/rows-ae --format onnx`
+    """
+    from aeserve.export.onnx import export_onnx
+
+    parity = export_onnx(bundle)
+    if not quiet:
+        worst = max(err_ for errors in parity.values() for err_ in errors.values())
+        err.print(f"[green]exported[/] {', '.join(f'{g}.onnx' for g in parity)} to {escape(str(bundle))}; "
+                  f"max abs error vs torch {worst:.2g}")
+
+
+@app.command()
+@user_errors
+def score(
+    bundle: Path = BUNDLE_ARG,
+    data: Path = typer.Argument(..., help="Rows to score: .csv, .parquet or .npy.", show_default=False),
+    output: Path = OUTPUT_OPT,
+    backend: Backend = BACKEND_OPT,
+    batch_size: int = BATCH_OPT,
+    threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly [default: the bundle's]."),
+    quiet: bool = QUIET_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Score DATA for anomalies: one output row per input row, in order, with columns
+    energy, its terms and anomaly (0/1).
+
+    Example: `aeserve score models/rows-ae new_rows.csv -o scores.parquet`
+    """
+    from aeserve.serve.files import score_file
+
+    model = _open_model(bundle, backend, batch_size)
+    with _row_progress(not (quiet or as_json), "scoring") as bar:
+        summary = score_file(model, data, output, threshold, _progress_callback(bar))
+    anomalies = summary.extra["anomalies"]
+    _finish(summary, "scored", quiet, as_json,
+            f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) "
+            f"at threshold {summary.extra['threshold']:.4g}")
+
+
+def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
+    """Register encode / decode / reconstruct, which share their signature."""
+
+    def command(
+        bundle: Path = BUNDLE_ARG,
+        data: Path = typer.Argument(..., help=arg_help, show_default=False),
+        output: Path = OUTPUT_OPT,
+        backend: Backend = BACKEND_OPT,
+        batch_size: int = BATCH_OPT,
+        quiet: bool = QUIET_OPT,
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    ) -> None:
+        from aeserve.serve import files
+
+        model = _open_model(bundle, backend, batch_size)
+        with _row_progress(not (quiet or as_json), name) as bar:
+            summary = getattr(files, run_name)(model, data, output, _progress_callback(bar))
+        _finish(summary, f"{name}d" if name.endswith("e") else f"{name}ed", quiet, as_json)
+
+    command.__doc__ = doc
+    command.__name__ = name
+    app.command(name=name)(user_errors(command))
+
+
+_file_verb("encode", "encode_file",
+           "Encode rows to codes z0..z{k-1} (a VAE writes μ as z and its logvar columns).\n\n"
+           "Example: `aeserve encode models/rows-vae rows.csv -o codes.csv`",
+           "Rows to encode: .csv, .parquet or .npy.")
+_file_verb("decode", "decode_file",
+           "Decode codes (columns z0..z{k-1}, or a .npy of width k) to rows in raw units.\n\n"
+           "Example: `aeserve decode models/rows-vae codes.csv -o rows.csv`",
+           "Codes to decode: .csv, .parquet or .npy.")
+_file_verb("reconstruct", "reconstruct_file",
+           "Reconstruct rows: decode(encode(y)), in raw units.\n\n"
+           "Example: `aeserve reconstruct models/rows-ae rows.csv -o rebuilt.csv`",
+           "Rows to reconstruct: .csv, .parquet or .npy.")
+
+
+@app.command()
+@user_errors
+def sample(
+    bundle: Path = BUNDLE_ARG,
+    n: int = typer.Option(100, "-n", help="How many rows to draw."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same rows, on every backend."),
+    output: Path = OUTPUT_OPT,
+    backend: Backend = BACKEND_OPT,
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Draw new rows: codes from the VAE prior (or a Gaussian fitted to training codes), decoded.
+
+    Example: `aeserve sample models/rows-vae -n 1000 --seed 7 -o samples.csv`
+    """
+    from aeserve.serve.files import sample_file
+
+    if n < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="-n")
+    summary = sample_file(_open_model(bundle, backend, 2048), n, output, seed)
+    _finish(summary, "sampled", quiet, False)
+
+
+@app.command()
+@user_errors
+def info(
+    bundle: Path = BUNDLE_ARG,
+    as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+) -> None:
+    """Show what a bundle holds: kind, inputs, energy, threshold, files, backends available.
+
+    Example: `aeserve info models/rows-ae`
+    """
+    from aeserve.bundle import Bundle
+    from aeserve.serve.backends import available_backends
+
+    opened = Bundle.open(bundle)
+    m = opened.manifest
+    if as_json:
+        out.print_json(json.dumps(m))
+        return
+    from rich.table import Table
+
+    features = m["input"]["features"]
+    training = m.get("training", {})
+    table = Table(title=f"bundle {escape(str(bundle))}", show_header=False)
+    rows = [
+        ("kind", m["kind"]),
+        ("input", f"{len(features)} features: {', '.join(features[:5])}{' ...' if len(features) > 5 else ''}"),
+        ("preprocessing", m["preprocessing"]["formula"]),
+        ("architecture", f"hidden {m['architecture']['hidden']}, latent {m['latent']['size']}, "
+                         f"{m['architecture']['activation']}"),
+        ("energy", m["energy"]["formula"] + f" (cost {m['energy']['cost']}, regulariser "
+                   f"{m['energy']['regulariser']}, weight {m['energy']['weight']})"),
+        ("threshold", f"{m['threshold']['value']:.6g} ({m['threshold']['quantile']} quantile of "
+                      f"{m['threshold']['rows']} {m['threshold']['on']} energies)"),
+        ("sampling", m["latent"]["sampler"]),
+        ("training", f"{training.get('data', {}).get('rows', '?')} rows, {training.get('epochs_run', '?')} "
+                     f"epochs, best {training.get('best_epoch', '?')}, seed {training.get('seed', '?')}"),
+        ("graphs", ", ".join(g["file"] for g in m.get("graphs", {}).values()) or "none (run aeserve export)"),
+        ("files", ", ".join(f"{name} ({sha[:8]})" for name, sha in m["files"].items())),
+        ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
+        ("backends here", ", ".join(available_backends()) or "none (pip install 'aeserve[cpu]')"),
+    ]
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def demo(
+    workdir: Optional[Path] = typer.Option(None, help="Where to write the data, bundle and scores [default: a temp dir]."),
+    kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind to train."),
+    epochs: int = typer.Option(150, help="Maximum epochs."),
+) -> None:
+    """Train on scikit-learn's breast-cancer data (benign = normal, malignant = anomalies),
+    export to ONNX, score with ONNX Runtime in a torch-free process, print AUROC.
+    """
+    from aeserve.train.demo import run_demo
+
+    run_demo(workdir, kind.value, epochs, console=err)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Training data: split, preprocessing statistics, and the data fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from aeserve.errors import InputError
+
+__all__ = ["Split", "split_rows", "preprocessing_stats", "data_sha256"]
+
+
+@dataclass
+class Split:
+    """Row indices of the training and validation parts."""
+
+    train: np.ndarray  # (n_train,) int
+    val: np.ndarray    # (n_val,) int
+
+
+def split_rows(n_rows: int, val_fraction: float, seed: int) -> Split:
+    """Shuffle rows with ``seed`` and hold out ``val_fraction`` of them (at least 1 each)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(1, int(round(n_rows * val_fraction)))
+    if n_rows - n_val < 2:
+        raise InputError(f"need at least 3 rows to train with a validation split, got {n_rows}")
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return Split(train=np.sort(order[n_val:]), val=np.sort(order[:n_val]))
+
+
+def preprocessing_stats(train: np.ndarray, cost: str) -> dict:
+    """Per-feature shift/scale from training rows: standardise for mse, [0, 1] for bce.
+
+    Constant features get scale 1 so they never divide by zero.
+    """
+    if cost == "bce":
+        lo, hi = train.min(axis=0), train.max(axis=0)
+        shift, scale, method = lo, hi - lo, "minmax"
+    else:
+        shift, scale, method = train.mean(axis=0), train.std(axis=0), "standardize"
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return {"method": method, "shift": shift.astype(np.float32).tolist(),
+            "scale": scale.astype(np.float32).tolist(), "clip": cost == "bce",
+            "formula": "y_hat = (y - shift) / scale" + (", clipped to [0, 1]" if cost == "bce" else "")}
+
+
+def data_sha256(values: np.ndarray) -> str:
+    """sha256 of the float32 rows, the fingerprint the manifest records."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes()).hexdigest()

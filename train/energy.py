@@ -1,0 +1,95 @@
+"""The seed's energy terms, written once and used by training, export and the torch backend.
+
+Notation follows the seed (Canziani, *Modèles génératifs / Auto-encodeurs*): for an
+observation y, code h = Enc(y), reconstruction ỹ = Dec(h), the energy is
+
+    F(y) = C(y, ỹ) + R(h)                                     (seed: "l'énergie est la somme")
+
+with C either the squared error ‖y − ỹ‖² or the binary cross-entropy
+−Σᵢ yᵢ log ỹᵢ + (1 − yᵢ) log(1 − ỹᵢ), and the loss functional the batch mean
+L(F, Y) = 1/m Σⱼ F(y⁽ʲ⁾) (seed: "fonctionnelle de perte"). All functions return one value
+per row: (batch,).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as tf
+
+__all__ = [
+    "COSTS",
+    "reconstruction_cost",
+    "decoder_output",
+    "l1_penalty",
+    "kl_to_standard_normal",
+    "contractive_penalty",
+    "activation_derivative",
+    "loss_functional",
+]
+
+COSTS = ("mse", "bce")
+
+
+def reconstruction_cost(y: torch.Tensor, out: torch.Tensor, cost: str) -> torch.Tensor:
+    """C(y, ỹ) per row. ``out`` is ỹ for ``mse`` and the decoder's logits l for ``bce``.
+
+    mse: C = ‖y − ỹ‖² (a sum over features, not a mean).
+    bce: C = −Σᵢ yᵢ log σ(lᵢ) + (1 − yᵢ) log(1 − σ(lᵢ)) = Σᵢ softplus(lᵢ) − yᵢ lᵢ,
+    the same quantity computed stably from the logits.
+    """
+    # y, out: (batch, features) -> (batch,)
+    if cost == "mse":
+        return (y - out).pow(2).sum(dim=1)
+    if cost == "bce":
+        return (tf.softplus(out) - y * out).sum(dim=1)
+    raise ValueError(f"unknown cost {cost!r}; expected one of {COSTS}")
+
+
+def decoder_output(out: torch.Tensor, cost: str) -> torch.Tensor:
+    """ỹ from the decoder's last layer: identity for mse, σ(logits) for bce."""
+    return torch.sigmoid(out) if cost == "bce" else out
+
+
+def l1_penalty(h: torch.Tensor) -> torch.Tensor:
+    """‖h‖₁ per row, the sparse-code regulariser R(h) before its weight."""
+    return h.abs().sum(dim=1)  # (batch,)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """D_KL(N(μ, v) ‖ N(0, 1)) = ½ Σᵢ vᵢ − log vᵢ − 1 + μᵢ², with v = exp(logvar) (seed, VAE)."""
+    return 0.5 * (logvar.exp() - logvar - 1.0 + mu.pow(2)).sum(dim=1)  # (batch,)
+
+
+def activation_derivative(name: str, pre: torch.Tensor) -> torch.Tensor:
+    """f'(a) for the element-wise activation ``name`` at pre-activation ``a``."""
+    if name == "relu":
+        return (pre > 0).to(pre.dtype)
+    if name == "tanh":
+        return 1.0 - torch.tanh(pre).pow(2)
+    if name == "sigmoid":
+        s = torch.sigmoid(pre)
+        return s * (1.0 - s)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def contractive_penalty(layers: Sequence[nn.Linear], activation: str,
+                        pre_activations: Sequence[torch.Tensor]) -> torch.Tensor:
+    """‖∂h/∂y‖²_F per row, exactly, for the MLP h = W_k f(… f(W₁ y + b₁) …) + b_k.
+
+    The Jacobian is J = W_k D_{k−1} W_{k−1} … D₁ W₁ with Dᵢ = diag(f'(aᵢ)); it is built
+    from the code side, so the running product is (batch, latent, width) and never
+    (batch, width, width). ``pre_activations`` are a₁ … a_{k−1}, one per hidden layer.
+    """
+    jac = layers[-1].weight.unsqueeze(0)  # (1, latent, width_{k-1})
+    for layer, pre in zip(reversed(layers[:-1]), reversed(pre_activations)):
+        jac = jac * activation_derivative(activation, pre).unsqueeze(1)  # (batch, latent, width)
+        jac = torch.matmul(jac, layer.weight)  # (batch, latent, width_{i-1})
+    return jac.pow(2).sum(dim=(1, 2))  # (batch,); (1,) when there is no hidden layer
+
+
+def loss_functional(energy: torch.Tensor) -> torch.Tensor:
+    """L(F, Y) = 1/m Σⱼ F(y⁽ʲ⁾): the mean per-row energy over the batch (seed)."""
+    return energy.mean()

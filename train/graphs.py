@@ -1,0 +1,67 @@
+"""The three graphs of a bundle as torch modules taking and returning raw data.
+
+Export traces exactly these modules, and the torch reference backend runs them, so
+ONNX Runtime, TensorRT and torch compute one definition. Preprocessing is inside.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aeserve.bundle import GRAPH_INPUTS
+from aeserve.train.kinds import EnergyAutoencoder
+
+__all__ = ["EncoderGraph", "DecoderGraph", "EnergyGraph", "graph_modules", "graph_io"]
+
+
+class EncoderGraph(nn.Module):
+    """y (batch, features) raw -> z (batch, latent); VAE: (mu, logvar)."""
+
+    def __init__(self, model: EnergyAutoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, y: torch.Tensor):
+        out = self.model.encode(self.model.preprocess(y))
+        return out if len(out) > 1 else out[0]
+
+
+class DecoderGraph(nn.Module):
+    """z (batch, latent) -> ỹ (batch, features) in raw units."""
+
+    def __init__(self, model: EnergyAutoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.postprocess(self.model.decode(z))
+
+
+class EnergyGraph(nn.Module):
+    """y raw -> (energy, reconstruction, regulariser), each (batch,); the scoring energy."""
+
+    def __init__(self, model: EnergyAutoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, y: torch.Tensor):
+        cost, reg = self.model.scoring_energy(self.model.preprocess(y))
+        return cost + reg, cost, reg
+
+
+def graph_modules(model: EnergyAutoencoder) -> dict[str, nn.Module]:
+    """name -> module for the encoder, decoder and energy graphs, in eval mode."""
+    model.eval()
+    modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model),
+               "energy": EnergyGraph(model)}
+    return {name: module.eval() for name, module in modules.items()}
+
+
+def graph_io(model: EnergyAutoencoder) -> dict[str, dict[str, list[str]]]:
+    """name -> {inputs, outputs} tensor names, as written to the ONNX graphs and manifest."""
+    return {
+        "encoder": {"inputs": [GRAPH_INPUTS["encoder"]], "outputs": list(model.encoder_outputs)},
+        "decoder": {"inputs": [GRAPH_INPUTS["decoder"]], "outputs": ["y_tilde"]},
+        "energy": {"inputs": [GRAPH_INPUTS["energy"]], "outputs": ["energy", *model.energy_spec()["terms"]]},
+    }

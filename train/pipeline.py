@@ -1,0 +1,117 @@
+"""``train_bundle``: rows -> fitted model -> calibrated bundle directory (-> ONNX graphs)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import aeserve
+from aeserve.bundle import SCHEMA_VERSION, write_manifest
+from aeserve.errors import InputError
+from aeserve.tables import Table
+from aeserve.train.calibrate import latent_sampler, quantile_threshold
+from aeserve.train.data import data_sha256, preprocessing_stats, split_rows
+from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
+from aeserve.train.kinds import ModelConfig, build_model
+from aeserve.train.weights import save_weights
+
+__all__ = ["TrainResult", "train_bundle", "replace_directory"]
+
+
+@dataclass
+class TrainResult:
+    """Where the bundle went and how training went."""
+
+    path: Path
+    fit: FitResult
+    threshold: float
+
+
+def replace_directory(built: Path, target: Path, force: bool) -> None:
+    """Move the finished ``built`` directory onto ``target`` (replacing it only with ``force``)."""
+    if target.exists():
+        if not force:
+            shutil.rmtree(built, ignore_errors=True)
+            raise InputError(f"{target}: already exists; pass --force to replace it")
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        built.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        built.rename(target)
+
+
+def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config: FitConfig,
+                 *, quantile: float = 0.99, val_fraction: float = 0.1, name: str | None = None,
+                 export: bool = True, force: bool = False,
+                 on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
+    """Fit ``config.kind`` on ``table`` and write a bundle to ``out``; export ONNX unless told not to.
+
+    The bundle is assembled in a temporary sibling directory and renamed into place, so a
+    failed or interrupted run never leaves a half-written bundle.
+    """
+    out = Path(out)
+    values = table.values  # (rows, features) raw float32
+    if config.n_features != values.shape[1]:
+        raise InputError(f"config expects {config.n_features} features, data has {values.shape[1]}")
+    split = split_rows(values.shape[0], val_fraction, fit_config.seed)
+    prep = preprocessing_stats(values[split.train], config.cost)
+
+    torch.manual_seed(fit_config.seed)
+    model = build_model(config)
+    model.shift.copy_(torch.tensor(prep["shift"]))
+    model.scale.copy_(torch.tensor(prep["scale"]))
+    with torch.no_grad():
+        raw = torch.from_numpy(values)
+        y_hat = model.preprocess(raw)  # (rows, features)
+    train_rows, val_rows = y_hat[torch.from_numpy(split.train)], y_hat[torch.from_numpy(split.val)]
+
+    history = fit(model, train_rows, val_rows, fit_config, on_epoch)
+    val_energies = scoring_energies(model, val_rows).numpy()
+    threshold = quantile_threshold(val_energies, quantile)
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name or out.name,
+        "kind": config.kind,
+        "input": {"shape": [None, values.shape[1]], "dtype": "float32",
+                  "features": list(table.columns)},
+        "preprocessing": prep,
+        "architecture": config.to_dict(),
+        "energy": model.energy_spec(),
+        "latent": latent_sampler(model, train_rows),
+        "threshold": threshold,
+        "training": {
+            "data": {"source": Path(table.source).name, "rows": int(values.shape[0]),
+                     "train_rows": int(split.train.size), "val_rows": int(split.val.size),
+                     "sha256": data_sha256(values)},
+            "epochs_run": len(history.train_energy), "best_epoch": history.best_epoch,
+            "stopped": history.stopped, "optimiser": "adam", **vars(fit_config),
+            "val_fraction": val_fraction,
+            "history": {"train_energy": history.train_energy, "val_energy": history.val_energy},
+        },
+        "versions": {"aeserve": aeserve.__version__, "torch": torch.__version__.split("+")[0],
+                     "numpy": np.__version__},
+        "graphs": {},
+        "files": {},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_weights(model, built)
+        write_manifest(built, manifest)
+        if export:
+            from aeserve.export.onnx import export_onnx
+            export_onnx(built, model=model, check_rows=values[split.val])
+        replace_directory(built, out, force)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    return TrainResult(out, history, threshold["value"])

@@ -1,0 +1,42 @@
+"""The torch reference backend: the same graph modules that export traces, run eagerly."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from aeserve.bundle import Bundle
+from aeserve.errors import BackendUnavailable
+from aeserve.train.graphs import graph_io, graph_modules
+from aeserve.train.weights import load_model
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend:
+    """Reference backend from ``weights.safetensors``; ``device`` may be "cpu" or "cuda"."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu"):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable("torch backend: --device cuda asked for, but torch sees no CUDA GPU")
+        self.device = torch.device(device)
+        model = load_model(bundle).to(self.device)
+        self.modules = graph_modules(model)
+        self.io = graph_io(model)
+        self._lock = threading.Lock()  # eager modules are not documented as thread-safe
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs of ``graph`` in manifest order."""
+        x = torch.from_numpy(feeds[self.io[graph]["inputs"][0]]).to(self.device)
+        with self._lock, torch.inference_mode():
+            out = self.modules[graph](x)
+        out = out if isinstance(out, tuple) else (out,)
+        return [t.cpu().numpy() for t in out]
+
+    def describe(self) -> str:
+        """torch version and device."""
+        return f"torch {torch.__version__} ({self.device})"
