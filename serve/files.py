@@ -15,7 +15,7 @@ import numpy as np
 
 from aeserve.bundle import code_columns
 from aeserve.serve.model import Model, row_batches
-from aeserve.tables import read_table, write_table
+from aeserve.tables import check_output_path, read_table, write_table
 
 __all__ = ["Summary", "score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file"]
 
@@ -57,6 +57,7 @@ def _run_file(model: Model, source: str | Path, out: str | Path, expect: list[st
               fn: Callable[[np.ndarray], dict[str, np.ndarray]],
               progress: Progress | None) -> tuple[Summary, dict[str, np.ndarray]]:
     start = time.perf_counter()
+    check_output_path(out)
     table = read_table(source, expect=expect)
     result = _apply(fn, table.values, model.batch_size, progress)
     write_table(out, result)
@@ -103,6 +104,7 @@ def reconstruct_file(model: Model, source, out, progress: Progress | None = None
 def sample_file(model: Model, n: int, out, seed: int = 0) -> Summary:
     """``n`` sampled rows (seeded) written to ``out``."""
     start = time.perf_counter()
+    check_output_path(out)
     rows = model.sample(n, seed)
     write_table(out, _columns(model.features, rows))
     return Summary(rows=n, seconds=time.perf_counter() - start,

@@ -20,6 +20,7 @@ from aeserve.errors import BundleError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "KNOWN_KINDS",
     "MANIFEST",
     "WEIGHTS",
     "GRAPH_FILES",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: model kinds this version reads; aeserve.train.kinds registers exactly these
+KNOWN_KINDS = ("ae", "cae", "dae", "vae")
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 #: graph name -> file name; the batch axis of every graph is dynamic.
@@ -94,6 +97,9 @@ class Bundle:
         if manifest["schema_version"] != SCHEMA_VERSION:
             raise BundleError(f"{manifest_path}: schema_version {manifest['schema_version']!r} "
                               f"is not supported (this aeserve reads {SCHEMA_VERSION})")
+        if manifest["kind"] not in KNOWN_KINDS:
+            raise BundleError(f"{manifest_path}: unknown kind {manifest['kind']!r}; "
+                              f"this aeserve knows {', '.join(KNOWN_KINDS)}")
         bundle = cls(path, manifest)
         if verify:
             bundle.verify()

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from aeserve.bundle import KNOWN_KINDS
 from aeserve.errors import AeserveError
 
 __all__ = ["app", "main"]
@@ -35,13 +36,8 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console(soft_wrap=True, highlight=False)
 
 
-class Kind(str, Enum):
-    """Model kinds; the train registry (aeserve.train.kinds) must list the same names."""
-
-    ae = "ae"
-    dae = "dae"
-    cae = "cae"
-    vae = "vae"
+#: Model kinds, from the core's list (the train registry holds the same names; a test checks).
+Kind = Enum("Kind", {name: name for name in KNOWN_KINDS}, type=str)
 
 
 class Cost(str, Enum):
@@ -150,7 +146,7 @@ QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summar
 def train(
     data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet or .npy.", show_default=False),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory [default: models/<data>-<kind>]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory (default: models/DATA-KIND, from the data file name and kind)."),
     hidden: str = typer.Option("256,64", help="Hidden layer widths of the encoder (decoder mirrors them)."),
     latent: int = typer.Option(8, help="Size of the code z."),
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
@@ -253,7 +249,7 @@ def score(
     output: Path = OUTPUT_OPT,
     backend: Backend = BACKEND_OPT,
     batch_size: int = BATCH_OPT,
-    threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly [default: the bundle's]."),
+    threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
     quiet: bool = QUIET_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -382,7 +378,7 @@ def info(
 @app.command()
 @user_errors
 def demo(
-    workdir: Optional[Path] = typer.Option(None, help="Where to write the data, bundle and scores [default: a temp dir]."),
+    workdir: Optional[Path] = typer.Option(None, help="Where to write the data, bundle and scores (default: a new temp dir)."),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind to train."),
     epochs: int = typer.Option(150, help="Maximum epochs."),
 ) -> None:
@@ -394,9 +390,26 @@ def demo(
     run_demo(workdir, kind.value, epochs, console=err)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point: usage errors, like user errors, are one line and exit 2."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        err.print("[red]interrupted[/]")
+        code = 130
+    except Exception as exc:
+        # Click's exception protocol (click, or the copy typer vendors): format_message + exit_code.
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            out.print(ctx.get_help(), markup=False)
+            code = 0
+        else:
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            err.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(hint)}")
+            code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
 
-__all__ = ["Table", "read_table", "write_table", "SUFFIXES", "check_finite"]
+__all__ = ["Table", "read_table", "write_table", "check_output_path", "SUFFIXES", "check_finite"]
 
 SUFFIXES = (".csv", ".parquet", ".npy")
 
@@ -75,6 +75,14 @@ def _arrow_to_numeric(table, path: Path, first_row: int = 1) -> Table:
     return Table(out, names, str(path))
 
 
+def _csv_convert_options():
+    import pyarrow.csv as pacsv
+
+    # "nan"/"inf" stay numbers (then rejected as non-finite); only these mean "missing".
+    return pacsv.ConvertOptions(null_values=["", "NA", "N/A", "NULL", "null", "None"],
+                                strings_can_be_null=True)
+
+
 def _read_csv(path: Path):
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -82,10 +90,34 @@ def _read_csv(path: Path):
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (expected a header row and data rows)")
     try:
-        return pacsv.read_csv(path)
+        return pacsv.read_csv(path, convert_options=_csv_convert_options())
     except pa.ArrowInvalid as exc:
-        detail = str(exc).splitlines()[0]
+        detail = _csv_bad_row(path) or str(exc).splitlines()[0]
         raise InputError(f"{path}: cannot parse CSV ({detail})") from None
+
+
+def _csv_bad_row(path: Path) -> str | None:
+    """Re-read single-threaded to learn the line number of the first malformed row."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    bad = []
+
+    def handler(row) -> str:
+        bad.append(row)
+        return "error"
+
+    try:
+        pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                       parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
+                       convert_options=_csv_convert_options())
+    except pa.ArrowInvalid:
+        pass
+    if not bad or bad[0].number is None:
+        return None
+    row = bad[0]
+    return (f"line {row.number}, data row {row.number - 1}: expected {row.expected_columns} "
+            f"fields, got {row.actual_columns}; the row is truncated or malformed")
 
 
 def _read_parquet(path: Path):
@@ -177,6 +209,15 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         table = Table(np.ascontiguousarray(table.values[:, index]), keep, table.source)
     check_finite(table.values, table.columns, table.source)
     return table
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail early, before any work, if ``path`` has no supported suffix or is a directory."""
+    path = Path(path)
+    _suffix(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give an output file name")
+    return path
 
 
 def write_table(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
