@@ -36,8 +36,7 @@ def test_every_verb_has_help_with_an_example(verb):
     result = run_cli(verb, "--help")
     assert result.returncode == 0
     assert "Usage" in result.stdout
-    if verb != "demo":
-        assert "Example" in result.stdout
+    assert "Example" in result.stdout
 
 
 def test_score_writes_one_row_per_input_row_matching_the_api(workdir):

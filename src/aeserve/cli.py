@@ -384,6 +384,8 @@ def demo(
 ) -> None:
     """Train on scikit-learn's breast-cancer data (benign = normal, malignant = anomalies),
     export to ONNX, score with ONNX Runtime in a torch-free process, print AUROC.
+
+    Example: `aeserve demo --workdir demo --kind vae`
     """
     from aeserve.train.demo import run_demo
 
