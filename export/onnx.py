@@ -18,6 +18,7 @@ from aeserve.atomic import atomic_path
 from aeserve.bundle import GRAPH_FILES, Bundle, write_manifest
 from aeserve.errors import BackendUnavailable, ExportError
 from aeserve.export.parity import Tolerance, compare_outputs
+from aeserve.export.tensorrt_support import OPSET_RANGE, tensorrt_problems
 from aeserve.train.graphs import graph_io, graph_modules
 from aeserve.train.kinds import EnergyAutoencoder
 from aeserve.train.weights import load_model
@@ -47,7 +48,8 @@ def _metadata(bundle: Bundle, graph: str, io: dict) -> dict[str, str]:
 
 
 def _export_graph(module: torch.nn.Module, example: torch.Tensor, io: dict, target: Path,
-                  metadata: dict[str, str]) -> None:
+                  metadata: dict[str, str]) -> list[str]:
+    """Export one graph to ``target``; return what TensorRT's parser would object to."""
     import onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -66,6 +68,7 @@ def _export_graph(module: torch.nn.Module, example: torch.Tensor, io: dict, targ
     onnx.checker.check_model(proto)
     with atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
+    return tensorrt_problems(proto, target.name)
 
 
 def parity_inputs(model: EnergyAutoencoder, rows: np.ndarray | None, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
@@ -106,12 +109,13 @@ def export_onnx(directory: str | Path, model: EnergyAutoencoder | None = None,
     modules, ios = graph_modules(model), graph_io(model)
     parity: dict[str, dict[str, float]] = {}
     cases = parity_inputs(model, check_rows)
+    trt_problems: list[str] = []
     for name, module in modules.items():
         io = ios[name]
         width = model.config.latent if name == "decoder" else model.config.n_features
         target = directory / GRAPH_FILES[name]
-        _export_graph(module, torch.zeros(_EXAMPLE_BATCH, width), io, target,
-                      _metadata(bundle, name, io))
+        trt_problems += _export_graph(module, torch.zeros(_EXAMPLE_BATCH, width), io, target,
+                                      _metadata(bundle, name, io))
         session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
         worst: dict[str, float] = {}
         for on, feeds in cases.items():
@@ -128,7 +132,10 @@ def export_onnx(directory: str | Path, model: EnergyAutoencoder | None = None,
     manifest["export"] = {"format": "onnx", "opset": OPSET, "dynamic_axes": {"batch": 0},
                           "exporter": "torch.onnx.export(dynamo=True)",
                           "parity": {"tolerance": vars(tolerance), "max_abs_error": parity,
-                                     "checked_on": sorted(cases)}}
+                                     "checked_on": sorted(cases)},
+                          "tensorrt_check": {"parser_compatible": not trt_problems,
+                                             "problems": trt_problems,
+                                             "opset_range": list(OPSET_RANGE)}}
     manifest["versions"] = dict(manifest["versions"], onnx=onnx.__version__, opset=OPSET,
                                 onnxruntime=ort.__version__)
     write_manifest(directory, manifest)

@@ -30,6 +30,7 @@ class Summary:
     seconds: float
     backend: str
     output: str
+    reason: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -62,7 +63,7 @@ def _run_file(model: Model, source: str | Path, out: str | Path, expect: list[st
     result = _apply(fn, table.values, model.batch_size, progress)
     write_table(out, result)
     summary = Summary(rows=len(table.values), seconds=time.perf_counter() - start,
-                      backend=model.backend.describe(), output=str(out))
+                      backend=model.backend.describe(), output=str(out), reason=model.backend_reason)
     return summary, result
 
 
@@ -108,4 +109,4 @@ def sample_file(model: Model, n: int, out, seed: int = 0) -> Summary:
     rows = model.sample(n, seed)
     write_table(out, _columns(model.features, rows))
     return Summary(rows=n, seconds=time.perf_counter() - start,
-                   backend=model.backend.describe(), output=str(out))
+                   backend=model.backend.describe(), output=str(out), reason=model.backend_reason)

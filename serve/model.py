@@ -52,6 +52,11 @@ class Model:
         """Name of the backend in use (``auto`` resolved)."""
         return self.backend.name
 
+    @property
+    def backend_reason(self) -> str:
+        """Why this backend was chosen (``auto``'s reasoning, or "asked for")."""
+        return getattr(self.backend, "reason", "")
+
     # -- plumbing ------------------------------------------------------------------------
     def _rows(self, data, names: list[str], what: str) -> np.ndarray:
         width = len(names)
@@ -119,8 +124,9 @@ def load(path: str | os.PathLike, backend: str = "auto", batch_size: int = DEFAU
          **backend_options) -> Model:
     """Open and verify the bundle at ``path`` and run it on ``backend``.
 
-    ``backend``: ``auto`` (fastest installed: onnxruntime, CUDA provider when present),
-    ``onnxruntime`` or ``torch`` (reference, from weights; imports torch).
+    ``backend``: ``auto`` (TensorRT plans for this GPU, else onnxruntime with CUDA, else
+    onnxruntime on the CPU), ``tensorrt``, ``onnxruntime`` or ``torch`` (the reference, from
+    the weights; imports torch). ``device`` (onnxruntime, torch): auto, cpu or cuda.
     """
     bundle = Bundle.open(path)
     return Model(bundle, create_backend(backend, bundle, **backend_options), batch_size=batch_size)

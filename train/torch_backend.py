@@ -21,6 +21,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, bundle: Bundle, device: str = "cpu"):
+        device = "cpu" if device == "auto" else device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("torch backend: --device cuda asked for, but torch sees no CUDA GPU")
         self.device = torch.device(device)

@@ -3,6 +3,8 @@
 A backend is created from a verified ``Bundle`` and exposes ``run(graph, feeds)`` which
 returns the graph's outputs (manifest order) as numpy arrays. Modules are imported only
 when a backend is created, so listing backends never imports torch or onnxruntime.
+``auto`` prefers TensorRT (plans for this GPU), then ONNX Runtime with CUDA, then ONNX
+Runtime on the CPU, and records why it chose what it chose.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -35,14 +37,16 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """Where a backend lives and what it needs."""
+    """Where a backend lives, what it needs, and whether ``auto`` may pick it for a bundle."""
 
     name: str
-    target: str               # "module:Class"
+    target: str                # "module:Class"
     requires: tuple[str, ...]  # importable modules it needs
-    install: str              # what to install when they are missing
-    needs_graphs: bool        # runs the ONNX graphs (vs the weights)
-    priority: int             # lower is tried first by "auto"
+    install: str               # what to install when they are missing
+    priority: int              # lower is tried first by "auto"
+    # bundle -> None when usable, else why not (checked after ``requires``)
+    unusable: Callable[[Bundle], str | None] = lambda bundle: None
+    auto: bool = True          # may ``auto`` choose it
 
 
 _BACKENDS: dict[str, BackendSpec] = {}
@@ -58,52 +62,84 @@ def list_backends() -> list[str]:
     return [s.name for s in sorted(_BACKENDS.values(), key=lambda s: s.priority)]
 
 
-def _installed(spec: BackendSpec) -> bool:
-    return all(importlib.util.find_spec(module) is not None for module in spec.requires)
+def _missing(spec: BackendSpec) -> list[str]:
+    missing = []
+    for module in spec.requires:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
 
 
 def available_backends() -> list[str]:
     """Backends whose libraries are installed here (without importing them)."""
-    return [name for name in list_backends() if _installed(_BACKENDS[name])]
+    return [name for name in list_backends() if not _missing(_BACKENDS[name])]
 
 
-def choose_backend(name: str, bundle: Bundle) -> str:
-    """Resolve ``auto`` to the first installed backend that can run ``bundle``."""
+def _why_not(spec: BackendSpec, bundle: Bundle) -> str | None:
+    missing = _missing(spec)
+    if missing:
+        return f"{spec.name} needs {', '.join(missing)} ({spec.install})"
+    return spec.unusable(bundle)
+
+
+def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
+    """Resolve ``name`` (``auto`` allowed) to (backend, why it was chosen)."""
     if name != "auto":
         if name not in _BACKENDS:
             raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(list_backends())}")
-        return name
-    has_graphs = bool(bundle.manifest.get("graphs"))
+        return name, "asked for"
+    skipped = []
     for candidate in list_backends():
         spec = _BACKENDS[candidate]
-        if spec.needs_graphs and not has_graphs:
+        if not spec.auto:
             continue
-        if spec.name != "torch" and _installed(spec):
-            return candidate
-    if has_graphs:
-        raise BackendUnavailable("no runtime backend installed: pip install 'aeserve[cpu]' "
-                                 "(onnxruntime), or 'aeserve[gpu]' on NVIDIA GPUs")
-    raise BackendUnavailable(f"{bundle.path}: has no ONNX graphs; run `aeserve export {bundle.path}` "
-                             "or use --backend torch")
+        reason = _why_not(spec, bundle)
+        if reason is None:
+            return candidate, "auto: " + ("; ".join(skipped) + " -> " if skipped else "") + f"{candidate} is available"
+        skipped.append(f"not {candidate} ({reason})")
+    raise BackendUnavailable("no runtime backend can run this bundle: " + "; ".join(skipped))
 
 
 def create_backend(name: str, bundle: Bundle, **options) -> Backend:
-    """Instantiate backend ``name`` (``auto`` allowed) for ``bundle``."""
-    spec = _BACKENDS[choose_backend(name, bundle)]
-    if not _installed(spec):
-        raise BackendUnavailable(f"backend {spec.name!r} needs {', '.join(spec.requires)}: {spec.install}")
-    if spec.needs_graphs and not bundle.manifest.get("graphs"):
-        raise BackendUnavailable(f"{bundle.path}: has no ONNX graphs for backend {spec.name!r}; "
-                                 f"run `aeserve export {bundle.path}`")
+    """Instantiate backend ``name`` (``auto`` allowed) for ``bundle``; sets ``.reason``."""
+    chosen, reason = choose_backend(name, bundle)
+    spec = _BACKENDS[chosen]
+    why_not = _why_not(spec, bundle)
+    if why_not is not None:
+        raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
     module_name, attr = spec.target.split(":")
-    return getattr(importlib.import_module(module_name), attr)(bundle, **options)
+    backend = getattr(importlib.import_module(module_name), attr)(bundle, **options)
+    backend.reason = reason
+    return backend
 
 
+def _needs_graphs(bundle: Bundle) -> str | None:
+    if not bundle.manifest.get("graphs"):
+        return f"{bundle.path} has no ONNX graphs; run `aeserve export {bundle.path}`"
+    return None
+
+
+def _needs_plans(bundle: Bundle) -> str | None:
+    if not (bundle.path / "tensorrt").is_dir() or not any((bundle.path / "tensorrt").glob("*/build.json")):
+        return "no TensorRT plans in the bundle (aeserve export --format tensorrt)"
+    from aeserve.serve.gpu import gpu_info
+
+    return None if gpu_info() is not None else "no NVIDIA GPU visible"
+
+
+register_backend(BackendSpec(
+    name="tensorrt", target="aeserve.serve.backends.tensorrt:TensorRTBackend",
+    requires=("tensorrt", "cuda.bindings"), install="pip install 'aeserve[gpu]'", priority=10,
+    unusable=_needs_plans))
 register_backend(BackendSpec(
     name="onnxruntime", target="aeserve.serve.backends.onnxruntime:OnnxRuntimeBackend",
-    requires=("onnxruntime",), install="pip install 'aeserve[cpu]' (or 'aeserve[gpu]' for CUDA)",
-    needs_graphs=True, priority=20))
-# The reference backend rebuilds the torch model from the weights; only used when asked for.
+    requires=("onnxruntime",), install="pip install 'aeserve[cpu]', or 'aeserve[gpu]' for CUDA",
+    priority=20, unusable=_needs_graphs))
+# The reference backend rebuilds the torch model from the weights; used only when asked for.
 register_backend(BackendSpec(
     name="torch", target="aeserve.train.torch_backend:TorchBackend", requires=("torch",),
-    install="pip install 'aeserve[train]'", needs_graphs=False, priority=90))
+    install="pip install 'aeserve[train]'", priority=90, auto=False))

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from aeserve.bundle import Bundle
+from aeserve.errors import BackendUnavailable
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -19,10 +20,19 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int = 0):
+    def __init__(self, bundle: Bundle, device: str = "auto", providers: list[str] | None = None,
+                 threads: int = 0):
         self.bundle = bundle
         available = ort.get_available_providers()
-        self.providers = providers or [p for p in _PREFERRED if p in available]
+        if providers is None:
+            if device == "cuda" and "CUDAExecutionProvider" not in available:
+                raise BackendUnavailable("onnxruntime here has no CUDAExecutionProvider: "
+                                         "pip install 'aeserve[gpu]' (onnxruntime-gpu) on an NVIDIA host")
+            wanted = {"auto": _PREFERRED, "cuda": _PREFERRED, "cpu": ("CPUExecutionProvider",)}.get(device)
+            if wanted is None:
+                raise BackendUnavailable(f"onnxruntime: unknown device {device!r}; use auto, cpu or cuda")
+            providers = [p for p in wanted if p in available]
+        self.providers = providers
         self.threads = threads
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()

@@ -59,14 +59,24 @@ class Backend(str, Enum):
     """Runtime backend for the scoring verbs."""
 
     auto = "auto"
+    tensorrt = "tensorrt"
     onnxruntime = "onnxruntime"
     torch = "torch"
+
+
+class Device(str, Enum):
+    """Where onnxruntime / torch run (TensorRT is always the GPU)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 class ExportFormat(str, Enum):
     """What ``aeserve export`` writes."""
 
     onnx = "onnx"
+    tensorrt = "tensorrt"
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -115,19 +125,21 @@ def _progress_callback(bar):
     return lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _open_model(bundle: Path, backend: Backend, batch_size: int):
+def _open_model(bundle: Path, backend: Backend, batch_size: int, device: Device = Device.auto):
     from aeserve.serve.model import load
 
     if batch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
-    return load(bundle, backend=backend.value, batch_size=batch_size)
+    options = {} if device == Device.auto or backend == Backend.tensorrt else {"device": device.value}
+    return load(bundle, backend=backend.value, batch_size=batch_size, **options)
 
 
 def _finish(summary, verb: str, quiet: bool, as_json: bool, detail: str = "") -> None:
     if as_json:
         out.print_json(json.dumps({"verb": verb, "rows": summary.rows, "seconds": summary.seconds,
                                    "rows_per_second": summary.rows_per_second,
-                                   "backend": summary.backend, "output": summary.output,
+                                   "backend": summary.backend, "backend_reason": summary.reason,
+                                   "output": summary.output,
                                    **summary.extra}))
     elif not quiet:
         err.print(f"{verb} {summary.rows:,} rows -> {escape(summary.output)}{detail} | "
@@ -138,6 +150,7 @@ BUNDLE_ARG = typer.Argument(..., help="Bundle directory (made by `aeserve train`
 OUTPUT_OPT = typer.Option(..., "--output", "-o", help="Output file: .csv, .parquet or .npy.", show_default=False)
 BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
 BATCH_OPT = typer.Option(2048, "--batch-size", help="Rows per backend call.")
+DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
 
 
@@ -226,19 +239,32 @@ def _train_with_progress(train_bundle, table, target, config, fit_config, quanti
 def export(
     bundle: Path = BUNDLE_ARG,
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", "-f", help="What to export."),
+    batch: str = typer.Option("1,1024,8192", help="tensorrt: optimisation profile batch sizes min,opt,max."),
+    fp16: bool = typer.Option(False, "--fp16", help="tensorrt: FP16 plans (TensorRT 11: from an FP16 ONNX graph)."),
+    workspace: int = typer.Option(1024, help="tensorrt: builder workspace limit in MiB."),
+    require_tensorrt: bool = typer.Option(False, "--require-tensorrt",
+                                          help="tensorrt: fail instead of writing build.sh when TensorRT is missing."),
     quiet: bool = QUIET_OPT,
 ) -> None:
-    """Export a bundle's encoder, decoder and energy graphs and check them against torch.
+    """Export a bundle's encoder, decoder and energy graphs: ONNX (checked against torch), or
+    TensorRT plans for this GPU (without TensorRT: a build.sh of trtexec lines for the GPU host).
 
-    Example: `aeserve export models/rows-ae --format onnx`
+    Example: `aeserve export models/rows-ae --format tensorrt --batch 1,1024,8192 --fp16`
     """
-    from aeserve.export.onnx import export_onnx
+    if format == ExportFormat.onnx:
+        from aeserve.export.onnx import export_onnx
 
-    parity = export_onnx(bundle)
+        parity = export_onnx(bundle)
+        if not quiet:
+            worst = max(e for errors in parity.values() for e in errors.values())
+            err.print(f"[green]exported[/] {', '.join(f'{g}.onnx' for g in parity)} to {escape(str(bundle))}; "
+                      f"max abs error vs torch {worst:.2g}")
+        return
+    from aeserve.export.tensorrt import Profile, build_tensorrt
+
+    result = build_tensorrt(bundle, Profile.parse(batch), fp16, workspace, require_tensorrt)
     if not quiet:
-        worst = max(err_ for errors in parity.values() for err_ in errors.values())
-        err.print(f"[green]exported[/] {', '.join(f'{g}.onnx' for g in parity)} to {escape(str(bundle))}; "
-                  f"max abs error vs torch {worst:.2g}")
+        err.print(("[green]built[/] " if result.built else "[yellow]note[/]: ") + escape(result.message))
 
 
 @app.command()
@@ -249,6 +275,7 @@ def score(
     output: Path = OUTPUT_OPT,
     backend: Backend = BACKEND_OPT,
     batch_size: int = BATCH_OPT,
+    device: Device = DEVICE_OPT,
     threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
     quiet: bool = QUIET_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -260,7 +287,7 @@ def score(
     """
     from aeserve.serve.files import score_file
 
-    model = _open_model(bundle, backend, batch_size)
+    model = _open_model(bundle, backend, batch_size, device)
     with _row_progress(not (quiet or as_json), "scoring") as bar:
         summary = score_file(model, data, output, threshold, _progress_callback(bar))
     anomalies = summary.extra["anomalies"]
@@ -278,12 +305,13 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
         output: Path = OUTPUT_OPT,
         backend: Backend = BACKEND_OPT,
         batch_size: int = BATCH_OPT,
+        device: Device = DEVICE_OPT,
         quiet: bool = QUIET_OPT,
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         from aeserve.serve import files
 
-        model = _open_model(bundle, backend, batch_size)
+        model = _open_model(bundle, backend, batch_size, device)
         with _row_progress(not (quiet or as_json), name) as bar:
             summary = getattr(files, run_name)(model, data, output, _progress_callback(bar))
         _finish(summary, f"{name}d" if name.endswith("e") else f"{name}ed", quiet, as_json)
@@ -315,6 +343,7 @@ def sample(
     seed: int = typer.Option(0, help="Random seed: same seed, same rows, on every backend."),
     output: Path = OUTPUT_OPT,
     backend: Backend = BACKEND_OPT,
+    device: Device = DEVICE_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Draw new rows: codes from the VAE prior (or a Gaussian fitted to training codes), decoded.
@@ -325,7 +354,7 @@ def sample(
 
     if n < 1:
         raise typer.BadParameter("must be >= 1", param_hint="-n")
-    summary = sample_file(_open_model(bundle, backend, 2048), n, output, seed)
+    summary = sample_file(_open_model(bundle, backend, 2048, device), n, output, seed)
     _finish(summary, "sampled", quiet, False)
 
 
@@ -369,10 +398,31 @@ def info(
         ("files", ", ".join(f"{name} ({sha[:8]})" for name, sha in m["files"].items())),
         ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
         ("backends here", ", ".join(available_backends()) or "none (pip install 'aeserve[cpu]')"),
+        ("auto picks", _auto_choice(opened)),
+        ("tensorrt", _tensorrt_status(opened)),
     ]
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)
+
+
+def _auto_choice(bundle) -> str:
+    from aeserve.errors import BackendUnavailable
+    from aeserve.serve.backends import choose_backend
+
+    try:
+        name, reason = choose_backend("auto", bundle)
+    except BackendUnavailable as exc:
+        return f"nothing: {exc}"
+    return f"{name} ({reason})"
+
+
+def _tensorrt_status(bundle) -> str:
+    check = bundle.manifest.get("export", {}).get("tensorrt_check")
+    plans = sorted(bundle.manifest.get("tensorrt", {}))
+    parse = ("graphs pass the TensorRT parser check" if check and check["parser_compatible"]
+             else f"parser check: {'; '.join(check['problems'])}" if check else "not checked (export first)")
+    return parse + (f"; plans: {', '.join(plans)}" if plans else "; no plans built")
 
 
 @app.command()
