@@ -1,0 +1,192 @@
+"""TensorRT and GPU paths: everything that can be checked without TensorRT or a GPU,
+plus ``gpu``-marked parity tests that skip with the reason where those are missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import aeserve
+from aeserve.bundle import Bundle
+from aeserve.errors import BackendUnavailable, InputError
+from aeserve.export.tensorrt import Profile, build_tensorrt, fp16_graph, plan_dir_name
+from aeserve.export.tensorrt_support import tensorrt_problems
+from aeserve.serve.backends import choose_backend
+from aeserve.serve.backends.tensorrt import find_plan_dir
+from aeserve.serve.gpu import GpuInfo, gpu_info
+from conftest import KINDS, run_cli
+
+H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
+
+
+def test_profile_parsing():
+    assert Profile.parse("1,512,4096") == Profile(1, 512, 4096)
+    assert Profile(2, 8, 64).shapes(30) == ((2, 30), (8, 30), (64, 30))
+    for bad in ("1,2", "a,b,c", "8,4,16", "0,1,2"):
+        with pytest.raises(InputError, match="--batch"):
+            Profile.parse(bad)
+
+
+def test_plan_directory_names_gpu_cc_and_version():
+    assert plan_dir_name(H100, "10.13.3.9") == "nvidia-h100-80gb-hbm3-sm90-trt10.13.3.9"
+    assert H100.sm == "sm90"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exported_graphs_pass_the_parser_check(bundles, kind):
+    check = Bundle.open(bundles[kind]).manifest["export"]["tensorrt_check"]
+    assert check == {"parser_compatible": True, "problems": [], "opset_range": [9, 20]}
+
+
+def _graph(op: str, opset: int = 20, batch: str = "batch", width: int | str = 3):
+    x = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, width])
+    node = helper.make_node(op, ["y"], ["out"]) if op != "RandomNormalLike" else \
+        helper.make_node(op, ["y"], ["out"])
+    return helper.make_model(helper.make_graph([node], "g", [x], [out]),
+                             opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_parser_check_rejects_what_tensorrt_cannot_take():
+    assert tensorrt_problems(_graph("Relu")) == []
+    assert "operator Hardmax is not supported" in tensorrt_problems(_graph("Hardmax"))[0]
+    assert "random operator RandomNormalLike" in tensorrt_problems(_graph("RandomNormalLike"))[0]
+    assert "opset 21 is outside" in tensorrt_problems(_graph("Relu", opset=21))[0]
+    assert any("axis 1 is dynamic" in p for p in tensorrt_problems(_graph("Relu", width="w")))
+    assert any("no dynamic batch axis" in p for p in tensorrt_problems(_graph("Relu", batch=4)))
+
+
+def test_fp16_graph_keeps_io_types_and_stays_close(bundles, cancer, tmp_path):
+    fp32 = onnx.load(str(bundles["cae"] / "energy.onnx"))
+    half = fp16_graph(fp32)
+    assert tensorrt_problems(half) == []
+    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert any(i.data_type == TensorProto.FLOAT16 for i in half.graph.initializer)
+    rows = cancer["test_normal"]
+    a = ort.InferenceSession(fp32.SerializeToString()).run(["energy"], {"y": rows})[0]
+    b = ort.InferenceSession(half.SerializeToString()).run(["energy"], {"y": rows})[0]
+    assert np.max(np.abs(a - b) / np.abs(a)) < 1e-2  # the stated fp16 tolerance
+
+
+def _fake_gpu_host(tmp_path, trt_version: str = "10.13.3"):
+    """nvidia-smi, trtexec and a tensorrt module that only say what a GPU host would say."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
+    (bin_dir / "trtexec").write_text(textwrap.dedent("""\
+        #!/bin/sh
+        for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${a#--saveEngine=}";; esac; done
+        echo "$@" >> "$(dirname "$0")/calls"
+        """))
+    for tool in ("nvidia-smi", "trtexec"):
+        (bin_dir / tool).chmod(0o755)
+    module = tmp_path / "site" / "tensorrt"
+    module.mkdir(parents=True)
+    (module / "__init__.py").write_text(f"__version__ = {trt_version!r}\n")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(tmp_path / "site"))
+    return bin_dir, env
+
+
+@pytest.mark.parametrize("trt_version,fp16_args", [("10.13.3", "--fp16"), ("11.4.0", "fp16/")])
+def test_build_sh_builds_plans_the_runtime_finds(bundles, tmp_path, trt_version, fp16_args):
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(bundles["ae"], bundle_dir)
+    result = build_tensorrt(bundle_dir, Profile(1, 256, 2048), fp16=True, workspace_mb=512)
+    assert not result.built and "build.sh" in result.message
+    script = bundle_dir / "tensorrt" / "build.sh"
+    text = script.read_text()
+    assert "--minShapes=y:1x30 --optShapes=y:256x30 --maxShapes=y:2048x30" in text
+    assert "--minShapes=z:1x4" in text and "--memPoolSize=workspace:512M" in text
+    bin_dir, env = _fake_gpu_host(tmp_path, trt_version)
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert len(calls) == 3 and all(fp16_args in call for call in calls)
+    expected = bundle_dir / "tensorrt" / plan_dir_name(H100, trt_version)
+    assert sorted(p.name for p in expected.iterdir()) == ["build.json", "decoder.plan", "encoder.plan", "energy.plan"]
+    record = json.loads((expected / "build.json").read_text())
+    assert record["compute_capability"] == [9, 0] and record["precision"] == "fp16"
+    bundle = Bundle.open(bundle_dir)  # the plans do not break the sha256 check
+    assert find_plan_dir(bundle, H100, trt_version) == expected
+    with pytest.raises(BackendUnavailable, match=r"built for NVIDIA H100 80GB HBM3 sm90 .*rebuild: aeserve export"):
+        find_plan_dir(bundle, GpuInfo("NVIDIA L4", (8, 9)), trt_version)
+    with pytest.raises(BackendUnavailable, match="rebuild"):
+        find_plan_dir(bundle, H100, "9.0.0")
+
+
+def test_missing_tensorrt_is_explained(bundles, tmp_path):
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(bundles["ae"], bundle_dir)
+    result = run_cli("export", bundle_dir, "--format", "tensorrt", "--require-tensorrt")
+    if gpu_info() is None:
+        assert result.returncode == 2
+        assert result.stderr.startswith("error:") and "TensorRT" in result.stderr
+    result = run_cli("score", bundle_dir, bundle_dir / "x.npy", "-o", tmp_path / "o.csv", "--backend", "tensorrt")
+    assert result.returncode == 2 and "tensorrt" in result.stderr
+
+
+def test_auto_says_why_it_chose(bundles):
+    name, reason = choose_backend("auto", Bundle.open(bundles["ae"]))
+    if name == "onnxruntime":
+        assert reason.startswith("auto: not tensorrt (")
+    model = aeserve.load(bundles["ae"])
+    assert model.backend_reason == reason
+
+
+# --- on a GPU host -------------------------------------------------------------------------
+
+def _skip_without(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        pytest.skip(f"{module} is not installed here")
+
+
+@pytest.mark.gpu
+def test_torch_cuda_matches_onnxruntime_cpu(bundles, cancer):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    cpu = aeserve.load(bundles["vae"], backend="onnxruntime", device="cpu")
+    gpu = aeserve.load(bundles["vae"], backend="torch", device="cuda")
+    rows = np.concatenate([cancer["test_normal"], cancer["anomalies"]])
+    a, b = cpu.energy(rows)["energy"], gpu.energy(rows)["energy"]
+    assert np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)) <= 1e-3
+
+
+@pytest.mark.gpu
+def test_onnxruntime_cuda_matches_cpu(bundles, cancer):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime here has no CUDAExecutionProvider (needs onnxruntime-gpu)")
+    rows = cancer["anomalies"]
+    a = aeserve.load(bundles["cae"], device="cpu").energy(rows)["energy"]
+    b = aeserve.load(bundles["cae"], device="cuda").energy(rows)["energy"]
+    assert np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)) <= 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp16,tolerance", [(False, 1e-3), (True, 1e-2)])
+def test_tensorrt_matches_onnxruntime_cpu(bundles, cancer, tmp_path, fp16, tolerance):
+    _skip_without("tensorrt")
+    _skip_without("cuda.bindings")
+    if gpu_info() is None:
+        pytest.skip("no NVIDIA GPU visible")
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(bundles["ae"], bundle_dir)
+    assert build_tensorrt(bundle_dir, Profile(1, 256, 1024), fp16=fp16, require_tensorrt=True).built
+    rows = np.concatenate([cancer["test_normal"], cancer["anomalies"]])
+    a = aeserve.load(bundle_dir, backend="onnxruntime", device="cpu").energy(rows)["energy"]
+    model = aeserve.load(bundle_dir, backend="tensorrt", batch_size=1024)
+    b = model.energy(rows)["energy"]
+    assert np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)) <= tolerance
