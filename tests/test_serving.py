@@ -1,0 +1,215 @@
+"""The KServe v2 server with the real tritonclient, a bounded load test, and bad requests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnx
+import pytest
+
+import aeserve
+
+th = pytest.importorskip("tritonclient.http")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``aeserve serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str):
+        self.port = _free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "aeserve", "serve", *args, "--port", str(self.port)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=1).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.process.stderr.read()}")
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://{self.url}{path}", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(bundles):
+    srv = Server(str(bundles["ae"]), str(bundles["vae"]), "--max-batch", "256", "--max-delay-ms", "5")
+    yield srv
+    srv.stop()
+
+
+def _input(rows: np.ndarray, binary: bool, name: str = "y"):
+    tensor = th.InferInput(name, list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows, binary_data=binary)
+    return tensor
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_tritonclient_inference_matches_the_api(server, bundles, cancer, kind, binary):
+    client = th.InferenceServerClient(server.url)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(kind)
+    rows = np.concatenate([cancer["test_normal"][:20], cancer["anomalies"][:20]])
+    outputs = None if binary else [th.InferRequestedOutput(n, binary_data=False)
+                                   for n in ("energy", "reconstruction", "regulariser", "anomaly")]
+    result = client.infer(kind, [_input(rows, binary)], outputs=outputs)
+    expected = aeserve.load(bundles[kind]).score(rows)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(result.as_numpy(name), values)
+
+
+def test_metadata_encode_decode_sample(server, bundles, cancer):
+    client = th.InferenceServerClient(server.url)
+    meta = client.get_model_metadata("vae")
+    assert [o["name"] for o in meta["outputs"]] == ["energy", "reconstruction", "regulariser", "anomaly"]
+    assert meta["inputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 30]}]
+    assert [o["name"] for o in client.get_model_metadata("vae-encode")["outputs"]] == ["mu", "logvar"]
+    model = aeserve.load(bundles["vae"])
+    rows = cancer["anomalies"][:7]
+    mu = client.infer("vae-encode", [_input(rows, True)]).as_numpy("mu")
+    np.testing.assert_array_equal(mu, model.encode(rows))
+    decoded = client.infer("vae-decode", [_input(mu, True, "z")]).as_numpy("y_tilde")
+    np.testing.assert_array_equal(decoded, model.decode(mu))
+    n = th.InferInput("n", [1], "INT64")
+    n.set_data_from_numpy(np.array([5], dtype=np.int64))
+    seed = th.InferInput("seed", [1], "INT64")
+    seed.set_data_from_numpy(np.array([3], dtype=np.int64))
+    np.testing.assert_array_equal(client.infer("vae-sample", [n, seed]).as_numpy("y"), model.sample(5, seed=3))
+
+
+def test_bounded_load_test_has_no_errors_and_batches_requests(server, bundles, cancer):
+    clients, per_client = 64, 8
+    expected = aeserve.load(bundles["ae"]).score(cancer["anomalies"])["energy"]
+    errors, answered = [], []
+
+    def worker(index: int) -> None:
+        client = th.InferenceServerClient(server.url)
+        rng = np.random.default_rng(index)
+        for _ in range(per_client):
+            start = int(rng.integers(0, len(cancer["anomalies"]) - 8))
+            size = int(rng.integers(1, 9))
+            try:
+                got = client.infer("ae", [_input(cancer["anomalies"][start:start + size], True)]).as_numpy("energy")
+                # coalesced with other requests, a row may land in another GEMM block: 1-ulp differences
+                np.testing.assert_allclose(got, expected[start:start + size], rtol=1e-5)
+                answered.append(size)
+            except Exception as exc:  # collected and asserted below
+                errors.append(repr(exc))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(worker, range(clients)))
+    seconds = time.perf_counter() - started
+    assert errors == []
+    assert len(answered) == clients * per_client
+    text = urllib.request.urlopen(f"http://{server.url}/metrics").read().decode()
+    count = next(float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith('aeserve_batch_rows_count{model="ae"}'))
+    assert count < clients * per_client, "concurrent requests were never coalesced"
+    print(f"load test: {len(answered)} requests, {sum(answered)} rows in {seconds:.2f}s, "
+          f"{len(answered) / seconds:.0f} req/s, {count:.0f} backend calls")
+
+
+def test_bad_requests_get_protocol_errors(server):
+    status, body = server.post("/v2/models/ae/infer", b'{"inputs": [')
+    assert status == 400 and "not valid JSON" in body["error"]
+    good = {"name": "y", "datatype": "FP32", "shape": [1, 30], "data": [0.0] * 30}
+    for change, text in [({"shape": [1, 29], "data": [0.0] * 29}, "expected [-1, 30]"),
+                         ({"datatype": "FP64"}, "expected FP32"),
+                         ({"data": [0.0] * 5}, "5 values for shape"),
+                         ({"name": "x"}, "has no input 'x'"),
+                         ({"data": ["a"] * 30}, "does not hold FP32")]:
+        status, body = server.post("/v2/models/ae/infer", json.dumps({"inputs": [{**good, **change}]}).encode())
+        assert status == 400 and text in body["error"], body
+    status, body = server.post("/v2/models/nope/infer", json.dumps({"inputs": [good]}).encode())
+    assert status == 404 and "unknown model 'nope'" in body["error"]
+    status, body = server.post("/v2/models/ae/infer", json.dumps({"inputs": [good], "outputs": [{"name": "q"}]}).encode())
+    assert status == 400 and "no output 'q'" in body["error"]
+
+
+def test_limits_queue_and_graceful_shutdown(bundles):
+    srv = Server(str(bundles["ae"]), "--max-body-mb", "0.05", "--max-queue-rows", "8", "--max-delay-ms", "800")
+    try:
+        big = {"inputs": [{"name": "y", "datatype": "FP32", "shape": [500, 30], "data": [1.0] * 15000}]}
+        status, body = srv.post("/v2/models/ae/infer", json.dumps(big).encode())
+        assert status == 413 and "max-body-mb" in body["error"]
+        eight = json.dumps({"inputs": [{"name": "y", "datatype": "FP32", "shape": [8, 30],
+                                        "data": [1.0] * 240}]}).encode()
+        first: dict = {}
+        thread = threading.Thread(target=lambda: first.update(result=srv.post("/v2/models/ae/infer", eight)))
+        thread.start()
+        time.sleep(0.3)  # the first request now waits in the batcher for company
+        status, body = srv.post("/v2/models/ae/infer", eight)
+        assert status == 503 and "busy" in body["error"]
+        time.sleep(0.1)
+        srv.process.send_signal(signal.SIGINT)  # shutdown while the first request is in flight
+        thread.join(timeout=30)
+        assert first["result"][0] == 200 and len(first["result"][1]["outputs"][0]["data"]) == 8
+        assert srv.process.wait(timeout=30) == 0
+    finally:
+        srv.process.kill()
+
+
+def _model_config_module():
+    import tritonclient
+    path = os.path.join(os.path.dirname(tritonclient.__file__), "grpc", "model_config_pb2.py")
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the protobuf module alone, without tritonclient.grpc's grpcio
+    return module
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_triton_repository_configs_parse_and_match_the_graphs(bundles, tmp_path, kind):
+    from google.protobuf import text_format
+
+    from conftest import run_cli
+
+    result = run_cli("export", bundles[kind], "--format", "triton", "--out", tmp_path / "repo")
+    assert result.returncode == 0, result.stderr
+    model_config = _model_config_module()
+    for graph in ("encoder", "decoder", "energy"):
+        folder = tmp_path / "repo" / f"{kind}-{graph}"
+        config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config.ModelConfig())
+        proto = onnx.load(str(folder / "1" / "model.onnx"))
+        assert config.name == folder.name and config.platform == "onnxruntime_onnx"
+        assert config.max_batch_size == 8192 and config.HasField("dynamic_batching")
+        assert [i.name for i in config.input] == [i.name for i in proto.graph.input]
+        assert [o.name for o in config.output] == [o.name for o in proto.graph.output]
+        for declared, actual in zip([*config.input, *config.output], [*proto.graph.input, *proto.graph.output]):
+            dims = [d.dim_value for d in actual.type.tensor_type.shape.dim[1:]]
+            shape = list(declared.reshape.shape) if declared.HasField("reshape") else list(declared.dims)
+            assert shape == dims, (declared.name, shape, dims)
