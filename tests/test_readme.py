@@ -26,7 +26,7 @@ def test_tour_commands_run(tmp_path):
     tour = README.split("<!-- tour -->", 1)[1]
     script = _bash_blocks(tour)[0]
     commands = [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
-    assert len(commands) >= 10
+    assert len(commands) >= 13
     outputs = []
     for command in commands:
         result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
@@ -34,5 +34,8 @@ def test_tour_commands_run(tmp_path):
         assert result.returncode == 0, f"{command}\n{result.stderr}"
         outputs.append(result)
     assert "AUROC" in outputs[0].stderr
+    assert (tmp_path / "triton-repo" / "cancer-vae-energy" / "config.pbtxt").is_file()
+    assert (tmp_path / "models" / "cancer-vae" / "tensorrt" / "build.sh").is_file()
+    assert list((tmp_path / "scored-by-ray").glob("*.parquet"))
     for name in ("scores.parquet", "scores.csv", "codes.csv", "decoded.csv", "rebuilt.csv", "samples.csv"):
         assert (tmp_path / name).is_file(), name

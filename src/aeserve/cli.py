@@ -282,16 +282,28 @@ def export(
         err.print(("[green]built[/] " if result.built else "[yellow]note[/]: ") + escape(result.message))
 
 
+class Engine(str, Enum):
+    """Where ``score`` runs: this process, or a Ray cluster through Ray Data."""
+
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 @user_errors
 def score(
     bundle: Path = BUNDLE_ARG,
-    data: Path = typer.Argument(..., help="Rows to score: .csv, .parquet or .npy.", show_default=False),
-    output: Path = OUTPUT_OPT,
+    data: list[Path] = typer.Argument(..., help="Rows to score: .csv, .parquet or .npy (several with --engine ray).",
+                                      show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", show_default=False,
+                                help="Output file (.csv, .parquet, .npy); with --engine ray a directory of Parquet files."),
     backend: Backend = BACKEND_OPT,
     batch_size: int = BATCH_OPT,
     device: Device = DEVICE_OPT,
     threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
+    engine: Engine = typer.Option(Engine.local, help="local, or ray: Ray Data over a local Ray or a cluster."),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address (ray://host:10001 or auto); default a local Ray."),
+    id_column: Optional[str] = typer.Option(None, help="ray: a column carried into the output beside the scores."),
     quiet: bool = QUIET_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -299,12 +311,27 @@ def score(
     energy, its terms and anomaly (0/1).
 
     Example: `aeserve score models/rows-ae new_rows.csv -o scores.parquet`
+
+    Example: `aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id`
     """
+    if engine == Engine.ray:
+        from aeserve.serve.ray_engine import score_with_ray
+
+        result = score_with_ray(bundle, data, output, address=address, threshold=threshold,
+                                backend=backend.value, id_column=id_column, batch_size=batch_size)
+        if as_json:
+            out.print_json(json.dumps({"verb": "scored", "engine": "ray", **result}))
+        elif not quiet:
+            err.print(f"scored {result['rows']:,} rows with Ray Data -> {escape(result['output'])} "
+                      f"| {result['rows'] / result['seconds']:,.0f} rows/s (Ray start-up included)")
+        return
+    if len(data) != 1:
+        raise typer.BadParameter("the local engine scores one file; use --engine ray for several", param_hint="DATA")
     from aeserve.serve.files import score_file
 
     model = _open_model(bundle, backend, batch_size, device)
     with _row_progress(not (quiet or as_json), "scoring") as bar:
-        summary = score_file(model, data, output, threshold, _progress_callback(bar))
+        summary = score_file(model, data[0], output, threshold, _progress_callback(bar))
     anomalies = summary.extra["anomalies"]
     _finish(summary, "scored", quiet, as_json,
             f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) "
