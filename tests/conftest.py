@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-KINDS = ("ae", "dae", "cae", "vae")
+KINDS = ("ae", "dae", "cae", "vae", "lvm")
 
 
 @pytest.fixture(scope="session")

@@ -93,3 +93,13 @@ def contractive_penalty(layers: Sequence[nn.Linear], activation: str,
 def loss_functional(energy: torch.Tensor) -> torch.Tensor:
     """L(F, Y) = 1/m Σⱼ F(y⁽ʲ⁾): the mean per-row energy over the batch (seed)."""
     return energy.mean()
+
+
+def cost_gradient(out: torch.Tensor, y: torch.Tensor, cost: str) -> torch.Tensor:
+    """∂C/∂out for C = ‖y − out‖² (2(out − y)) or the bce of logits out (σ(out) − y)."""
+    return 2.0 * (out - y) if cost == "mse" else torch.sigmoid(out) - y
+
+
+def softmin(energies: torch.Tensor, beta: float) -> torch.Tensor:
+    """softmin_β over the last axis: −1/β · log Σ exp(−β E) (seed: F_β; F_∞ = min as β → ∞)."""
+    return -torch.logsumexp(-beta * energies, dim=-1) / beta

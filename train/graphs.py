@@ -39,15 +39,15 @@ class DecoderGraph(nn.Module):
 
 
 class EnergyGraph(nn.Module):
-    """y raw -> (energy, reconstruction, regulariser), each (batch,); the scoring energy."""
+    """y raw -> (energy, *terms), each (batch,); the scoring energy and the terms summing to it."""
 
     def __init__(self, model: EnergyAutoencoder):
         super().__init__()
         self.model = model
 
     def forward(self, y: torch.Tensor):
-        cost, reg = self.model.scoring_energy(self.model.preprocess(y))
-        return cost + reg, cost, reg
+        terms = self.model.scoring_energy(self.model.preprocess(y))
+        return (sum(terms), *terms)
 
 
 def graph_modules(model: EnergyAutoencoder) -> dict[str, nn.Module]:

@@ -11,6 +11,7 @@ deterministic F(y) used for anomaly scores, validation and export).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -51,6 +52,15 @@ class ModelConfig:
     beta: float = 1.0          # vae: β in C + β·KL
     noise: float = 0.1         # dae: σ of the Gaussian corruption (preprocessed units)
     mask: float = 0.0          # dae: fraction of features set to 0 in the corrupted ŷ
+    infer_steps: int = 10      # lvm: K gradient steps of the z-inference (target propagation)
+    infer_lr: float = 0.1      # lvm: step size η of the z-inference
+    distance_weight: float = 1.0  # lvm: μ in D(z, z̃) = μ‖z − z̃‖²
+    latent_weight: float = 0.01   # lvm: λ in R(z) = λ‖z‖²
+    energy: str = "point"      # lvm/vae scoring: point (E at ž or μ) | free (F_β / importance-weighted)
+    free_samples: int = 64     # free energy: samples of z (lvm) or importance samples K (vae)
+    free_beta: float = 1.0     # lvm free energy: inverse temperature β of softmin_β
+    free_sigma: float = 0.5    # lvm free energy: spread of the samples z = ž + σ·ε
+    free_seed: int = 0         # seed of the fixed ε stored with the weights
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -62,6 +72,12 @@ class ModelConfig:
             raise InputError(f"layer sizes must be positive (hidden={self.hidden}, latent={self.latent})")
         if not 0.0 <= self.mask < 1.0:
             raise InputError(f"--mask must be in [0, 1), got {self.mask}")
+        if self.energy not in ("point", "free"):
+            raise InputError(f"--energy must be point or free, got {self.energy!r}")
+        if self.energy == "free" and self.kind not in ("lvm", "vae"):
+            raise InputError(f"--energy free is defined for the lvm and vae kinds, not {self.kind!r}")
+        if self.infer_steps < 0 or self.free_samples < 1:
+            raise InputError("--infer-steps must be >= 0 and --free-samples >= 1")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
@@ -269,6 +285,12 @@ class VariationalAutoencoder(EnergyAutoencoder):
     regulariser = "kl"
     encoder_outputs = ("mu", "logvar")
 
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        if config.energy == "free":
+            self.register_buffer("free_eps", torch.randn(
+                (config.free_samples, config.latent), generator=torch.Generator().manual_seed(config.free_seed)))
+
     def _make_encoder(self, sizes: list[int]) -> nn.ModuleList:
         trunk = _mlp(sizes[:-1])
         self.logvar_head = nn.Linear(sizes[-2], sizes[-1])
@@ -289,8 +311,27 @@ class VariationalAutoencoder(EnergyAutoencoder):
         return cost, self.config.beta * E.kl_to_standard_normal(mu, logvar)
 
     def scoring_energy(self, y_hat):
-        """C(y, Dec(μ)) + β·KL: deterministic."""
-        return self._terms(y_hat, None)
+        """C(y, Dec(μ)) + β·KL: deterministic. Free mode adds the importance-weighted correction."""
+        cost, reg = self._terms(y_hat, None)
+        if self.config.energy != "free":
+            return cost, reg
+        return cost, reg, self.importance_weighted(y_hat) - cost - reg
+
+    def importance_weighted(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """−log (1/K) Σ_k exp(−C(y, Dec(z_k)) + β[log p(z_k) − log q(z_k|y)]), z_k = μ + √v·ε_k.
+
+        With β = 1 this is the importance-weighted bound on −log p(y) (up to C's normalising
+        constant); K = 1 gives C + β·KL in expectation, and the bound tightens as K grows.
+        The ε_k are fixed (seeded, stored with the weights), so scores are deterministic.
+        """
+        mu, logvar = self.encode(y_hat)  # (batch, latent) each
+        samples, latent = self.free_eps.shape
+        z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * self.free_eps  # (batch, K, latent)
+        y_rep = y_hat.unsqueeze(1).expand(-1, samples, -1).reshape(-1, y_hat.shape[1])
+        cost = E.reconstruction_cost(y_rep, self.decode_logits(z.reshape(-1, latent)), self.config.cost)
+        log_ratio = 0.5 * (self.free_eps.pow(2).sum(dim=1) - z.pow(2).sum(dim=2) + logvar.sum(dim=1, keepdim=True))
+        log_w = -cost.reshape(-1, samples) + self.config.beta * log_ratio  # (batch, K)
+        return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
 
     def training_energy(self, y_hat, generator=None):
         """C(y, Dec(μ + √v·ε)) + β·KL with ε ~ N(0, I) (reparameterisation)."""
@@ -301,4 +342,105 @@ class VariationalAutoencoder(EnergyAutoencoder):
     def energy_spec(self) -> dict:
         spec = super().energy_spec()
         spec["formula"] = "energy = reconstruction + regulariser, regulariser = beta * KL(N(mu, v) || N(0, 1)), decoded at mu"
+        if self.config.energy == "free":
+            spec["terms"] = ["reconstruction", "regulariser", "free_correction"]
+            spec["formula"] = (f"energy = -log mean_k exp(-C(y, Dec(z_k)) + beta (log p(z_k) - log q(z_k|y))), "
+                               f"z_k = mu + sqrt(v) eps_k, K={self.config.free_samples} fixed eps; terms at mu "
+                               "plus free_correction")
+        return spec
+
+
+@register_kind("lvm")
+class LatentVariableEBM(EnergyAutoencoder):
+    """Latent-variable EBM trained by target propagation (seed, "Propagation de la cible").
+
+    E(y, z) = C(y, Dec(z)) + R(z) with R(z) = λ‖z‖²; z̃ = Enc(y) is the amortised guess;
+    ž = argmin_z E(y, z) + D(z, z̃), D = μ‖z − z̃‖², by K gradient steps started at z̃. The
+    decoder learns from C(y, Dec(ž)), the encoder from D(ž, z̃). The gradient of E + D with
+    respect to z is written out layer by layer (no autograd), so the exported graphs unroll
+    the same K steps. Scores: F_∞(y) ≈ E(y, ž), or with ``energy="free"`` the softmin
+    F_β(y) = −1/β · log Σ_s exp(−β E(y, z_s)) over z_s = ž + σ·ε_s (ε₀ = 0, the others fixed).
+    """
+
+    regulariser = "latent_l2"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        if config.energy == "free":
+            eps = torch.randn((config.free_samples, config.latent),
+                              generator=torch.Generator().manual_seed(config.free_seed))
+            eps[0] = 0.0  # ž itself is one of the samples, so F_β → min_s E(y, z_s) ≤ E(y, ž)
+            self.register_buffer("free_eps", eps)
+
+    def latent_penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """R(z) = λ‖z‖² per row."""
+        return self.config.latent_weight * z.pow(2).sum(dim=1)
+
+    def cost_and_gradient(self, y_hat: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """C(y, Dec(z)) per row and ∂C/∂z (batch, latent), by explicit back-propagation."""
+        pres, x = [], z
+        for layer in self.decoder_layers[:-1]:
+            pre = layer(x)
+            pres.append(pre)
+            x = self.act(pre)
+        out = self.decoder_layers[-1](x)  # (batch, features)
+        cost = E.reconstruction_cost(y_hat, out, self.config.cost)
+        grad = torch.matmul(E.cost_gradient(out, y_hat, self.config.cost), self.decoder_layers[-1].weight)
+        for layer, pre in zip(reversed(self.decoder_layers[:-1]), reversed(pres)):
+            grad = torch.matmul(grad * E.activation_derivative(self.config.activation, pre), layer.weight)
+        return cost, grad  # (batch,), (batch, latent)
+
+    def infer(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ž, z̃): K steps z ← z − η ∂/∂z [C(y, Dec(z)) + λ‖z‖² + μ‖z − z̃‖²] from z = z̃."""
+        z_tilde = self.encode_trace(y_hat)[0]  # (batch, latent)
+        z = z_tilde
+        lam, mu, lr = self.config.latent_weight, self.config.distance_weight, self.config.infer_lr
+        for _ in range(self.config.infer_steps):
+            grad = self.cost_and_gradient(y_hat, z)[1] + 2.0 * lam * z + 2.0 * mu * (z - z_tilde)
+            z = z - lr * grad
+        return z, z_tilde
+
+    def encode(self, y_hat):
+        """(ž,): the inferred code, not just the amortised z̃."""
+        return (self.infer(y_hat)[0],)
+
+    def training_energy(self, y_hat, generator=None):
+        """(C(y, Dec(ž)), μ‖ž − z̃‖²) with ž held fixed: the decoder step and the encoder step."""
+        with torch.no_grad():
+            z_check, _ = self.infer(y_hat)
+        z_tilde = self.encode_trace(y_hat)[0]
+        cost = E.reconstruction_cost(y_hat, self.decode_logits(z_check), self.config.cost)
+        return cost, self.config.distance_weight * (z_check - z_tilde).pow(2).sum(dim=1)
+
+    def sample_energies(self, y_hat: torch.Tensor, z_check: torch.Tensor) -> torch.Tensor:
+        """E(y, z_s) for z_s = ž + σ·ε_s: (batch, samples)."""
+        samples, latent = self.free_eps.shape
+        z = (z_check.unsqueeze(1) + self.config.free_sigma * self.free_eps).reshape(-1, latent)
+        y_rep = y_hat.unsqueeze(1).expand(-1, samples, -1).reshape(-1, y_hat.shape[1])
+        cost = E.reconstruction_cost(y_rep, self.decode_logits(z), self.config.cost)
+        return (cost + self.latent_penalty(z)).reshape(-1, samples)
+
+    def scoring_energy(self, y_hat):
+        """(C(y, Dec(ž)), R(ž)); in free mode a third term makes the sum F_β(y)."""
+        z_check, _ = self.infer(y_hat)
+        cost = E.reconstruction_cost(y_hat, self.decode_logits(z_check), self.config.cost)
+        reg = self.latent_penalty(z_check)
+        if self.config.energy != "free":
+            return cost, reg
+        free = E.softmin(self.sample_energies(y_hat, z_check), self.config.free_beta)
+        return cost, reg, free - cost - reg
+
+    def energy_spec(self) -> dict:
+        spec = super().energy_spec()
+        spec["weight"] = self.config.latent_weight
+        spec["inference"] = {"steps": self.config.infer_steps, "lr": self.config.infer_lr,
+                             "distance_weight": self.config.distance_weight,
+                             "objective": "C(y, Dec(z)) + latent_weight*|z|^2 + distance_weight*|z - Enc(y)|^2"}
+        if self.config.energy == "free":
+            spec["terms"] = ["reconstruction", "regulariser", "free_correction"]
+            spec["formula"] = (f"energy = F_beta(y) = -1/beta log sum_s exp(-beta E(y, z_s)), z_s = z_check + "
+                               f"sigma eps_s; beta={self.config.free_beta}, samples={self.config.free_samples}, "
+                               f"sigma={self.config.free_sigma}; terms at z_check plus free_correction")
+        else:
+            spec["formula"] = "energy = E(y, z_check) = reconstruction + latent_weight*|z_check|^2"
         return spec

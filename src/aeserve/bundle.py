@@ -33,7 +33,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 #: model kinds this version reads; aeserve.train.kinds registers exactly these
-KNOWN_KINDS = ("ae", "cae", "dae", "vae")
+KNOWN_KINDS = ("ae", "cae", "dae", "lvm", "vae")
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 #: graph name -> file name; the batch axis of every graph is dynamic.

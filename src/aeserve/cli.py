@@ -55,6 +55,13 @@ class Activation(str, Enum):
     sigmoid = "sigmoid"
 
 
+class EnergyMode(str, Enum):
+    """What the score is: the energy at the inferred code, or a free energy over many codes."""
+
+    point = "point"
+    free = "free"
+
+
 class Backend(str, Enum):
     """Runtime backend for the scoring verbs."""
 
@@ -171,6 +178,15 @@ def train(
     beta: float = typer.Option(1.0, help="vae: β in C + β·KL."),
     noise: float = typer.Option(0.1, help="dae: σ of the Gaussian corruption (standardised units)."),
     mask: float = typer.Option(0.0, help="dae: fraction of features zeroed in the corrupted input."),
+    infer_steps: int = typer.Option(10, help="lvm: gradient steps inferring ž from z̃ = Enc(y)."),
+    infer_lr: float = typer.Option(0.1, help="lvm: step size of the z-inference."),
+    distance_weight: float = typer.Option(1.0, help="lvm: μ in D(z, z̃) = μ‖z − z̃‖²."),
+    latent_weight: float = typer.Option(0.01, help="lvm: λ in R(z) = λ‖z‖²."),
+    energy: EnergyMode = typer.Option(EnergyMode.point, help="lvm/vae scores: point energy, or free energy "
+                                      "(lvm: softmin_β over samples around ž; vae: importance-weighted bound)."),
+    free_samples: int = typer.Option(64, help="free energy: samples of z (lvm) / importance samples K (vae)."),
+    free_beta: float = typer.Option(1.0, help="lvm free energy: inverse temperature β."),
+    free_sigma: float = typer.Option(0.5, help="lvm free energy: spread σ of the samples around ž."),
     epochs: int = typer.Option(100, help="Maximum epochs."),
     batch_size: int = typer.Option(128, "--batch-size", help="Rows per optimisation step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
@@ -197,7 +213,10 @@ def train(
     config = ModelConfig(kind=kind.value, n_features=table.values.shape[1],
                          hidden=_int_list(hidden, "--hidden"), latent=latent,
                          activation=activation.value, cost=cost.value, sparsity=sparsity,
-                         contraction=contraction, beta=beta, noise=noise, mask=mask)
+                         contraction=contraction, beta=beta, noise=noise, mask=mask,
+                         infer_steps=infer_steps, infer_lr=infer_lr, distance_weight=distance_weight,
+                         latent_weight=latent_weight, energy=energy.value, free_samples=free_samples,
+                         free_beta=free_beta, free_sigma=free_sigma, free_seed=seed)
     fit_config = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
     target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
     if not quiet:
