@@ -11,7 +11,7 @@ import torch
 import aeserve
 from aeserve.tables import Table
 from aeserve.train import energy as E
-from aeserve.train.demo import auroc
+from aeserve.evaluation import auroc
 from aeserve.train.fit import FitConfig
 from aeserve.train.kinds import ModelConfig, build_model
 from aeserve.train.pipeline import train_bundle

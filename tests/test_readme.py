@@ -26,7 +26,7 @@ def test_tour_commands_run(tmp_path):
     tour = README.split("<!-- tour -->", 1)[1]
     script = _bash_blocks(tour)[0]
     commands = [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
-    assert len(commands) >= 13
+    assert len(commands) >= 16
     outputs = []
     for command in commands:
         result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
@@ -37,5 +37,8 @@ def test_tour_commands_run(tmp_path):
     assert (tmp_path / "triton-repo" / "cancer-vae-energy" / "config.pbtxt").is_file()
     assert (tmp_path / "models" / "cancer-vae" / "tensorrt" / "build.sh").is_file()
     assert list((tmp_path / "scored-by-ray").glob("*.parquet"))
+    assert (tmp_path / "latent.png").stat().st_size > 10_000
+    assert "AUROC" in (tmp_path / "report.html").read_text()
+    assert (ROOT / "docs" / "latent-vae.png").is_file()  # the picture the README shows
     for name in ("scores.parquet", "scores.csv", "codes.csv", "decoded.csv", "rebuilt.csv", "samples.csv"):
         assert (tmp_path / name).is_file(), name

@@ -8,7 +8,7 @@ import torch
 
 import aeserve
 from aeserve.tables import Table
-from aeserve.train.demo import auroc
+from aeserve.evaluation import auroc
 from aeserve.train.fit import FitConfig, fit, scoring_energies
 from aeserve.train.kinds import ModelConfig, build_model, list_kinds
 from aeserve.train.pipeline import train_bundle

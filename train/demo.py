@@ -19,18 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from aeserve.errors import BackendUnavailable, InputError
+from aeserve.evaluation import auroc
 from aeserve.tables import read_table, write_table
 
-__all__ = ["auroc", "make_demo_data", "run_demo"]
-
-
-def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
-    """P(score of an anomaly > score of a normal row), ties counted half (Mann-Whitney)."""
-    normal = np.sort(np.asarray(normal, dtype=np.float64))
-    anomalous = np.asarray(anomalous, dtype=np.float64)
-    below = np.searchsorted(normal, anomalous, side="left")
-    not_above = np.searchsorted(normal, anomalous, side="right")
-    return float((below + 0.5 * (not_above - below)).sum() / (normal.size * anomalous.size))
+__all__ = ["make_demo_data", "run_demo"]
 
 
 def make_demo_data(directory: Path, seed: int = 0, n_test_normal: int = 100) -> dict[str, Path]:

@@ -511,6 +511,60 @@ def serve(
                 timeout_graceful_shutdown=30)
 
 
+class PlotKind(str, Enum):
+    """Which picture ``aeserve plot`` draws."""
+
+    latent = "latent"
+    energy = "energy"
+    roc = "roc"
+    reconstructions = "reconstructions"
+    training = "training"
+
+
+@app.command()
+@user_errors
+def plot(
+    bundle: Path = BUNDLE_ARG,
+    data: Path = typer.Argument(..., help="Rows to picture: .csv, .parquet or .npy.", show_default=False),
+    what: PlotKind = typer.Option(PlotKind.latent, "--what", "-w", help="Which picture."),
+    output: Path = typer.Option(..., "--output", "-o", help="PNG file to write.", show_default=False),
+    labels: Optional[str] = typer.Option(None, help="0/1 column (1 = anomaly): colours, and needed for roc."),
+    backend: Backend = BACKEND_OPT,
+) -> None:
+    """Draw a picture of the detector on DATA: latent map (a VAE's bubbles), energy histogram
+    with the threshold, ROC/PR curves, reconstructions, or training curves.
+
+    Example: `aeserve plot models/cancer-vae demo/test.csv --what latent --labels label -o latent.png`
+    """
+    from aeserve.serve.plots import load_plot_data, render
+
+    data_ = load_plot_data(_open_model(bundle, backend, 4096), data, labels)
+    err.print(f"[green]wrote[/] {escape(str(render(what.value, data_, output)))}")
+
+
+@app.command()
+@user_errors
+def report(
+    bundle: Path = BUNDLE_ARG,
+    data: Path = typer.Argument(..., help="Rows to report on: .csv, .parquet or .npy.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="HTML file to write (self-contained).", show_default=False),
+    labels: Optional[str] = typer.Option(None, help="0/1 column (1 = anomaly): adds ROC/PR and AUROC."),
+    backend: Backend = BACKEND_OPT,
+) -> None:
+    """Write one self-contained HTML report: energy histogram and threshold, ROC/PR with AUROC
+    (given labels), latent map, reconstructions, training curves.
+
+    Example: `aeserve report models/cancer-vae demo/test.csv --labels label -o report.html`
+    """
+    from aeserve.serve.plots import load_plot_data
+    from aeserve.serve.report import build_report
+
+    data_ = load_plot_data(_open_model(bundle, backend, 4096), data, labels)
+    numbers = build_report(data_, output, str(data))
+    detail = f" (AUROC {numbers['auroc']:.3f})" if "auroc" in numbers else ""
+    err.print(f"[green]wrote[/] {escape(str(output))}{detail}")
+
+
 def _auto_choice(bundle) -> str:
     from aeserve.errors import BackendUnavailable
     from aeserve.serve.backends import choose_backend
