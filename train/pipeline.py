@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 import aeserve
+from aeserve.atomic import default_mode
 from aeserve.bundle import SCHEMA_VERSION, write_manifest
 from aeserve.errors import InputError
 from aeserve.tables import Table
@@ -104,6 +105,7 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    built.chmod(default_mode(directory=True))
     try:
         save_weights(model, built)
         write_manifest(built, manifest)

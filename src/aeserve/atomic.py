@@ -11,7 +11,21 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "default_mode"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give (mkstemp/mkdtemp give 0600/0700)."""
+    return (0o777 if directory else 0o666) & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -27,6 +41,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, default_mode())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
