@@ -45,7 +45,8 @@ def test_score_writes_one_row_per_input_row_matching_the_api(workdir):
     assert "scored 312 rows" in result.stderr and "rows/s" in result.stderr
     assert "backend onnxruntime" in result.stderr
     table = pacsv.read_csv(workdir / "scores.csv")
-    assert table.column_names == ["energy", "reconstruction", "regulariser", "anomaly"]
+    assert table.column_names == ["row", "energy", "reconstruction", "regulariser", "anomaly"]
+    assert table.column("row").to_pylist() == list(range(1, 313))  # 1-based data rows, input order
     rows = read_table(workdir / "test.csv", drop=["id", "label"]).values
     expected = aeserve.load(workdir / "ae").score(rows)
     np.testing.assert_array_equal(table.column("energy").to_numpy().astype(np.float32), expected["energy"])
@@ -72,11 +73,11 @@ def test_encode_decode_reconstruct_sample(workdir):
     vae = workdir / "vae"
     assert run_cli("encode", vae, workdir / "test.csv", "-o", workdir / "codes.csv").returncode == 0
     codes = pacsv.read_csv(workdir / "codes.csv")
-    assert codes.column_names == ["z0", "z1", "z2", "z3", "logvar0", "logvar1", "logvar2", "logvar3"]
+    assert codes.column_names == ["row", "z0", "z1", "z2", "z3", "logvar0", "logvar1", "logvar2", "logvar3"]
     assert run_cli("decode", vae, workdir / "codes.csv", "-o", workdir / "decoded.csv").returncode == 0
     assert run_cli("reconstruct", vae, workdir / "test.csv", "-o", workdir / "rebuilt.csv").returncode == 0
-    decoded = read_table(workdir / "decoded.csv").values
-    rebuilt = read_table(workdir / "rebuilt.csv").values
+    decoded = read_table(workdir / "decoded.csv", drop=["row"]).values
+    rebuilt = read_table(workdir / "rebuilt.csv", drop=["row"]).values
     assert decoded.shape == (312, 30)
     np.testing.assert_allclose(decoded, rebuilt, rtol=1e-5)
     for name in ("s1.csv", "s2.csv"):

@@ -115,22 +115,41 @@ def _int_list(value: str, flag: str) -> tuple[int, ...]:
 
 
 def _row_progress(enabled: bool, label: str):
-    """A rich progress bar (rows, rows/s, ETA) on a terminal; a no-op otherwise."""
+    """A rich progress bar (input read, rows, rows/s, ETA) on a terminal; a no-op otherwise."""
     from contextlib import nullcontext
 
     if not enabled or not err.is_terminal:
         return nullcontext(None)
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeRemainingColumn)
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), TextColumn("{task.description}"),
                     TimeRemainingColumn(), console=err, transient=True)
 
 
 def _progress_callback(bar):
+    """(bytes done, bytes total, rows) -> the bar: share of input read, rows and rows/s."""
     if bar is None:
         return None
-    task = bar.add_task("rows", total=None)
-    return lambda done, total: bar.update(task, completed=done, total=total)
+    import time
+
+    task, started = bar.add_task("", total=None), time.perf_counter()
+
+    def update(done: int, total: int, rows: int) -> None:
+        rate = rows / max(time.perf_counter() - started, 1e-9)
+        bar.update(task, completed=done, total=total, description=f"{rows:,} rows  {rate:,.0f} rows/s")
+
+    return update
+
+
+class OnError(str, Enum):
+    """What to do with a bad row."""
+
+    fail = "fail"
+    skip = "skip"
+
+
+#: exit status when a run finished but skipped bad rows (--on-error skip)
+EXIT_SKIPPED = 3
 
 
 def _open_model(bundle: Path, backend: Backend, batch_size: int, device: Device = Device.auto):
@@ -143,19 +162,28 @@ def _open_model(bundle: Path, backend: Backend, batch_size: int, device: Device 
 
 
 def _finish(summary, verb: str, quiet: bool, as_json: bool, detail: str = "") -> None:
+    skipped = len(getattr(summary, "skipped", []))
     if as_json:
         out.print_json(json.dumps({"verb": verb, "rows": summary.rows, "seconds": summary.seconds,
                                    "rows_per_second": summary.rows_per_second,
                                    "backend": summary.backend, "backend_reason": summary.reason,
-                                   "output": summary.output,
+                                   "output": summary.output, "skipped_rows": skipped,
+                                   "errors_file": getattr(summary, "errors_file", None),
                                    **summary.extra}))
     elif not quiet:
         err.print(f"{verb} {summary.rows:,} rows -> {escape(summary.output)}{detail} | "
                   f"{summary.rows_per_second:,.0f} rows/s | backend {escape(summary.backend)}")
+    if skipped:
+        err.print(f"[yellow]skipped {skipped:,} bad rows[/]: listed in {escape(summary.errors_file)}")
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 BUNDLE_ARG = typer.Argument(..., help="Bundle directory (made by `aeserve train`).", show_default=False)
 OUTPUT_OPT = typer.Option(..., "--output", "-o", help="Output file: .csv, .parquet or .npy.", show_default=False)
+ID_OPT = typer.Option(None, "--id-column", help="Input column carried into the output (default: row, the 1-based data row).")
+ON_ERROR_OPT = typer.Option(OnError.fail, "--on-error", help="fail: stop at the first bad row, write nothing; "
+                            "skip: leave bad rows out, list them in OUTPUT.errors.csv, exit with status 3.")
+DATA_HELP = "Input files, globs or directories of .csv, .parquet, .npy (read in order, streamed)."
 BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
 BATCH_OPT = typer.Option(2048, "--batch-size", help="Rows per backend call.")
 DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
@@ -312,8 +340,7 @@ class Engine(str, Enum):
 @user_errors
 def score(
     bundle: Path = BUNDLE_ARG,
-    data: list[Path] = typer.Argument(..., help="Rows to score: .csv, .parquet or .npy (several with --engine ray).",
-                                      show_default=False),
+    data: list[Path] = typer.Argument(..., help=DATA_HELP, show_default=False),
     output: Path = typer.Option(..., "--output", "-o", show_default=False,
                                 help="Output file (.csv, .parquet, .npy); with --engine ray a directory of Parquet files."),
     backend: Backend = BACKEND_OPT,
@@ -322,14 +349,18 @@ def score(
     threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
     engine: Engine = typer.Option(Engine.local, help="local, or ray: Ray Data over a local Ray or a cluster."),
     address: Optional[str] = typer.Option(None, help="ray: cluster address (ray://host:10001 or auto); default a local Ray."),
-    id_column: Optional[str] = typer.Option(None, help="ray: a column carried into the output beside the scores."),
+    id_column: Optional[str] = ID_OPT,
+    on_error: OnError = ON_ERROR_OPT,
     quiet: bool = QUIET_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Score DATA for anomalies: one output row per input row, in order, with columns
-    energy, its terms and anomaly (0/1).
+    row (or --id-column), source (several inputs), energy, its terms and anomaly (0/1);
+    a .npy output holds the score columns only. Files of any size stream in flat memory.
 
     Example: `aeserve score models/rows-ae new_rows.csv -o scores.parquet`
+
+    Example: `aeserve score models/rows-ae 'day-*.csv' --id-column id --on-error skip -o scores.csv`
 
     Example: `aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id`
     """
@@ -344,13 +375,11 @@ def score(
             err.print(f"scored {result['rows']:,} rows with Ray Data -> {escape(result['output'])} "
                       f"| {result['rows'] / result['seconds']:,.0f} rows/s (Ray start-up included)")
         return
-    if len(data) != 1:
-        raise typer.BadParameter("the local engine scores one file; use --engine ray for several", param_hint="DATA")
     from aeserve.serve.files import score_file
 
     model = _open_model(bundle, backend, batch_size, device)
     with _row_progress(not (quiet or as_json), "scoring") as bar:
-        summary = score_file(model, data[0], output, threshold, _progress_callback(bar))
+        summary = score_file(model, data, output, threshold, _progress_callback(bar), id_column, on_error.value)
     anomalies = summary.extra["anomalies"]
     _finish(summary, "scored", quiet, as_json,
             f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) "
@@ -362,11 +391,13 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
 
     def command(
         bundle: Path = BUNDLE_ARG,
-        data: Path = typer.Argument(..., help=arg_help, show_default=False),
+        data: list[Path] = typer.Argument(..., help=arg_help, show_default=False),
         output: Path = OUTPUT_OPT,
         backend: Backend = BACKEND_OPT,
         batch_size: int = BATCH_OPT,
         device: Device = DEVICE_OPT,
+        id_column: Optional[str] = ID_OPT,
+        on_error: OnError = ON_ERROR_OPT,
         quiet: bool = QUIET_OPT,
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
@@ -374,7 +405,8 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
 
         model = _open_model(bundle, backend, batch_size, device)
         with _row_progress(not (quiet or as_json), name) as bar:
-            summary = getattr(files, run_name)(model, data, output, _progress_callback(bar))
+            summary = getattr(files, run_name)(model, data, output, _progress_callback(bar), id_column,
+                                               on_error.value)
         _finish(summary, f"{name}d" if name.endswith("e") else f"{name}ed", quiet, as_json)
 
     command.__doc__ = doc
@@ -385,15 +417,15 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
 _file_verb("encode", "encode_file",
            "Encode rows to codes z0..z{k-1} (a VAE writes μ as z and its logvar columns).\n\n"
            "Example: `aeserve encode models/rows-vae rows.csv -o codes.csv`",
-           "Rows to encode: .csv, .parquet or .npy.")
+           DATA_HELP)
 _file_verb("decode", "decode_file",
            "Decode codes (columns z0..z{k-1}, or a .npy of width k) to rows in raw units.\n\n"
            "Example: `aeserve decode models/rows-vae codes.csv -o rows.csv`",
-           "Codes to decode: .csv, .parquet or .npy.")
+           "Codes: files, globs or directories of .csv, .parquet (columns z0..) or .npy.")
 _file_verb("reconstruct", "reconstruct_file",
            "Reconstruct rows: decode(encode(y)), in raw units.\n\n"
            "Example: `aeserve reconstruct models/rows-ae rows.csv -o rebuilt.csv`",
-           "Rows to reconstruct: .csv, .parquet or .npy.")
+           DATA_HELP)
 
 
 @app.command()

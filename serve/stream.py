@@ -1,0 +1,587 @@
+"""Streaming file I/O: files of any size in flat memory, parsing, compute and writing overlapped.
+
+Inputs (several files, globs, directories of .csv/.parquet/.npy) are read chunk by chunk
+(pyarrow's streaming CSV reader, Parquet row batches, .npy read with plain reads — a
+memory map would count towards RSS as its pages are touched). A reader thread parses, a
+compute thread runs the model, the calling thread writes; bounded queues between them keep
+memory flat and let the stages overlap, so the end-to-end time approaches the slowest
+stage rather than their sum. Output rows keep input order; the output is written to a
+temporary file and renamed into place only when everything succeeded.
+
+Bad rows: ``on_error="fail"`` stops at the first one with file, row and column (and leaves
+no output); ``"skip"`` scores the rest and lists every skipped row with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from aeserve.atomic import atomic_path
+from aeserve.errors import InputError
+from aeserve.tables import SUFFIXES, check_output_path
+
+__all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "stream_verb",
+           "chunk_rows_for", "TableWriter"]
+
+_CHUNK_BYTES = 16 << 20  # target size of one parsed chunk
+_QUEUE_DEPTH = 3
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row left out in skip mode, and why."""
+
+    source: str
+    row: int        # 1-based data row (the header is not a row)
+    column: str
+    reason: str
+
+
+@dataclass
+class Chunk:
+    """Consecutive good rows of one input file."""
+
+    values: np.ndarray        # (n, width) float32
+    ids: np.ndarray           # (n,) id column values, or 1-based data row numbers
+    source: str               # the file of the last row (see ``sources`` for each row)
+    bad: list[BadRow] = field(default_factory=list)
+    nbytes: int = 0           # input bytes consumed so far in ``source`` (progress)
+    sources: np.ndarray | None = None  # (n,) file of each row, when rows span files
+
+
+@dataclass
+class StreamSummary:
+    """What a streaming verb did."""
+
+    rows: int
+    seconds: float
+    backend: str
+    output: str
+    reason: str = ""
+    skipped: list[BadRow] = field(default_factory=list)
+    errors_file: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput over read + compute + write."""
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def chunk_rows_for(width: int) -> int:
+    """Rows per chunk so that one chunk of float32 rows is about 16 MiB (1k..256k rows)."""
+    return int(min(262_144, max(1024, _CHUNK_BYTES // (4 * max(width, 1)))))
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files, glob patterns and directories (their .csv/.parquet/.npy files, sorted) -> files."""
+    files: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        if any(ch in text for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            if not matches:
+                raise InputError(f"{text}: the pattern matches no file")
+            files.extend(p for p in matches if p.is_file())
+        elif Path(text).is_dir():
+            found = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(f"{text}: directory holds no {', '.join(SUFFIXES)} file")
+            files.extend(found)
+        else:
+            files.append(Path(text))
+    for path in files:
+        if path.suffix.lower() not in SUFFIXES:
+            raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; expected one of "
+                             f"{', '.join(SUFFIXES)}")
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+    return files
+
+
+# -- converting parsed columns, with row and column in every complaint ------------------------
+
+def _convert(table, features: Sequence[str], rows: np.ndarray, source: str, skip: bool
+             ) -> tuple[np.ndarray, np.ndarray, list[BadRow]]:
+    """Feature columns of ``table`` -> float32 (n, width); returns (values, keep mask, bad rows).
+
+    ``rows`` are the 1-based data row numbers of the table's rows. Typed numeric columns
+    take the fast path; anything else is checked cell by cell, only where needed.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    values = np.empty((n, len(features)), dtype=np.float32)
+    keep = np.ones(n, dtype=bool)
+    bad: list[BadRow] = []
+
+    def reject(index: int, column: str, reason: str) -> None:
+        if not skip:
+            raise InputError(f"{source}: row {rows[index]}, column {column!r}: {reason}")
+        if keep[index]:
+            bad.append(BadRow(source, int(rows[index]), column, reason))
+        keep[index] = False
+
+    for j, name in enumerate(features):
+        column = table.column(name)
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            col = column.to_numpy(zero_copy_only=False)
+        else:
+            try:
+                col = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = np.full(n, np.nan, dtype=np.float32)
+                for index, cell in enumerate(column.to_pylist()):
+                    if cell is None:
+                        continue  # reported as a missing value below
+                    try:
+                        col[index] = float(cell)
+                    except (TypeError, ValueError):
+                        reject(index, name, f"expected a number, got {str(cell)[:40]!r}")
+        values[:, j] = col
+        nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
+        for index in np.flatnonzero(nulls & keep):
+            reject(int(index), name, "missing value, expected a number")
+    finite = np.isfinite(values)
+    if not finite[keep].all():
+        for index, j in np.argwhere(~finite):
+            if keep[index]:
+                reject(int(index), features[j], f"value {values[index, j]} is not a finite number")
+    return values, keep, bad
+
+
+# -- readers -------------------------------------------------------------------------------
+
+class _CountingFile(io.RawIOBase):
+    """A file whose ``consumed`` says how many bytes the parser has read (for progress)."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "rb")
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self._file.readinto(buffer)
+        self.consumed += count or 0
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        try:
+            return next(csv.reader(fh))
+        except StopIteration:
+            raise InputError(f"{path}: file is empty (expected a header row and data rows)") from None
+
+
+def _check_columns(path: Path, names: list[str], features: Sequence[str], id_column: str | None) -> None:
+    missing = [c for c in features if c not in names]
+    if missing:
+        shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+        raise InputError(f"{path}: has {len(names)} columns but lacks {len(missing)} the model expects ({shown}); "
+                         f"expected {len(features)} columns")
+    if id_column is not None and id_column not in names:
+        raise InputError(f"{path}: no id column {id_column!r}")
+
+
+def _row_numbers(start: int, count: int, skipped_lines: list[int]) -> np.ndarray:
+    """1-based data rows of ``count`` parsed rows after ``start`` parsed rows, given the data
+    rows the parser dropped as malformed (sorted)."""
+    rows = np.arange(start + 1, start + count + 1)
+    if not skipped_lines:
+        return rows
+    dropped = np.asarray(skipped_lines)
+    result = rows.copy()
+    for _ in range(len(dropped) + 1):  # fixed point of r = k + #{dropped <= r}
+        updated = rows + np.searchsorted(dropped, result, side="right")
+        if np.array_equal(updated, result):
+            break
+        result = updated
+    return result
+
+
+def _read_csv(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (expected a header row and data rows)")
+    names = _csv_header(path)
+    _check_columns(path, names, features, id_column)
+    malformed: list = []
+
+    def on_invalid(row) -> str:
+        malformed.append(row)
+        return "skip" if skip else "error"
+
+    columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
+    text_type = pa.string() if skip else pa.float32()
+    convert = pacsv.ConvertOptions(include_columns=columns, column_types={f: text_type for f in features},
+                                   null_values=["", "NA", "N/A", "NULL", "null", "None"], strings_can_be_null=True)
+    block = max(1 << 20, min(64 << 20, chunk_rows * 12 * len(columns)))
+    source = _CountingFile(path)
+    try:
+        # skip mode needs the parser's line numbers, which only its serial mode reports
+        reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=block, use_threads=not skip),
+                                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+                                convert_options=convert)
+        parsed = 0
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            skipped = sorted(int(r.number) - 1 for r in malformed if r.number is not None)
+            rows = _row_numbers(parsed, table.num_rows, skipped)
+            parsed += table.num_rows
+            values, keep, bad = _convert(table, features, rows, str(path), skip)
+            bad = [BadRow(str(path), int(r.number) - 1 if r.number else -1, "*",
+                          f"expected {r.expected_columns} fields, got {r.actual_columns}") for r in malformed] + bad
+            malformed.clear()
+            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
+            yield Chunk(values[keep], ids[keep], str(path), bad, source.consumed)
+    except pa.ArrowInvalid as exc:
+        if malformed:
+            row = malformed[0] if malformed[0].number is not None else _first_malformed(path, convert) or malformed[0]
+            where = f"line {row.number}, data row {row.number - 1}: " if row.number else ""
+            raise InputError(f"{path}: cannot parse CSV ({where}expected {row.expected_columns} fields, got "
+                             f"{row.actual_columns}; the row is truncated or malformed)") from None
+        if "conversion error" in str(exc):
+            _locate_bad_cell(path, features)  # raises with row and column
+        raise InputError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    finally:
+        source.close()
+
+
+def _first_malformed(path: Path, convert):
+    """Re-read serially (the parser numbers rows only then) to find the first malformed row."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    found = []
+
+    def handler(row) -> str:
+        found.append(row)
+        return "error"
+
+    try:
+        for _ in pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                                parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
+                                convert_options=convert):
+            pass
+    except pa.ArrowInvalid:
+        pass
+    return found[0] if found else None
+
+
+def _locate_bad_cell(path: Path, features) -> None:
+    """Re-read ``path`` with text columns to name the first cell that is not a number."""
+    import pyarrow.csv as pacsv
+
+    convert = pacsv.ConvertOptions(include_columns=list(features), column_types={f: "string" for f in features},
+                                   null_values=["", "NA", "N/A", "NULL", "null", "None"], strings_can_be_null=True)
+    parsed = 0
+    for batch in pacsv.open_csv(path, convert_options=convert):
+        import pyarrow as pa
+
+        table = pa.Table.from_batches([batch])
+        _convert(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), str(path), skip=False)
+        parsed += table.num_rows
+
+
+def _read_parquet(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
+    _check_columns(path, handle.schema_arrow.names, features, id_column)
+    columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
+    size, total, parsed = path.stat().st_size, max(handle.metadata.num_rows, 1), 0
+    try:
+        for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
+            table = pa.Table.from_batches([batch])
+            rows = np.arange(parsed + 1, parsed + table.num_rows + 1)
+            parsed += table.num_rows
+            values, keep, bad = _convert(table, features, rows, str(path), skip)
+            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
+            yield Chunk(values[keep], ids[keep], str(path), bad, int(size * parsed / total))
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
+
+
+def _read_npy(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chunk]:
+    if id_column is not None:
+        raise InputError(f"{path}: .npy files have no named columns; --id-column needs .csv or .parquet")
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(fh))
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path}: cannot read .npy ({str(exc).splitlines()[0]})") from None
+        if len(shape) != 2 or fortran or dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+            raise InputError(f"{path}: expected a C-ordered numeric 2-D array (rows, features), "
+                             f"got shape {shape} dtype {dtype}{' (Fortran order)' if fortran else ''}")
+        if shape[1] != len(features):
+            raise InputError(f"{path}: has {shape[1]} columns, expected {len(features)}")
+        done = 0
+        while done < shape[0]:
+            count = min(chunk_rows, shape[0] - done)
+            block = np.fromfile(fh, dtype=dtype, count=count * shape[1])
+            if block.size != count * shape[1]:
+                raise InputError(f"{path}: truncated: the header promises {shape[0]} rows, the data ends "
+                                 f"after {done + block.size // shape[1]}")
+            values = block.reshape(count, shape[1]).astype(np.float32, copy=False)
+            rows = np.arange(done + 1, done + count + 1)
+            keep, bad = np.ones(count, dtype=bool), []
+            finite = np.isfinite(values)
+            for index, j in np.argwhere(~finite):
+                if not skip:
+                    raise InputError(f"{path}: row {rows[index]}, column {features[j]!r}: "
+                                     f"value {values[index, j]} is not a finite number")
+                if keep[index]:
+                    bad.append(BadRow(str(path), int(rows[index]), features[j], "not a finite number"))
+                keep[index] = False
+            done += count
+            yield Chunk(values[keep], rows[keep], str(path), bad, fh.tell())
+
+
+_READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".npy": _read_npy}
+
+
+def iter_chunks(path: Path, features: Sequence[str], id_column: str | None = None,
+                chunk_rows: int | None = None, skip: bool = False) -> Iterator[Chunk]:
+    """Chunks of good rows from one file, in order (see module docstring)."""
+    return _READERS[path.suffix.lower()](path, list(features), id_column, chunk_rows or chunk_rows_for(len(features)),
+                                         skip)
+
+
+# -- writers -------------------------------------------------------------------------------
+
+class TableWriter:
+    """Writes named columns chunk by chunk to .csv, .parquet or .npy (float32 scores only)."""
+
+    def __init__(self, path: Path, target: Path):
+        self.path, self.target = path, target
+        self.suffix = target.suffix.lower()
+        self.rows = 0
+        self._writer = None
+        self._file = None
+        self._schema = None
+
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        import pyarrow as pa
+
+        if self.suffix == ".npy":
+            numeric = np.stack([np.asarray(v, dtype=np.float32) for v in columns.values()], axis=1)
+            if self._file is None:
+                self._file = open(self.path, "wb")
+                self._width = numeric.shape[1]
+                self._file.write(self._npy_header(0))
+            self._file.write(np.ascontiguousarray(numeric).tobytes())
+        else:
+            table = pa.table(columns)
+            if self._writer is None:
+                self._schema = table.schema
+                if self.suffix == ".csv":
+                    import pyarrow.csv as pacsv
+                    self._writer = pacsv.CSVWriter(str(self.path), self._schema)
+                else:
+                    import pyarrow.parquet as pq
+                    self._writer = pq.ParquetWriter(str(self.path), self._schema)
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise InputError(f"the id column's type changes between inputs ({self._schema} vs {table.schema})") from None
+            self._writer.write_table(table)
+        self.rows += len(next(iter(columns.values())))
+
+    def _npy_header(self, rows: int) -> bytes:
+        # the row count is padded to a fixed width so the header can be rewritten in place
+        text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%-20d, %d), }" % (rows, self._width)
+        pad = 64 - (10 + len(text) + 1) % 64
+        header = (text + " " * pad + "\n").encode("latin1")
+        return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+    def close(self) -> None:
+        if self.suffix == ".npy":
+            if self._file is None:
+                self._width = 0
+                self._file = open(self.path, "wb")
+                self._file.write(self._npy_header(0))
+            self._file.seek(0)
+            self._file.write(self._npy_header(self.rows))
+            self._file.close()
+        elif self._writer is not None:
+            self._writer.close()
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+def _producer(target: Callable[[], Iterator], out_queue: queue.Queue, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        try:
+            for item in target():
+                while not stop.is_set():
+                    try:
+                        out_queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out_queue.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            out_queue.put(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _drain(in_queue: queue.Queue) -> Iterator:
+    while True:
+        item = in_queue.get()
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _merge(chunks: list[Chunk]) -> Chunk:
+    """One chunk from consecutive chunks (sources kept per row, bad rows and progress carried)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    mixed = len({np.asarray(c.ids).dtype.kind for c in chunks}) > 1  # e.g. int ids in one file, text in another
+    ids = np.concatenate([np.asarray(c.ids, dtype=object if mixed else None) for c in chunks])
+    merged = Chunk(np.concatenate([c.values for c in chunks]), ids, chunks[-1].source,
+                   [b for c in chunks for b in c.bad], chunks[-1].nbytes)
+    merged.sources = np.concatenate([np.full(len(c.values), c.source, dtype=object) for c in chunks])
+    return merged
+
+
+def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
+    """The first ``rows`` rows of ``chunks`` as one chunk, and what is left."""
+    taken, left, need = [], [], rows
+    for chunk in chunks:
+        if need == 0:
+            left.append(chunk)
+        elif len(chunk.values) <= need:
+            taken.append(chunk)
+            need -= len(chunk.values)
+        else:
+            head = Chunk(chunk.values[:need], chunk.ids[:need], chunk.source, chunk.bad, chunk.nbytes)
+            tail = Chunk(chunk.values[need:], chunk.ids[need:], chunk.source, [], chunk.nbytes)
+            taken.append(head)
+            left.append(tail)
+            need = 0
+    return _merge(taken), left
+
+
+def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
+                fn: Callable[[np.ndarray], dict[str, np.ndarray]], *, id_column: str | None = None,
+                skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
+                progress: Callable[[int, int, int], None] | None = None) -> StreamSummary:
+    """Read ``sources`` chunk by chunk, apply ``fn`` to each chunk's rows, write ``out``.
+
+    Output columns: the id column (or ``row``, the 1-based data row), ``source`` when there
+    are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``.
+    """
+    started = time.perf_counter()
+    out = check_output_path(out)
+    files = expand_inputs(sources)
+    total_bytes = sum(p.stat().st_size for p in files) or 1
+    several = len(files) > 1
+    id_name = id_column or "row"
+    scores_only = out.suffix.lower() == ".npy"  # a .npy holds one float32 matrix: the outputs alone
+
+    def chunks() -> Iterator[Chunk]:
+        for path in files:
+            yield from iter_chunks(path, features, id_column, chunk_rows, skip)
+
+    def computed() -> Iterator[tuple[Chunk, dict | None]]:
+        # Re-batch across chunk and file boundaries into exactly batch_rows rows per call, so
+        # every backend call sees the same batches as scoring the whole input at once would:
+        # identical bits, whatever the chunking.
+        pending: list[Chunk] = []
+        held = 0
+        for chunk in _drain(parsed):
+            pending.append(chunk)
+            held += len(chunk.values)
+            while held >= batch_rows:
+                batch, pending = _split(pending, batch_rows)
+                held -= batch_rows
+                yield batch, fn(batch.values)
+            if held == 0 and pending:
+                last = pending[-1]
+                yield Chunk(last.values, last.ids, last.source, [b for c in pending for b in c.bad], last.nbytes), None
+                pending = []
+        if pending:
+            batch = _merge(pending)
+            yield batch, (fn(batch.values) if len(batch.values) else None)
+
+    stop = threading.Event()
+    parsed: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+    results: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+    threads = [_producer(chunks, parsed, stop), _producer(computed, results, stop)]
+    skipped: list[BadRow] = []
+    done_bytes, finished_bytes, current = 0, 0, None
+    try:
+        with atomic_path(out) as tmp:
+            writer = TableWriter(tmp, out)
+            try:
+                for chunk, outputs in _drain(results):
+                    if chunk.source != current:
+                        finished_bytes += Path(current).stat().st_size if current else 0
+                        current = chunk.source
+                    skipped.extend(chunk.bad)
+                    if outputs is not None:
+                        columns = {id_name: chunk.ids} if not scores_only else {}
+                        if several and not scores_only:
+                            names = chunk.sources if chunk.sources is not None else \
+                                np.full(len(chunk.values), chunk.source, dtype=object)
+                            columns["source"] = np.array([Path(n).name for n in names], dtype=object)
+                        writer.write({**columns, **outputs})
+                    done_bytes = finished_bytes + chunk.nbytes
+                    if progress:
+                        progress(done_bytes, total_bytes, writer.rows)
+            finally:
+                writer.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+    skipped.sort(key=lambda b: ([str(p) for p in files].index(b.source), b.row))
+    summary = StreamSummary(rows=writer.rows, seconds=time.perf_counter() - started, backend="", output=str(out),
+                            skipped=skipped)
+    if skipped:
+        errors = out.with_name(out.name + ".errors.csv")
+        from aeserve.tables import write_table
+
+        write_table(errors, {"source": np.array([b.source for b in skipped], dtype=object),
+                             "row": np.array([b.row for b in skipped]),
+                             "column": np.array([b.column for b in skipped], dtype=object),
+                             "reason": np.array([b.reason for b in skipped], dtype=object)})
+        summary.errors_file = str(errors)
+    return summary
