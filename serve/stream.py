@@ -34,8 +34,8 @@ from aeserve.tables import SUFFIXES, check_output_path
 __all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "stream_verb",
            "chunk_rows_for", "TableWriter"]
 
-_CHUNK_BYTES = 16 << 20  # target size of one parsed chunk
-_QUEUE_DEPTH = 3
+_CHUNK_BYTES = 4 << 20  # target size of one parsed chunk: small, so memory stays flat
+_QUEUE_DEPTH = 2
 _DONE = object()
 
 
@@ -81,8 +81,8 @@ class StreamSummary:
 
 
 def chunk_rows_for(width: int) -> int:
-    """Rows per chunk so that one chunk of float32 rows is about 16 MiB (1k..256k rows)."""
-    return int(min(262_144, max(1024, _CHUNK_BYTES // (4 * max(width, 1)))))
+    """Rows per chunk so that one chunk of float32 rows is about 4 MiB (256..64k rows)."""
+    return int(min(65_536, max(256, _CHUNK_BYTES // (4 * max(width, 1)))))
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -153,9 +153,10 @@ def _convert(table, features: Sequence[str], rows: np.ndarray, source: str, skip
                     except (TypeError, ValueError):
                         reject(index, name, f"expected a number, got {str(cell)[:40]!r}")
         values[:, j] = col
-        nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
-        for index in np.flatnonzero(nulls & keep):
-            reject(int(index), name, "missing value, expected a number")
+        if table.column(name).null_count:
+            nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
+            for index in np.flatnonzero(nulls & keep):
+                reject(int(index), name, "missing value, expected a number")
     finite = np.isfinite(values)
     if not finite[keep].all():
         for index, j in np.argwhere(~finite):
@@ -238,7 +239,7 @@ def _read_csv(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chu
     text_type = pa.string() if skip else pa.float32()
     convert = pacsv.ConvertOptions(include_columns=columns, column_types={f: text_type for f in features},
                                    null_values=["", "NA", "N/A", "NULL", "null", "None"], strings_can_be_null=True)
-    block = max(1 << 20, min(64 << 20, chunk_rows * 12 * len(columns)))
+    block = max(1 << 20, min(8 << 20, chunk_rows * 12 * len(columns)))  # text bytes of about one chunk
     source = _CountingFile(path)
     try:
         # skip mode needs the parser's line numbers, which only its serial mode reports

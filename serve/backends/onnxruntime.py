@@ -21,8 +21,10 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "auto", providers: list[str] | None = None,
-                 threads: int = 0):
+                 threads: int = 0, precision: str = "fp32"):
         self.bundle = bundle
+        self.precision = precision
+        bundle.graph("energy", precision)  # BundleError now, not at the first call
         available = ort.get_available_providers()
         if providers is None:
             if device == "cuda" and "CUDAExecutionProvider" not in available:
@@ -46,7 +48,7 @@ class OnnxRuntimeBackend:
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = self.threads
                     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    path = self.bundle.path / self.bundle.graph(graph)["file"]
+                    path = self.bundle.path / self.bundle.graph(graph, self.precision)["file"]
                     session = ort.InferenceSession(str(path), options, providers=self.providers)
                     self._sessions[graph] = session
         return session
@@ -57,4 +59,5 @@ class OnnxRuntimeBackend:
 
     def describe(self) -> str:
         """Library version and execution providers."""
-        return f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"
+        precision = "" if self.precision == "fp32" else f", {self.precision}"
+        return f"onnxruntime {ort.__version__} ({', '.join(self.providers)}{precision})"

@@ -145,9 +145,10 @@ class Bundle:
         """Anomaly threshold on the energy."""
         return float(self.manifest["threshold"]["value"])
 
-    def graph(self, name: str) -> dict[str, Any]:
+    def graph(self, name: str, precision: str = "fp32") -> dict[str, Any]:
         """The manifest's entry for graph ``name`` (file, inputs, outputs), or BundleError."""
-        graphs = self.manifest.get("graphs", {})
+        graphs = self.manifest.get("graphs" if precision == "fp32" else f"graphs_{precision}", {})
         if name not in graphs:
-            raise BundleError(f"{self.path}: has no {name} graph; run `aeserve export {self.path}`")
+            hint = "--quantize int8" if precision == "int8" else "--format onnx"
+            raise BundleError(f"{self.path}: has no {precision} {name} graph; run `aeserve export {self.path} {hint}`")
         return graphs[name]

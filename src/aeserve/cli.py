@@ -141,6 +141,13 @@ def _progress_callback(bar):
     return update
 
 
+class Precision(str, Enum):
+    """Which graphs run: fp32, or the int8 ones `aeserve export --quantize int8` wrote."""
+
+    fp32 = "fp32"
+    int8 = "int8"
+
+
 class OnError(str, Enum):
     """What to do with a bad row."""
 
@@ -152,12 +159,17 @@ class OnError(str, Enum):
 EXIT_SKIPPED = 3
 
 
-def _open_model(bundle: Path, backend: Backend, batch_size: int, device: Device = Device.auto):
+def _open_model(bundle: Path, backend: Backend, batch_size: int, device: Device = Device.auto,
+                precision: str = "fp32"):
     from aeserve.serve.model import load
 
     if batch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
     options = {} if device == Device.auto or backend == Backend.tensorrt else {"device": device.value}
+    if precision != "fp32":
+        if backend not in (Backend.auto, Backend.onnxruntime):
+            raise typer.BadParameter("int8 graphs run on onnxruntime", param_hint="--precision")
+        backend, options["precision"] = Backend.onnxruntime, precision
     return load(bundle, backend=backend.value, batch_size=batch_size, **options)
 
 
@@ -187,6 +199,7 @@ DATA_HELP = "Input files, globs or directories of .csv, .parquet, .npy (read in 
 BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
 BATCH_OPT = typer.Option(2048, "--batch-size", help="Rows per backend call.")
 DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
+PRECISION_OPT = typer.Option(Precision.fp32, "--precision", help="int8: the quantised graphs (onnxruntime).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
 
 
@@ -295,6 +308,8 @@ def export(
     out_repo: Optional[Path] = typer.Option(None, "--out", help="triton: the model repository directory."),
     max_batch_size: int = typer.Option(8192, help="triton: max_batch_size of each model."),
     use_plans: bool = typer.Option(False, "--use-plans", help="triton: ship the TensorRT plans instead of ONNX."),
+    quantize: Optional[Precision] = typer.Option(None, "--quantize",
+                                                 help="onnx: also write int8 graphs (dynamic quantisation), if safe."),
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Export a bundle's encoder, decoder and energy graphs: ONNX (checked against torch), or
@@ -316,6 +331,17 @@ def export(
     if format == ExportFormat.onnx:
         from aeserve.export.onnx import export_onnx
 
+        if quantize == Precision.int8:
+            from aeserve.export.quantize import quantize_int8
+
+            if not (bundle / "energy.onnx").is_file():
+                export_onnx(bundle)
+            errors = quantize_int8(bundle)
+            if not quiet:
+                err.print(f"[green]quantised[/] to int8: energy median relative error "
+                          f"{errors['energy_median_relative_error']:.2%}, rank agreement "
+                          f"{errors['energy_rank_agreement']:.4f}; use --precision int8")
+            return
         parity = export_onnx(bundle)
         if not quiet:
             worst = max(e for errors in parity.values() for e in errors.values())
@@ -346,6 +372,7 @@ def score(
     backend: Backend = BACKEND_OPT,
     batch_size: int = BATCH_OPT,
     device: Device = DEVICE_OPT,
+    precision: Precision = PRECISION_OPT,
     threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
     engine: Engine = typer.Option(Engine.local, help="local, or ray: Ray Data over a local Ray or a cluster."),
     address: Optional[str] = typer.Option(None, help="ray: cluster address (ray://host:10001 or auto); default a local Ray."),
@@ -377,7 +404,7 @@ def score(
         return
     from aeserve.serve.files import score_file
 
-    model = _open_model(bundle, backend, batch_size, device)
+    model = _open_model(bundle, backend, batch_size, device, precision.value)
     with _row_progress(not (quiet or as_json), "scoring") as bar:
         summary = score_file(model, data, output, threshold, _progress_callback(bar), id_column, on_error.value)
     anomalies = summary.extra["anomalies"]
@@ -396,6 +423,7 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
         backend: Backend = BACKEND_OPT,
         batch_size: int = BATCH_OPT,
         device: Device = DEVICE_OPT,
+        precision: Precision = PRECISION_OPT,
         id_column: Optional[str] = ID_OPT,
         on_error: OnError = ON_ERROR_OPT,
         quiet: bool = QUIET_OPT,
@@ -403,7 +431,7 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
     ) -> None:
         from aeserve.serve import files
 
-        model = _open_model(bundle, backend, batch_size, device)
+        model = _open_model(bundle, backend, batch_size, device, precision.value)
         with _row_progress(not (quiet or as_json), name) as bar:
             summary = getattr(files, run_name)(model, data, output, _progress_callback(bar), id_column,
                                                on_error.value)
@@ -595,6 +623,46 @@ def report(
     numbers = build_report(data_, output, str(data))
     detail = f" (AUROC {numbers['auroc']:.3f})" if "auroc" in numbers else ""
     err.print(f"[green]wrote[/] {escape(str(output))}{detail}")
+
+
+@app.command()
+@user_errors
+def bench(
+    bundle: Path = BUNDLE_ARG,
+    rows: int = typer.Option(100_000, help="Synthetic rows of the bundle's shape per run."),
+    batch_sizes: str = typer.Option("256,1024,4096", help="Batch sizes to try; the best is reported."),
+    repeats: int = typer.Option(5, help="Timed runs per setting; the median counts."),
+) -> None:
+    """Measure energy throughput (rows/s, GFLOP/s) per backend and precision on synthetic rows,
+    beside this machine's fp32 MatMul ceiling in ONNX Runtime.
+
+    Example: `aeserve bench models/cancer-vae --rows 200000 --batch-sizes 512,1024,4096`
+    """
+    from rich.table import Table
+
+    from aeserve.bundle import Bundle
+    from aeserve.serve.backends import available_backends
+    from aeserve.serve.bench import bench_bundle, dense_flops_per_row, matmul_ceiling
+
+    opened = Bundle.open(bundle)
+    here = available_backends()
+    plan = [(b, "fp32") for b in ("onnxruntime", "torch") if b in here]
+    if "onnxruntime" in here and opened.manifest.get("graphs_int8"):
+        plan.insert(1, ("onnxruntime", "int8"))
+    arch = opened.manifest["architecture"]
+    shapes = [(4096, 1024, 1024), (1024, arch["n_features"], (arch["hidden"] or [arch["latent"]])[0])]
+    ceiling = max(matmul_ceiling(*shape) for shape in shapes) if "onnxruntime" in here else float("nan")
+    results = bench_bundle(bundle, plan, list(_int_list(batch_sizes, "--batch-sizes")), rows, repeats)
+    table = Table(title=f"energy throughput, {escape(str(bundle))} ({dense_flops_per_row(opened) / 1e6:.2f} "
+                        f"dense MFLOP/row), median of {repeats}")
+    for column in ("backend", "precision", "best batch", "rows/s", "GFLOP/s", "of MatMul ceiling"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.backend, r.precision, str(r.batch), f"{r.rows_per_s:,.0f}", f"{r.gflops:.1f}",
+                      f"{r.gflops / ceiling:.0%}")
+    out.print(table)
+    out.print(f"fp32 MatMul ceiling (ONNX Runtime, best of {' and '.join('x'.join(map(str, s)) for s in shapes)}): "
+              f"{ceiling:.1f} GFLOP/s")
 
 
 def _auto_choice(bundle) -> str:

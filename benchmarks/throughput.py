@@ -1,0 +1,204 @@
+"""aeserve against the MatMul ceiling and its peers, in one process, same data and model size.
+
+MLP 784-256-32-256-784 (ae), energy of N rows. Prints medians of repeated runs and ratios:
+  aeserve ORT fp32 / MatMul ceiling, / torch eager, / torch.compile (each at its best batch),
+  / PyOD AutoEncoder (its defaults, same layer sizes); int8 / fp32 and the AUROC change on
+  real data (digits, 8 held out as the anomaly); end-to-end CSV scoring / (pyarrow parse +
+  compute); training epoch time vs PyOD. This machine is noisy: compare within one run.
+
+Usage: python benchmarks/throughput.py [--rows 200000] [--repeats 3] [--skip-pyod] [--skip-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def median_rate(fn, rows: int, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return rows / statistics.median(times)
+
+
+def best_over_batches(make_fn, rows: np.ndarray, batches, repeats: int) -> tuple[int, float]:
+    results = {b: median_rate(make_fn(b), len(rows), repeats) for b in batches}
+    best = max(results, key=results.get)
+    return best, results[best]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-pyod", action="store_true")
+    parser.add_argument("--skip-compile", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    import aeserve
+    from aeserve.export.quantize import quantize_int8
+    from aeserve.serve.bench import dense_flops_per_row, matmul_ceiling
+    from aeserve.tables import Table
+    from aeserve.train.fit import FitConfig
+    from aeserve.train.kinds import ModelConfig
+    from aeserve.train.pipeline import train_bundle
+
+    work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
+    rng = np.random.default_rng(0)
+    train = rng.random((20_000, 784), dtype=np.float32)
+    rows = rng.random((args.rows, 784), dtype=np.float32)
+    config = ModelConfig(kind="ae", n_features=784, hidden=(256,), latent=32)
+    started = time.perf_counter()
+    fit_log = []
+    train_bundle(Table(train, [f"p{i}" for i in range(784)], "random.npy"), work / "mlp", config,
+                 FitConfig(epochs=3, batch_size=128), on_epoch=lambda *a: fit_log.append(time.perf_counter()))
+    aeserve_epoch = statistics.median(np.diff([started, *fit_log])[1:])
+    quantize_int8(work / "mlp")
+    flops = dense_flops_per_row(aeserve.bundle.Bundle.open(work / "mlp"))
+    report: dict = {"rows": args.rows, "repeats": args.repeats, "MFLOP/row": flops / 1e6}
+
+    ceiling = max(matmul_ceiling(4096, 1024, 1024), matmul_ceiling(1024, 784, 256))
+    report["matmul_ceiling_gflops"] = ceiling
+    batches = (256, 512, 1024, 2048, 4096)
+
+    def aeserve_fn(precision):
+        def make(batch):
+            model = aeserve.load(work / "mlp", backend="onnxruntime", batch_size=batch,
+                                 **({"precision": precision} if precision != "fp32" else {}))
+            return lambda: model.energy(rows)
+        return make
+
+    report["aeserve_fp32"] = best_over_batches(aeserve_fn("fp32"), rows, batches, args.repeats)
+    report["aeserve_int8"] = best_over_batches(aeserve_fn("int8"), rows, batches, args.repeats)
+    torch_model = aeserve.load(work / "mlp", backend="torch").backend.modules["energy"]
+    torch.set_num_threads(torch.get_num_threads())
+
+    def torch_fn(module):
+        def make(batch):
+            def run():
+                with torch.inference_mode():
+                    x = torch.from_numpy(rows)
+                    for i in range(0, len(rows), batch):
+                        module(x[i:i + batch])[0].numpy()
+            return run
+        return make
+
+    report["torch_eager"] = best_over_batches(torch_fn(torch_model), rows, batches, args.repeats)
+    if not args.skip_compile:
+        compiled = torch.compile(torch_model, dynamic=False)
+        report["torch_compile"] = best_over_batches(torch_fn(compiled), rows, (1024, 2048, 4096), args.repeats)
+
+    if not args.skip_pyod:
+        from pyod.models.auto_encoder import AutoEncoder
+
+        detector = AutoEncoder(hidden_neuron_list=[256, 32], epoch_num=3, verbose=0)
+        fit_started = time.perf_counter()
+        detector.fit(train)
+        report["pyod_epoch_seconds"] = (time.perf_counter() - fit_started) / 3
+        report["pyod_defaults"] = (detector.batch_size, median_rate(lambda: detector.decision_function(rows),
+                                                                    len(rows), args.repeats))
+    report["aeserve_epoch_seconds"] = aeserve_epoch
+
+    # end to end: CSV file -> scores, against parse + compute measured apart
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from aeserve.serve.files import score_file
+
+    csv_rows = rows[:30_000]
+    csv_path = work / "rows.csv"
+    pacsv.write_csv(pa.table({f"p{i}": csv_rows[:, i] for i in range(784)}), csv_path)
+    best_batch = report["aeserve_fp32"][0]
+    model = aeserve.load(work / "mlp", batch_size=best_batch)
+    parse = statistics.median(_time(lambda: pacsv.read_csv(csv_path)) for _ in range(args.repeats))
+    compute = statistics.median(_time(lambda: model.energy(csv_rows)) for _ in range(args.repeats))
+    end_to_end = statistics.median(_time(lambda: score_file(model, csv_path, work / "scores.npy"))
+                                   for _ in range(args.repeats))
+    report["csv"] = {"rows": len(csv_rows), "MB": csv_path.stat().st_size / 1e6, "parse_s": parse,
+                     "compute_s": compute, "end_to_end_s": end_to_end}
+    report["auroc_fp32_int8_digits"] = _auroc_change(work)
+    _print(report, flops)
+    (work / "throughput.json").write_text(json.dumps(report, indent=2))
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _auroc_change(work: Path) -> tuple[float, float]:
+    from sklearn.datasets import load_digits
+
+    import aeserve
+    from aeserve.evaluation import auroc
+    from aeserve.export.quantize import quantize_int8
+    from aeserve.tables import Table
+    from aeserve.train.fit import FitConfig
+    from aeserve.train.kinds import ModelConfig
+    from aeserve.train.pipeline import train_bundle
+
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32), digits.target
+    normal, anomalous = x[y != 8], x[y == 8]
+    order = np.random.default_rng(0).permutation(len(normal))
+    train_rows, test_rows = normal[order[300:]], normal[order[:300]]
+    train_bundle(Table(train_rows, [f"px{i}" for i in range(64)], "digits"), work / "digits",
+                 ModelConfig(kind="ae", n_features=64, hidden=(128, 64), latent=12), FitConfig(epochs=80))
+    quantize_int8(work / "digits")
+    figures = []
+    for precision in ("fp32", "int8"):
+        model = aeserve.load(work / "digits", **({"precision": precision} if precision != "fp32" else {}))
+        figures.append(auroc(model.energy(test_rows)["energy"], model.energy(anomalous)["energy"]))
+    return tuple(figures)
+
+
+def _print(report: dict, flops: float) -> None:
+    def line(label, rate, batch=None):
+        return (f"{label:32s} {rate:12,.0f} rows/s {rate * flops / 1e9:8.1f} GFLOP/s"
+                + (f"  (best batch {batch})" if batch else ""))
+
+    ceiling = report["matmul_ceiling_gflops"]
+    (b32, r32), (b8, r8) = report["aeserve_fp32"], report["aeserve_int8"]
+    print(f"MLP 784-256-32-256-784 energy, {report['rows']:,} rows, median of {report['repeats']}; "
+          f"fp32 MatMul ceiling {ceiling:.1f} GFLOP/s")
+    print(line("aeserve onnxruntime fp32", r32, b32))
+    print(line("aeserve onnxruntime int8", r8, b8))
+    peers = {"torch eager": report["torch_eager"]}
+    if "torch_compile" in report:
+        peers["torch.compile"] = report["torch_compile"]
+    if "pyod_defaults" in report:
+        peers["PyOD AutoEncoder (defaults)"] = report["pyod_defaults"]
+    for label, (batch, rate) in peers.items():
+        print(line(label, rate, batch))
+    print("ratios (target in brackets):")
+    print(f"  fp32 / MatMul ceiling     {r32 * flops / 1e9 / ceiling:5.2f}x  [>= 0.8]")
+    targets = {"torch eager": 2.0, "torch.compile": 1.8, "PyOD AutoEncoder (defaults)": 6.0}
+    for label, (_, rate) in peers.items():
+        print(f"  fp32 / {label:19s}{r32 / rate:5.2f}x  [>= {targets[label]}]")
+    print(f"  int8 / fp32               {r8 / r32:5.2f}x  [>= 2]")
+    a32, a8 = report["auroc_fp32_int8_digits"]
+    print(f"  AUROC digits fp32 {a32:.4f}, int8 {a8:.4f}, change {a8 - a32:+.4f}  [|change| <= 0.005]")
+    csv = report["csv"]
+    print(f"  CSV end to end / (parse + compute) {csv['end_to_end_s'] / (csv['parse_s'] + csv['compute_s']):5.2f}x  "
+          f"[<= 1.3]  ({csv['rows']:,} rows, {csv['MB']:.0f} MB: parse {csv['parse_s']:.2f}s, compute "
+          f"{csv['compute_s']:.2f}s, end to end {csv['end_to_end_s']:.2f}s)")
+    if "pyod_epoch_seconds" in report:
+        print(f"  training epoch: aeserve {report['aeserve_epoch_seconds']:.2f}s, PyOD {report['pyod_epoch_seconds']:.2f}s "
+              f"({report['pyod_epoch_seconds'] / report['aeserve_epoch_seconds']:.2f}x faster)")
+
+
+if __name__ == "__main__":
+    main()
