@@ -32,11 +32,9 @@ def dense_flops_per_row(bundle: Bundle) -> float:
     work per row (the CAE Jacobian and lvm inference steps add more; not counted)."""
     arch = bundle.manifest["architecture"]
     sizes = [arch["n_features"], *arch["hidden"], arch["latent"]]
-    encoder = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if arch["kind"] == "vae":
-        encoder += 2 * sizes[-2] * sizes[-1]  # the log-variance head
-    return float(2 * encoder if arch["kind"] != "vae" else encoder + sum(
-        2 * a * b for a, b in zip(sizes[:-1], sizes[1:])))
+    layers = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    logvar_head = 2 * sizes[-2] * sizes[-1] if arch["kind"] == "vae" else 0
+    return float(2 * layers + logvar_head)  # encoder + mirrored decoder (+ the VAE's second head)
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -26,7 +26,7 @@ def test_tour_commands_run(tmp_path):
     tour = README.split("<!-- tour -->", 1)[1]
     script = _bash_blocks(tour)[0]
     commands = [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
-    assert len(commands) >= 16
+    assert len(commands) >= 20
     outputs = []
     for command in commands:
         result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,

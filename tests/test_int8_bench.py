@@ -1,0 +1,68 @@
+"""int8 graphs, their refusal rule, and the bench command (figures are printed, not asserted)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import aeserve
+from aeserve.errors import BundleError, ExportError
+from aeserve.evaluation import auroc
+from aeserve.export.quantize import quantize_int8
+from aeserve.serve.bench import dense_flops_per_row
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(bundles, tmp_path_factory):
+    path = tmp_path_factory.mktemp("int8") / "ae"
+    shutil.copytree(bundles["ae"], path)
+    result = run_cli("export", path, "--quantize", "int8")
+    assert result.returncode == 0, result.stderr
+    assert "quantised to int8" in result.stderr and "WARNING" not in result.stderr
+    return path
+
+
+def test_int8_scores_stay_close_and_rank_the_same(int8_bundle, cancer):
+    fp32 = aeserve.load(int8_bundle)
+    int8 = aeserve.load(int8_bundle, precision="int8")
+    assert "int8" in int8.backend.describe()
+    rows = np.concatenate([cancer["test_normal"], cancer["anomalies"]])
+    a, b = fp32.energy(rows)["energy"], int8.energy(rows)["energy"]
+    assert np.median(np.abs(b - a) / np.abs(a)) < 0.05
+    normal, anomalous = len(cancer["test_normal"]), slice(len(cancer["test_normal"]), None)
+    assert abs(auroc(b[:normal], b[anomalous]) - auroc(a[:normal], a[anomalous])) < 0.02
+    manifest = int8.bundle.manifest
+    assert manifest["quantization"]["weights"] == "int8 (signed)"
+    assert set(manifest["graphs_int8"]) == {"encoder", "decoder", "energy"}
+
+
+def test_int8_cli_and_missing_graphs(int8_bundle, bundles, tmp_path):
+    np.save(tmp_path / "rows.npy", np.zeros((3, 30), dtype=np.float32) + 10)
+    result = run_cli("score", int8_bundle, tmp_path / "rows.npy", "--precision", "int8", "-o", tmp_path / "o.csv")
+    assert result.returncode == 0 and "int8" in result.stderr
+    with pytest.raises(BundleError, match="--quantize int8"):
+        aeserve.load(bundles["vae"], precision="int8")
+
+
+def test_quantisation_is_refused_when_energies_stray(bundles, tmp_path):
+    path = tmp_path / "cae"
+    shutil.copytree(bundles["cae"], path)
+    with pytest.raises(ExportError, match=r"deviate from fp32 by .* not safe"):
+        quantize_int8(path, tolerance=0.0)
+    assert not list(path.glob("*.int8.onnx"))
+    aeserve.load(path)  # the bundle is intact
+
+
+def test_bench_prints_rows_gflops_and_the_ceiling(int8_bundle):
+    result = run_cli("bench", int8_bundle, "--rows", "4000", "--batch-sizes", "256,1024", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    for text in ("onnxruntime", "int8", "rows/s", "GFLOP/s", "MatMul ceiling"):
+        assert text in result.stdout
+
+
+def test_dense_flops_count_the_layers(bundles):
+    # 30-32-16-4 encoder, mirrored decoder: 2 * (30*32 + 32*16 + 16*4) * 2
+    assert dense_flops_per_row(aeserve.load(bundles["ae"]).bundle) == 2 * (960 + 512 + 64) * 2
