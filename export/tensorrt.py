@@ -98,7 +98,7 @@ def trtexec_script(bundle: Bundle, profile: Profile, fp16: bool, workspace_mb: i
               "plans": {g: {"file": f"{g}.plan", "onnx": f} for g, f in GRAPH_FILES.items()}}
     lines += [
         "# build.json tells the aeserve runtime which GPU and TensorRT these plans are for",
-        f"GPU=\"$gpu\" CC=\"$cc\" TRT=\"$trt\" OUT=\"$out\" python3 - <<'PY'",
+        "GPU=\"$gpu\" CC=\"$cc\" TRT=\"$trt\" OUT=\"$out\" python3 - <<'PY'",
         "import json, os",
         f"record = json.loads({json.dumps(json.dumps(record))})",
         "major, minor = os.environ['CC'].split('.')",

@@ -7,7 +7,7 @@ size, flat memory, output rows in input order, written atomically.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
-from aeserve.tables import SUFFIXES, check_output_path
+from aeserve.tables import (SUFFIXES, BadRow, check_output_path, convert_columns, describe_malformed,
+                             first_malformed_csv_row)
 
 __all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "stream_verb",
            "chunk_rows_for", "TableWriter"]
@@ -37,16 +38,6 @@ __all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "
 _CHUNK_BYTES = 4 << 20  # target size of one parsed chunk: small, so memory stays flat
 _QUEUE_DEPTH = 2
 _DONE = object()
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A row left out in skip mode, and why."""
-
-    source: str
-    row: int        # 1-based data row (the header is not a row)
-    column: str
-    reason: str
 
 
 @dataclass
@@ -112,58 +103,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 # -- converting parsed columns, with row and column in every complaint ------------------------
-
-def _convert(table, features: Sequence[str], rows: np.ndarray, source: str, skip: bool
-             ) -> tuple[np.ndarray, np.ndarray, list[BadRow]]:
-    """Feature columns of ``table`` -> float32 (n, width); returns (values, keep mask, bad rows).
-
-    ``rows`` are the 1-based data row numbers of the table's rows. Typed numeric columns
-    take the fast path; anything else is checked cell by cell, only where needed.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n = table.num_rows
-    values = np.empty((n, len(features)), dtype=np.float32)
-    keep = np.ones(n, dtype=bool)
-    bad: list[BadRow] = []
-
-    def reject(index: int, column: str, reason: str) -> None:
-        if not skip:
-            raise InputError(f"{source}: row {rows[index]}, column {column!r}: {reason}")
-        if keep[index]:
-            bad.append(BadRow(source, int(rows[index]), column, reason))
-        keep[index] = False
-
-    for j, name in enumerate(features):
-        column = table.column(name)
-        kind = column.type
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-            col = column.to_numpy(zero_copy_only=False)
-        else:
-            try:
-                col = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                col = np.full(n, np.nan, dtype=np.float32)
-                for index, cell in enumerate(column.to_pylist()):
-                    if cell is None:
-                        continue  # reported as a missing value below
-                    try:
-                        col[index] = float(cell)
-                    except (TypeError, ValueError):
-                        reject(index, name, f"expected a number, got {str(cell)[:40]!r}")
-        values[:, j] = col
-        if table.column(name).null_count:
-            nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
-            for index in np.flatnonzero(nulls & keep):
-                reject(int(index), name, "missing value, expected a number")
-    finite = np.isfinite(values)
-    if not finite[keep].all():
-        for index, j in np.argwhere(~finite):
-            if keep[index]:
-                reject(int(index), features[j], f"value {values[index, j]} is not a finite number")
-    return values, keep, bad
-
 
 # -- readers -------------------------------------------------------------------------------
 
@@ -252,7 +191,7 @@ def _read_csv(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chu
             skipped = sorted(int(r.number) - 1 for r in malformed if r.number is not None)
             rows = _row_numbers(parsed, table.num_rows, skipped)
             parsed += table.num_rows
-            values, keep, bad = _convert(table, features, rows, str(path), skip)
+            values, keep, bad = convert_columns(table, features, rows, str(path), skip)
             bad = [BadRow(str(path), int(r.number) - 1 if r.number else -1, "*",
                           f"expected {r.expected_columns} fields, got {r.actual_columns}") for r in malformed] + bad
             malformed.clear()
@@ -260,36 +199,14 @@ def _read_csv(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chu
             yield Chunk(values[keep], ids[keep], str(path), bad, source.consumed)
     except pa.ArrowInvalid as exc:
         if malformed:
-            row = malformed[0] if malformed[0].number is not None else _first_malformed(path, convert) or malformed[0]
-            where = f"line {row.number}, data row {row.number - 1}: " if row.number else ""
-            raise InputError(f"{path}: cannot parse CSV ({where}expected {row.expected_columns} fields, got "
-                             f"{row.actual_columns}; the row is truncated or malformed)") from None
+            row = malformed[0] if malformed[0].number is not None else \
+                first_malformed_csv_row(path, convert) or malformed[0]
+            raise InputError(f"{path}: cannot parse CSV ({describe_malformed(row)})") from None
         if "conversion error" in str(exc):
             _locate_bad_cell(path, features)  # raises with row and column
         raise InputError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
     finally:
         source.close()
-
-
-def _first_malformed(path: Path, convert):
-    """Re-read serially (the parser numbers rows only then) to find the first malformed row."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    found = []
-
-    def handler(row) -> str:
-        found.append(row)
-        return "error"
-
-    try:
-        for _ in pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
-                                parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
-                                convert_options=convert):
-            pass
-    except pa.ArrowInvalid:
-        pass
-    return found[0] if found else None
 
 
 def _locate_bad_cell(path: Path, features) -> None:
@@ -303,7 +220,7 @@ def _locate_bad_cell(path: Path, features) -> None:
         import pyarrow as pa
 
         table = pa.Table.from_batches([batch])
-        _convert(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), str(path), skip=False)
+        convert_columns(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), str(path), skip=False)
         parsed += table.num_rows
 
 
@@ -323,7 +240,7 @@ def _read_parquet(path: Path, features, id_column, chunk_rows, skip) -> Iterator
             table = pa.Table.from_batches([batch])
             rows = np.arange(parsed + 1, parsed + table.num_rows + 1)
             parsed += table.num_rows
-            values, keep, bad = _convert(table, features, rows, str(path), skip)
+            values, keep, bad = convert_columns(table, features, rows, str(path), skip)
             ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
             yield Chunk(values[keep], ids[keep], str(path), bad, int(size * parsed / total))
     except (pa.ArrowException, OSError) as exc:

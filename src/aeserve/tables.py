@@ -18,7 +18,8 @@ import numpy as np
 from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
 
-__all__ = ["Table", "read_table", "write_table", "check_output_path", "SUFFIXES", "check_finite"]
+__all__ = ["Table", "read_table", "write_table", "check_output_path", "SUFFIXES", "check_finite",
+           "first_malformed_csv_row", "describe_malformed", "convert_columns", "BadRow"]
 
 SUFFIXES = (".csv", ".parquet", ".npy")
 
@@ -49,30 +50,66 @@ def check_finite(values: np.ndarray, columns: Sequence[str], source: str) -> Non
                          f"value {values[row, col]} is not a finite number")
 
 
-def _arrow_to_numeric(table, path: Path, first_row: int = 1) -> Table:
-    """Convert a pyarrow Table to float32, naming the first cell that is not a number."""
-    import pyarrow as pa
+@dataclass(frozen=True)
+class BadRow:
+    """A row left out in skip mode, and why."""
 
-    names = list(table.column_names)
-    out = np.empty((table.num_rows, len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        column = table.column(j)
+    source: str
+    row: int        # 1-based data row (the header is not a row)
+    column: str
+    reason: str
+
+
+def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: str, skip: bool
+             ) -> tuple[np.ndarray, np.ndarray, list[BadRow]]:
+    """Feature columns of ``table`` -> float32 (n, width); returns (values, keep mask, bad rows).
+
+    ``rows`` are the 1-based data row numbers of the table's rows. Typed numeric columns
+    take the fast path; anything else is checked cell by cell, only where needed.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    values = np.empty((n, len(features)), dtype=np.float32)
+    keep = np.ones(n, dtype=bool)
+    bad: list[BadRow] = []
+
+    def reject(index: int, column: str, reason: str) -> None:
+        if not skip:
+            raise InputError(f"{source}: row {rows[index]}, column {column!r}: {reason}")
+        if keep[index]:
+            bad.append(BadRow(source, int(rows[index]), column, reason))
+        keep[index] = False
+
+    for j, name in enumerate(features):
+        column = table.column(name)
         kind = column.type
-        if column.null_count:
-            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise InputError(f"{path}: row {first_row + row}, column {name!r}: "
-                             "missing value, expected a number")
         if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-            out[:, j] = column.to_numpy(zero_copy_only=False)
-            continue
-        # Text (or another type): find the first cell that does not parse as a number.
-        for row, cell in enumerate(column.to_pylist()):
+            col = column.to_numpy(zero_copy_only=False)
+        else:
             try:
-                out[row, j] = float(cell)
-            except (TypeError, ValueError):
-                raise InputError(f"{path}: row {first_row + row}, column {name!r}: "
-                                 f"expected a number, got {str(cell)[:40]!r}") from None
-    return Table(out, names, str(path))
+                col = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = np.full(n, np.nan, dtype=np.float32)
+                for index, cell in enumerate(column.to_pylist()):
+                    if cell is None:
+                        continue  # reported as a missing value below
+                    try:
+                        col[index] = float(cell)
+                    except (TypeError, ValueError):
+                        reject(index, name, f"expected a number, got {str(cell)[:40]!r}")
+        values[:, j] = col
+        if table.column(name).null_count:
+            nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
+            for index in np.flatnonzero(nulls & keep):
+                reject(int(index), name, "missing value, expected a number")
+    finite = np.isfinite(values)
+    if not finite[keep].all():
+        for index, j in np.argwhere(~finite):
+            if keep[index]:
+                reject(int(index), features[j], f"value {values[index, j]} is not a finite number")
+    return values, keep, bad
 
 
 def _csv_convert_options():
@@ -92,32 +129,38 @@ def _read_csv(path: Path):
     try:
         return pacsv.read_csv(path, convert_options=_csv_convert_options())
     except pa.ArrowInvalid as exc:
-        detail = _csv_bad_row(path) or str(exc).splitlines()[0]
+        row = first_malformed_csv_row(path)
+        detail = describe_malformed(row) if row is not None else str(exc).splitlines()[0]
         raise InputError(f"{path}: cannot parse CSV ({detail})") from None
 
 
-def _csv_bad_row(path: Path) -> str | None:
-    """Re-read single-threaded to learn the line number of the first malformed row."""
+def first_malformed_csv_row(path: Path, convert_options=None):
+    """Re-read ``path`` serially (the parser numbers rows only then) and return pyarrow's
+    record of the first row with the wrong number of fields, or None."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    bad = []
+    found = []
 
     def handler(row) -> str:
-        bad.append(row)
+        found.append(row)
         return "error"
 
     try:
-        pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
-                       parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
-                       convert_options=_csv_convert_options())
+        for _ in pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                                parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
+                                convert_options=convert_options or _csv_convert_options()):
+            pass
     except pa.ArrowInvalid:
         pass
-    if not bad or bad[0].number is None:
-        return None
-    row = bad[0]
-    return (f"line {row.number}, data row {row.number - 1}: expected {row.expected_columns} "
-            f"fields, got {row.actual_columns}; the row is truncated or malformed")
+    return found[0] if found else None
+
+
+def describe_malformed(row) -> str:
+    """'line N, data row N-1: expected F fields, got G; ...' for a pyarrow InvalidRow."""
+    where = f"line {row.number}, data row {row.number - 1}: " if row.number else ""
+    return (f"{where}expected {row.expected_columns} fields, got {row.actual_columns}; "
+            "the row is truncated or malformed")
 
 
 def _read_parquet(path: Path):
@@ -198,7 +241,9 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
             keep = list(expect)
         else:
             keep = _select(Table(np.empty((0, 0)), names, str(path)), path, columns, drop)
-        table = _arrow_to_numeric(arrow.select(keep), path)
+        selected = arrow.select(keep)
+        values, _, _ = convert_columns(selected, keep, np.arange(1, selected.num_rows + 1), str(path), skip=False)
+        table = Table(values, keep, str(path))
     if table.values.shape[0] == 0:
         raise InputError(f"{path}: no data rows")
     if table.values.shape[1] == 0:
