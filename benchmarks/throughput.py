@@ -82,6 +82,9 @@ def main() -> None:
 
     report["aeserve_fp32"] = best_over_batches(aeserve_fn("fp32"), rows, batches, args.repeats)
     report["aeserve_int8"] = best_over_batches(aeserve_fn("int8"), rows, batches, args.repeats)
+    auto_model = aeserve.load(work / "mlp", backend="onnxruntime")  # batch size chosen by aeserve
+    report["aeserve_fp32_auto"] = (auto_model.batch_size,
+                                   median_rate(lambda: auto_model.energy(rows), len(rows), args.repeats))
     torch_model = aeserve.load(work / "mlp", backend="torch").backend.modules["energy"]
     torch.set_num_threads(torch.get_num_threads())
 
@@ -176,6 +179,7 @@ def _print(report: dict, flops: float) -> None:
           f"fp32 MatMul ceiling {ceiling:.1f} GFLOP/s")
     print(line("aeserve onnxruntime fp32", r32, b32))
     print(line("aeserve onnxruntime int8", r8, b8))
+    print(line("aeserve fp32, automatic batch", report["aeserve_fp32_auto"][1], report["aeserve_fp32_auto"][0]))
     peers = {"torch eager": report["torch_eager"]}
     if "torch_compile" in report:
         peers["torch.compile"] = report["torch_compile"]

@@ -12,9 +12,18 @@ from aeserve.errors import InputError
 from aeserve.serve.backends import create_backend
 from aeserve.tables import check_finite
 
-__all__ = ["Model", "load", "row_batches", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Model", "load", "row_batches", "auto_batch_size"]
 
-DEFAULT_BATCH_SIZE = 2048
+_ACTIVATION_BYTES = 2 << 20  # keep one layer's activations for a batch near the L2 cache
+
+
+def auto_batch_size(bundle: Bundle) -> int:
+    """Rows per backend call from the model's widest layer: a power of two near
+    2 MiB / (4 bytes × width), between 256 and 4096 (784-wide MLP: 512; 30-wide: 4096)."""
+    arch = bundle.manifest.get("architecture", {})
+    widest = max([bundle.n_features, *arch.get("hidden", []), bundle.latent_size])
+    rows = _ACTIVATION_BYTES / (4 * widest)
+    return int(min(4096, max(256, 2 ** round(np.log2(rows)))))
 
 
 def row_batches(n: int, size: int) -> Iterator[slice]:
@@ -30,7 +39,8 @@ class Model:
     ``batch_size``; methods are safe to call from several threads at once.
     """
 
-    def __init__(self, bundle: Bundle, backend, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, bundle: Bundle, backend, batch_size: int | None = None):
+        batch_size = auto_batch_size(bundle) if batch_size is None else batch_size
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         self.bundle = bundle
@@ -120,13 +130,14 @@ class Model:
         return result
 
 
-def load(path: str | os.PathLike, backend: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+def load(path: str | os.PathLike, backend: str = "auto", batch_size: int | None = None,
          **backend_options) -> Model:
     """Open and verify the bundle at ``path`` and run it on ``backend``.
 
     ``backend``: ``auto`` (TensorRT plans for this GPU, else onnxruntime with CUDA, else
     onnxruntime on the CPU), ``tensorrt``, ``onnxruntime`` or ``torch`` (the reference, from
     the weights; imports torch). ``device`` (onnxruntime, torch): auto, cpu or cuda.
+    ``batch_size`` defaults to ``auto_batch_size(bundle)``.
     """
     bundle = Bundle.open(path)
     return Model(bundle, create_backend(backend, bundle, **backend_options), batch_size=batch_size)

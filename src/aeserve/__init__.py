@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def load(path, backend: str = "auto", batch_size: int = 2048, **backend_options):
+def load(path, backend: str = "auto", batch_size: int | None = None, **backend_options):
     """Open the bundle at ``path`` and return a runtime ``Model`` (see aeserve.serve.load)."""
     from aeserve.serve.model import load as _load
 

@@ -163,14 +163,14 @@ def _open_model(bundle: Path, backend: Backend, batch_size: int, device: Device 
                 precision: str = "fp32"):
     from aeserve.serve.model import load
 
-    if batch_size < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    if batch_size < 0:
+        raise typer.BadParameter("must be >= 1, or 0 for automatic", param_hint="--batch-size")
     options = {} if device == Device.auto or backend == Backend.tensorrt else {"device": device.value}
     if precision != "fp32":
         if backend not in (Backend.auto, Backend.onnxruntime):
             raise typer.BadParameter("int8 graphs run on onnxruntime", param_hint="--precision")
         backend, options["precision"] = Backend.onnxruntime, precision
-    return load(bundle, backend=backend.value, batch_size=batch_size, **options)
+    return load(bundle, backend=backend.value, batch_size=batch_size or None, **options)
 
 
 def _finish(summary, verb: str, quiet: bool, as_json: bool, detail: str = "") -> None:
@@ -197,7 +197,7 @@ ON_ERROR_OPT = typer.Option(OnError.fail, "--on-error", help="fail: stop at the 
                             "skip: leave bad rows out, list them in OUTPUT.errors.csv, exit with status 3.")
 DATA_HELP = "Input files, globs or directories of .csv, .parquet, .npy (read in order, streamed)."
 BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
-BATCH_OPT = typer.Option(2048, "--batch-size", help="Rows per backend call.")
+BATCH_OPT = typer.Option(0, "--batch-size", help="Rows per backend call; 0 = chosen from the model's widest layer.")
 DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
 PRECISION_OPT = typer.Option(Precision.fp32, "--precision", help="int8: the quantised graphs (onnxruntime).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
@@ -395,7 +395,7 @@ def score(
         from aeserve.serve.ray_engine import score_with_ray
 
         result = score_with_ray(bundle, data, output, address=address, threshold=threshold,
-                                backend=backend.value, id_column=id_column, batch_size=batch_size)
+                                backend=backend.value, id_column=id_column, batch_size=batch_size or 4096)
         if as_json:
             out.print_json(json.dumps({"verb": "scored", "engine": "ray", **result}))
         elif not quiet:
@@ -475,7 +475,7 @@ def sample(
 
     if n < 1:
         raise typer.BadParameter("must be >= 1", param_hint="-n")
-    summary = sample_file(_open_model(bundle, backend, 2048, device), n, output, seed)
+    summary = sample_file(_open_model(bundle, backend, 0, device), n, output, seed)
     _finish(summary, "sampled", quiet, False)
 
 
@@ -561,7 +561,7 @@ def serve(
         name = path.resolve().name
         if name in models:
             raise typer.BadParameter(f"two bundles are named {name!r}", param_hint="BUNDLES")
-        models[name] = _open_model(path, backend, 4096, device)
+        models[name] = _open_model(path, backend, 0, device)
     config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
                           max_body_mb=max_body_mb, workers=workers)
     err.print(f"serving {', '.join(models)} on http://{host}:{port}/v2 "
@@ -598,7 +598,7 @@ def plot(
     """
     from aeserve.serve.plots import load_plot_data, render
 
-    data_ = load_plot_data(_open_model(bundle, backend, 4096), data, labels)
+    data_ = load_plot_data(_open_model(bundle, backend, 0), data, labels)
     err.print(f"[green]wrote[/] {escape(str(render(what.value, data_, output)))}")
 
 
@@ -619,7 +619,7 @@ def report(
     from aeserve.serve.plots import load_plot_data
     from aeserve.serve.report import build_report
 
-    data_ = load_plot_data(_open_model(bundle, backend, 4096), data, labels)
+    data_ = load_plot_data(_open_model(bundle, backend, 0), data, labels)
     numbers = build_report(data_, output, str(data))
     detail = f" (AUROC {numbers['auroc']:.3f})" if "auroc" in numbers else ""
     err.print(f"[green]wrote[/] {escape(str(output))}{detail}")
