@@ -33,7 +33,8 @@ def test_tour_commands_run(tmp_path):
                                 text=True, timeout=300)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
         outputs.append(result)
-    assert "AUROC" in outputs[0].stderr
+    auroc = float(re.search(r"AUROC (\d\.\d+)", outputs[0].stderr).group(1))
+    assert auroc > 0.9, outputs[0].stderr  # the demo's VAE: 0.954 when this was written
     assert (tmp_path / "triton-repo" / "cancer-vae-energy" / "config.pbtxt").is_file()
     assert (tmp_path / "models" / "cancer-vae" / "tensorrt" / "build.sh").is_file()
     assert list((tmp_path / "scored-by-ray").glob("*.parquet"))

@@ -57,7 +57,7 @@ def _run(console, args: list[str]) -> None:
         raise InputError(f"demo step failed with exit code {code}: {shown}")
 
 
-def run_demo(workdir: Path | None, kind: str = "ae", epochs: int = 150, console=None) -> dict:
+def run_demo(workdir: Path | None, kind: str = "vae", epochs: int = 150, console=None) -> dict:
     """Make data, train, score torch-free, and print AUROC and the false-positive rate."""
     from rich.console import Console
 
@@ -70,7 +70,7 @@ def run_demo(workdir: Path | None, kind: str = "ae", epochs: int = 150, console=
     console.print(f"[bold]aeserve demo[/]: breast-cancer data in {directory} "
                   "(train on benign rows; malignant rows are the anomalies)")
     _run(console, ["train", str(paths["train"]), "--kind", kind, "--out", str(bundle),
-                   "--hidden", "32,16", "--latent", "4", "--epochs", str(epochs), "--force"])
+                   "--hidden", "32,16", "--latent", "4", "--epochs", str(epochs), "--val-fraction", "0.3", "--force"])
     _run(console, ["score", str(bundle), str(paths["test"]), "-o", str(scores),
                    "--backend", "onnxruntime"])
     labels = read_table(paths["test"], columns=["label"]).values[:, 0]

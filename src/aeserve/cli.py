@@ -688,13 +688,13 @@ def _tensorrt_status(bundle) -> str:
 @user_errors
 def demo(
     workdir: Optional[Path] = typer.Option(None, help="Where to write the data, bundle and scores (default: a new temp dir)."),
-    kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind to train."),
+    kind: Kind = typer.Option(Kind.vae, "--kind", "-k", help="Model kind to train."),
     epochs: int = typer.Option(150, help="Maximum epochs."),
 ) -> None:
     """Train on scikit-learn's breast-cancer data (benign = normal, malignant = anomalies),
     export to ONNX, score with ONNX Runtime in a torch-free process, print AUROC.
 
-    Example: `aeserve demo --workdir demo --kind vae`
+    Example: `aeserve demo --workdir demo --kind lvm`
     """
     from aeserve.train.demo import run_demo
 
