@@ -16,7 +16,8 @@ from aeserve.serve.model import Model
 from aeserve.serve.stream import StreamSummary, stream_verb
 from aeserve.tables import check_output_path, write_table
 
-__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "Summary"]
+__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "save_reconstructions",
+           "Summary"]
 
 Summary = StreamSummary
 Progress = Callable[[int, int, int], None]  # (bytes done, bytes total, rows written)
@@ -27,8 +28,10 @@ def _columns(names: list[str], array: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _run(model: Model, sources, out, expect: list[str], fn, progress, id_column, on_error) -> StreamSummary:
+    image = model.bundle.manifest["input"].get("image")
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
-                          batch_rows=model.batch_size, progress=progress)
+                          batch_rows=model.batch_size, image_shape=image["shape"] if image else None,
+                          progress=progress)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
 
@@ -79,6 +82,37 @@ def reconstruct_file(model: Model, sources, out, progress: Progress | None = Non
     """ỹ = decode(encode(y)) per row, in raw units."""
     return _run(model, sources, out, model.features, lambda x: _columns(model.features, model.reconstruct(x)),
                 progress, id_column, on_error)
+
+
+def save_reconstructions(model: Model, sources, directory) -> int:
+    """For every input image: ``<stem>.reconstruction.png`` and ``<stem>.energy.png``, the
+    per-pixel reconstruction cost (in the model's space, summed over channels) scaled so the
+    image's worst pixel is white. Returns how many images were written."""
+    from pathlib import Path
+
+    from aeserve.serve.images import IMAGE_SUFFIXES, load_images, save_image
+    from aeserve.serve.stream import expand_inputs
+
+    image = model.bundle.manifest["input"].get("image")
+    if not image:
+        from aeserve.errors import InputError
+        raise InputError("--save-reconstructions needs an image bundle (trained on a folder of images)")
+    shape = image["shape"]
+    prep = model.bundle.manifest["preprocessing"]
+    shift, scale = np.asarray(prep["shift"], np.float32), np.asarray(prep["scale"], np.float32)
+    paths = [p for p in expand_inputs(_as_list(sources)) if p.suffix.lower() in IMAGE_SUFFIXES]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(paths), 256):
+        batch = paths[start:start + 256]
+        rows = load_images(batch, shape)
+        rebuilt = model.reconstruct(rows)
+        cost = (((rows - rebuilt) / scale) ** 2).reshape(len(batch), shape[0], -1).sum(axis=1)  # (n, H*W)
+        for path, recon, pixel_cost in zip(batch, rebuilt, cost):
+            save_image(directory / f"{path.stem}.reconstruction.png", recon, shape)
+            save_image(directory / f"{path.stem}.energy.png", pixel_cost / max(pixel_cost.max(), 1e-12),
+                       (1, shape[1], shape[2]))
+    return len(paths)
 
 
 def sample_file(model: Model, n: int, out, seed: int = 0) -> StreamSummary:

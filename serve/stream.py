@@ -29,12 +29,14 @@ import numpy as np
 
 from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
+from aeserve.serve.images import IMAGE_SUFFIXES, load_images
 from aeserve.tables import (SUFFIXES, BadRow, check_output_path, convert_columns, describe_malformed,
                              first_malformed_csv_row)
 
 __all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "stream_verb",
            "chunk_rows_for", "TableWriter"]
 
+_ACCEPTED = (*SUFFIXES, *IMAGE_SUFFIXES)  # tables, and images (one row per file)
 _CHUNK_BYTES = 4 << 20  # target size of one parsed chunk: small, so memory stays flat
 _QUEUE_DEPTH = 2
 _DONE = object()
@@ -87,16 +89,16 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
                 raise InputError(f"{text}: the pattern matches no file")
             files.extend(p for p in matches if p.is_file())
         elif Path(text).is_dir():
-            found = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+            found = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in _ACCEPTED and p.is_file())
             if not found:
-                raise InputError(f"{text}: directory holds no {', '.join(SUFFIXES)} file")
+                raise InputError(f"{text}: directory holds no {', '.join(_ACCEPTED)} file")
             files.extend(found)
         else:
             files.append(Path(text))
     for path in files:
-        if path.suffix.lower() not in SUFFIXES:
+        if path.suffix.lower() not in _ACCEPTED:
             raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; expected one of "
-                             f"{', '.join(SUFFIXES)}")
+                             f"{', '.join(_ACCEPTED)}")
         if not path.is_file():
             raise InputError(f"{path}: no such file")
     return files
@@ -420,6 +422,7 @@ def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
 def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
                 fn: Callable[[np.ndarray], dict[str, np.ndarray]], *, id_column: str | None = None,
                 skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
+                image_shape: Sequence[int] | None = None,
                 progress: Callable[[int, int, int], None] | None = None) -> StreamSummary:
     """Read ``sources`` chunk by chunk, apply ``fn`` to each chunk's rows, write ``out``.
 
@@ -430,13 +433,26 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
     out = check_output_path(out)
     files = expand_inputs(sources)
     total_bytes = sum(p.stat().st_size for p in files) or 1
-    several = len(files) > 1
-    id_name = id_column or "row"
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if images and not image_shape:
+        raise InputError(f"{images[0]}: this model takes table rows, not images")
+    several = len(files) > 1 and len(images) < len(files)
+    id_name = id_column or ("path" if images else "row")
     scores_only = out.suffix.lower() == ".npy"  # a .npy holds one float32 matrix: the outputs alone
 
     def chunks() -> Iterator[Chunk]:
-        for path in files:
-            yield from iter_chunks(path, features, id_column, chunk_rows, skip)
+        pending_images: list[Path] = []
+        for path in [*files, None]:
+            if path is not None and path.suffix.lower() in IMAGE_SUFFIXES:
+                pending_images.append(path)
+                if len(pending_images) < 256:
+                    continue
+            if pending_images:  # images: one row per file, its path as the id
+                yield Chunk(load_images(pending_images, image_shape), np.array([str(p) for p in pending_images],
+                            dtype=object), str(pending_images[-1]), nbytes=pending_images[-1].stat().st_size)
+                pending_images = []
+            if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+                yield from iter_chunks(path, features, id_column, chunk_rows, skip)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
         # Re-batch across chunk and file boundaries into exactly batch_rows rows per call, so

@@ -76,17 +76,29 @@ def activation_derivative(name: str, pre: torch.Tensor) -> torch.Tensor:
 
 
 def contractive_penalty(layers: Sequence[nn.Linear], activation: str,
-                        pre_activations: Sequence[torch.Tensor]) -> torch.Tensor:
-    """‖∂h/∂y‖²_F per row, exactly, for the MLP h = W_k f(… f(W₁ y + b₁) …) + b_k.
+                        pre_activations: Sequence[torch.Tensor], convs: Sequence[nn.Conv2d] = (),
+                        conv_pres: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """‖∂h/∂y‖²_F per row, exactly, for the encoder h = W_k f(… f(W₁ x + b₁) …) + b_k, where
+    x = y, or the flattened output of stride-2 convolutions x = f(conv(… f(conv(y)))).
 
-    The Jacobian is J = W_k D_{k−1} W_{k−1} … D₁ W₁ with Dᵢ = diag(f'(aᵢ)); it is built
-    from the code side, so the running product is (batch, latent, width) and never
-    (batch, width, width). ``pre_activations`` are a₁ … a_{k−1}, one per hidden layer.
+    The Jacobian is J = W_k D_{k−1} W_{k−1} … D₁ W₁ [· D_conv Conv …] with D = diag(f'(a));
+    it is built from the code side, so the running product is (batch, latent, width) and
+    never (batch, width, width). Through a convolution, each of the ``latent`` rows of J is
+    carried back as an image by the convolution's adjoint, the transposed convolution.
     """
     jac = layers[-1].weight.unsqueeze(0)  # (1, latent, width_{k-1})
     for layer, pre in zip(reversed(layers[:-1]), reversed(pre_activations)):
         jac = jac * activation_derivative(activation, pre).unsqueeze(1)  # (batch, latent, width)
         jac = torch.matmul(jac, layer.weight)  # (batch, latent, width_{i-1})
+    if convs:
+        last = conv_pres[-1]  # (batch, c, h, w)
+        batch, latent = last.shape[0], jac.shape[1]
+        rows = jac.expand(batch, latent, -1).reshape(batch * latent, *last.shape[1:])
+        for conv, pre in zip(reversed(convs), reversed(conv_pres)):
+            slope = activation_derivative(activation, pre).unsqueeze(1).expand(-1, latent, *pre.shape[1:])
+            rows = rows * slope.reshape(batch * latent, *pre.shape[1:])
+            rows = torch.nn.functional.conv_transpose2d(rows, conv.weight, stride=2, padding=1, output_padding=1)
+        jac = rows.reshape(batch, latent, -1)  # (batch, latent, C*H*W)
     return jac.pow(2).sum(dim=(1, 2))  # (batch,); (1,) when there is no hidden layer
 
 

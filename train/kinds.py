@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,9 +62,24 @@ class ModelConfig:
     free_beta: float = 1.0     # lvm free energy: inverse temperature β of softmin_β
     free_sigma: float = 0.5    # lvm free energy: spread of the samples z = ž + σ·ε
     free_seed: int = 0         # seed of the fixed ε stored with the weights
+    arch: str = "mlp"          # mlp | conv (images: rows are flattened (C, H, W) pixels)
+    image_shape: tuple[int, ...] = ()  # conv: (C, H, W)
+    channels: tuple[int, ...] = (16, 32)  # conv: channels of the stride-2 3x3 convolutions
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.image_shape = tuple(int(v) for v in self.image_shape)
+        self.channels = tuple(int(v) for v in self.channels)
+        if self.arch not in ("mlp", "conv"):
+            raise InputError(f"--arch must be mlp or conv, got {self.arch!r}")
+        if self.arch == "conv":
+            if len(self.image_shape) != 3 or int(np.prod(self.image_shape)) != self.n_features:
+                raise InputError(f"--arch conv needs image rows of shape (C, H, W) = {self.n_features} values, "
+                                 f"got image_shape {self.image_shape}")
+            step = 2 ** len(self.channels)
+            if self.image_shape[1] % step or self.image_shape[2] % step:
+                raise InputError(f"--arch conv with {len(self.channels)} stride-2 layers needs height and width "
+                                 f"divisible by {step}, got {self.image_shape[1]}x{self.image_shape[2]}")
         if self.activation not in ACTIVATIONS:
             raise InputError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.cost not in E.COSTS:
@@ -82,7 +98,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
         data = dataclasses.asdict(self)
-        data["hidden"] = list(self.hidden)
+        for key in ("hidden", "image_shape", "channels"):
+            data[key] = list(getattr(self, key))
         return data
 
     @classmethod
@@ -114,7 +131,17 @@ class EnergyAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        sizes = [config.n_features, *config.hidden, config.latent]
+        flat = config.n_features
+        self.encoder_convs, self.decoder_convs = nn.ModuleList(), nn.ModuleList()
+        if config.arch == "conv":
+            chans = [config.image_shape[0], *config.channels]
+            self.encoder_convs.extend(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
+            self.decoder_convs.extend(nn.ConvTranspose2d(b, a, 3, stride=2, padding=1, output_padding=1)
+                                      for a, b in reversed(list(zip(chans[:-1], chans[1:]))))
+            shrink = 2 ** len(config.channels)
+            self.conv_out = (chans[-1], config.image_shape[1] // shrink, config.image_shape[2] // shrink)
+            flat = int(np.prod(self.conv_out))
+        sizes = [flat, *config.hidden, config.latent]
         self.encoder_layers = self._make_encoder(sizes)
         self.decoder_layers = _mlp(sizes[::-1])
         self.act = ACTIVATIONS[config.activation]
@@ -136,10 +163,20 @@ class EnergyAutoencoder(nn.Module):
         return y_hat * self.scale + self.shift
 
     # -- encoder / decoder -------------------------------------------------------------
+    def features_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The convolutional stack's flattened output and its pre-activations (mlp: y itself)."""
+        if not len(self.encoder_convs):
+            return y_hat, []
+        x, pres = y_hat.reshape(-1, *self.config.image_shape), []  # (batch, C, H, W)
+        for conv in self.encoder_convs:
+            pre = conv(x)
+            pres.append(pre)
+            x = self.act(pre)
+        return x.flatten(1), pres
+
     def encode_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Code h and the hidden pre-activations a₁ … a_{k−1} (for the exact Jacobian)."""
-        pres = []
-        x = y_hat
+        """Code h and the pre-activations (convolutions first, then hidden dense layers)."""
+        x, pres = self.features_trace(y_hat)
         for layer in self.encoder_layers[:-1]:
             pre = layer(x)
             pres.append(pre)
@@ -159,7 +196,15 @@ class EnergyAutoencoder(nn.Module):
         x = z
         for layer in self.decoder_layers[:-1]:
             x = self.act(layer(x))
-        return self.decoder_layers[-1](x)
+        x = self.decoder_layers[-1](x)
+        if not len(self.decoder_convs):
+            return x
+        x = self.act(x).reshape(-1, *self.conv_out)
+        for i, conv in enumerate(self.decoder_convs):
+            x = conv(x)
+            if i < len(self.decoder_convs) - 1:
+                x = self.act(x)
+        return x.flatten(1)  # (batch, C*H*W)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """ỹ in model space."""
@@ -270,8 +315,10 @@ class ContractiveAutoencoder(EnergyAutoencoder):
 
     def regulariser_value(self, y_hat, h, pres):
         """λ‖J‖²_F with J the encoder's Jacobian with respect to its (preprocessed) input."""
+        n_conv = len(self.encoder_convs)
         return self.config.contraction * E.contractive_penalty(
-            list(self.encoder_layers), self.config.activation, pres)
+            list(self.encoder_layers), self.config.activation, pres[n_conv:],
+            convs=list(self.encoder_convs), conv_pres=pres[:n_conv])
 
 
 @register_kind("vae")
@@ -299,7 +346,7 @@ class VariationalAutoencoder(EnergyAutoencoder):
 
     def encode(self, y_hat):
         """(μ, log v), each (batch, latent)."""
-        x = y_hat
+        x, _ = self.features_trace(y_hat)
         for layer in self.encoder_layers[:-1]:
             x = self.act(layer(x))
         return self.encoder_layers[-1](x), self.logvar_head(x)
@@ -383,9 +430,28 @@ class LatentVariableEBM(EnergyAutoencoder):
             pre = layer(x)
             pres.append(pre)
             x = self.act(pre)
-        out = self.decoder_layers[-1](x)  # (batch, features)
-        cost = E.reconstruction_cost(y_hat, out, self.config.cost)
-        grad = torch.matmul(E.cost_gradient(out, y_hat, self.config.cost), self.decoder_layers[-1].weight)
+        out = self.decoder_layers[-1](x)  # (batch, features), or the convolutions' input
+        if not len(self.decoder_convs):
+            cost = E.reconstruction_cost(y_hat, out, self.config.cost)
+            grad = E.cost_gradient(out, y_hat, self.config.cost)
+        else:
+            dense_pre, conv_pres = out, []
+            x = self.act(out).reshape(-1, *self.conv_out)
+            for i, conv in enumerate(self.decoder_convs):
+                x = conv(x)
+                conv_pres.append(x)
+                if i < len(self.decoder_convs) - 1:
+                    x = self.act(x)
+            image = x.flatten(1)
+            cost = E.reconstruction_cost(y_hat, image, self.config.cost)
+            grad = E.cost_gradient(image, y_hat, self.config.cost).reshape(x.shape)
+            for i in reversed(range(len(self.decoder_convs))):
+                if i < len(self.decoder_convs) - 1:
+                    grad = grad * E.activation_derivative(self.config.activation, conv_pres[i])
+                # the adjoint of a transposed convolution is the convolution with the same weights
+                grad = torch.nn.functional.conv2d(grad, self.decoder_convs[i].weight, stride=2, padding=1)
+            grad = grad.flatten(1) * E.activation_derivative(self.config.activation, dense_pre)
+        grad = torch.matmul(grad, self.decoder_layers[-1].weight)
         for layer, pre in zip(reversed(self.decoder_layers[:-1]), reversed(pres)):
             grad = torch.matmul(grad * E.activation_derivative(self.config.activation, pre), layer.weight)
         return cost, grad  # (batch,), (batch, latent)

@@ -83,7 +83,10 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
         "name": name or out.name,
         "kind": config.kind,
         "input": {"shape": [None, values.shape[1]], "dtype": "float32",
-                  "features": list(table.columns)},
+                  "features": list(table.columns),
+                  **({"image": {"shape": list(config.image_shape),
+                                "pixels": "value / 255, channel-major (C, H, W), flattened"}}
+                     if config.image_shape else {})},
         "preprocessing": prep,
         "architecture": config.to_dict(),
         "energy": model.energy_spec(),

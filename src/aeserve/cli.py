@@ -55,6 +55,13 @@ class Activation(str, Enum):
     sigmoid = "sigmoid"
 
 
+class Arch(str, Enum):
+    """Network shape: dense layers, or convolutions for images."""
+
+    mlp = "mlp"
+    conv = "conv"
+
+
 class EnergyMode(str, Enum):
     """What the score is: the energy at the inferred code, or a free energy over many codes."""
 
@@ -206,8 +213,12 @@ QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summar
 @app.command()
 @user_errors
 def train(
-    data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet or .npy.", show_default=False),
+    data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet, .npy, or a folder of "
+                                          "PNG/JPEG images.", show_default=False),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
+    arch: Arch = typer.Option(Arch.mlp, help="mlp, or conv: stride-2 convolutions for images (every kind)."),
+    image_size: Optional[str] = typer.Option(None, help="Images: resize to HEIGHT,WIDTH (default: the first image's)."),
+    conv_channels: str = typer.Option("16,32", help="conv: channels of the stride-2 3x3 convolutions."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory (default: models/DATA-KIND, from the data file name and kind)."),
     hidden: str = typer.Option("256,64", help="Hidden layer widths of the encoder (decoder mirrors them)."),
     latent: int = typer.Option(8, help="Size of the code z."),
@@ -250,8 +261,12 @@ def train(
     from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
-    table = read_table(data, columns=_csv_list(columns), drop=_csv_list(drop))
-    config = ModelConfig(kind=kind.value, n_features=table.values.shape[1],
+    table, image_shape = _training_rows(data, columns, drop, image_size)
+    if arch == Arch.conv and not image_shape:
+        raise typer.BadParameter("--arch conv trains on a folder of images", param_hint="--arch")
+    config = ModelConfig(kind=kind.value, n_features=table.values.shape[1], arch=arch.value,
+                         image_shape=image_shape if arch == Arch.conv else (),
+                         channels=_int_list(conv_channels, "--conv-channels"),
                          hidden=_int_list(hidden, "--hidden"), latent=latent,
                          activation=activation.value, cost=cost.value, sparsity=sparsity,
                          contraction=contraction, beta=beta, noise=noise, mask=mask,
@@ -271,6 +286,22 @@ def train(
                   f"{len(fit.val_energy)} ({fit.stopped}), val energy {min(fit.val_energy):.4g}, "
                   f"threshold {result.threshold:.4g} ({quantile} quantile)"
                   + ("" if no_export else "; ONNX graphs exported and checked"))
+
+
+def _training_rows(data: Path, columns, drop, image_size):
+    """A table to train on, and the image shape (C, H, W) when DATA is a folder of images."""
+    from aeserve.serve.images import image_files, image_shape_of, is_image_dir, load_images
+    from aeserve.tables import Table, read_table
+
+    if not is_image_dir(data):
+        return read_table(data, columns=_csv_list(columns), drop=_csv_list(drop)), ()
+    files = image_files(data)
+    size = _int_list(image_size, "--image-size") if image_size else None
+    if size is not None and len(size) != 2:
+        raise typer.BadParameter("expected HEIGHT,WIDTH such as 28,28", param_hint="--image-size")
+    shape = image_shape_of(files[0], size)
+    values = load_images(files, shape)
+    return Table(values, [f"px{i}" for i in range(values.shape[1])], str(data)), shape
 
 
 def _train_with_progress(train_bundle, table, target, config, fit_config, quantile, val_fraction,
@@ -378,6 +409,8 @@ def score(
     address: Optional[str] = typer.Option(None, help="ray: cluster address (ray://host:10001 or auto); default a local Ray."),
     id_column: Optional[str] = ID_OPT,
     on_error: OnError = ON_ERROR_OPT,
+    save_reconstructions: Optional[Path] = typer.Option(
+        None, help="Images: write each one's reconstruction and per-pixel energy map as PNG here."),
     quiet: bool = QUIET_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -407,6 +440,12 @@ def score(
     model = _open_model(bundle, backend, batch_size, device, precision.value)
     with _row_progress(not (quiet or as_json), "scoring") as bar:
         summary = score_file(model, data, output, threshold, _progress_callback(bar), id_column, on_error.value)
+    if save_reconstructions is not None:
+        from aeserve.serve.files import save_reconstructions as write_pictures
+
+        count = write_pictures(model, data, save_reconstructions)
+        if not quiet:
+            err.print(f"wrote reconstructions and energy maps of {count} images to {escape(str(save_reconstructions))}")
     anomalies = summary.extra["anomalies"]
     _finish(summary, "scored", quiet, as_json,
             f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) "
