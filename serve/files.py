@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from aeserve.bundle import code_columns
+from aeserve.errors import InputError
 from aeserve.serve.model import Model
 from aeserve.serve.stream import StreamSummary, stream_verb
 from aeserve.tables import check_output_path, write_table
@@ -95,11 +96,10 @@ def save_reconstructions(model: Model, sources, directory) -> int:
 
     image = model.bundle.manifest["input"].get("image")
     if not image:
-        from aeserve.errors import InputError
         raise InputError("--save-reconstructions needs an image bundle (trained on a folder of images)")
     shape = image["shape"]
     prep = model.bundle.manifest["preprocessing"]
-    shift, scale = np.asarray(prep["shift"], np.float32), np.asarray(prep["scale"], np.float32)
+    scale = np.asarray(prep["scale"], np.float32)  # (y - ỹ) / scale is the residual in model space
     paths = [p for p in expand_inputs(_as_list(sources)) if p.suffix.lower() in IMAGE_SUFFIXES]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
