@@ -3,6 +3,10 @@ quantised per batch at run time), checked against the fp32 graphs before they ar
 
 A graph whose int8 energies stray from fp32 by more than the tolerance is refused: e.g. a
 CAE's exact Jacobian or an lvm's unrolled gradient steps multiply quantisation error.
+
+Dynamic quantisation takes each activation's range from the batch it is in, so a row's int8
+energy depends slightly on its batch-mates (fp32 energies do not). Score normal and unknown
+rows in the same stream, as files are, rather than in separate batches.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ def quantize_int8(directory: str | Path, tolerance: float = 0.05) -> dict:
     manifest["graphs_int8"] = {g: {**bundle.graph(g), "file": GRAPH_FILES[g].replace(".onnx", INT8_SUFFIX)}
                                for g in GRAPH_FILES}
     manifest["quantization"] = {"method": "onnxruntime dynamic quantisation", "weights": "int8 (signed)",
-                                "activations": "uint8, per batch at run time", "tolerance": tolerance,
+                                "activations": "uint8, ranges per batch at run time (a row's score depends "
+                                               "slightly on its batch-mates)", "tolerance": tolerance,
                                 "checked_on": "2048 rows drawn N(0, 1) in the preprocessed space", **errors}
     write_manifest(directory, manifest)
     return errors

@@ -256,7 +256,6 @@ def train(
 
     Example: `aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae`
     """
-    from aeserve.tables import read_table
     from aeserve.train.fit import FitConfig
     from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
