@@ -213,7 +213,9 @@ class EnergyAutoencoder(nn.Module):
     # -- energies ----------------------------------------------------------------------
     def regulariser_value(self, y_hat: torch.Tensor, h: torch.Tensor,
                           pres: list[torch.Tensor]) -> torch.Tensor:
-        """Weighted R(h) per row: sparsity·‖h‖₁ (0 when the weight is 0)."""
+        """Weighted R(h) per row: sparsity·‖h‖₁ (0, without computing ‖h‖₁, when the weight is 0)."""
+        if self.config.sparsity == 0:
+            return torch.zeros_like(h[:, 0])
         return self.config.sparsity * E.l1_penalty(h)
 
     def scoring_energy(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
