@@ -71,9 +71,16 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: st
     import pyarrow.compute as pc
 
     n = table.num_rows
-    values = np.empty((n, len(features)), dtype=np.float32)
     keep = np.ones(n, dtype=bool)
     bad: list[BadRow] = []
+    columns = [table.column(name) for name in features]
+    if all(pa.types.is_floating(c.type) and not c.null_count for c in columns):
+        # the common case: one row-major copy by Arrow, not one Python call per column
+        batch = table.select(list(features)).combine_chunks().to_batches()
+        if len(batch) == 1:
+            values = np.asarray(batch[0].to_tensor(row_major=True)).astype(np.float32, copy=False)
+            return _reject_non_finite(values, keep, bad, features, rows, source, skip)
+    values = np.empty((n, len(features)), dtype=np.float32)
 
     def reject(index: int, column: str, reason: str) -> None:
         if not skip:
@@ -104,11 +111,21 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: st
             nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
             for index in np.flatnonzero(nulls & keep):
                 reject(int(index), name, "missing value, expected a number")
+    return _reject_non_finite(values, keep, bad, features, rows, source, skip)
+
+
+def _reject_non_finite(values, keep, bad, features, rows, source, skip):
+    """Mark (skip) or report (fail) the rows holding NaN or inf; returns (values, keep, bad)."""
     finite = np.isfinite(values)
-    if not finite[keep].all():
+    if not finite.all():
         for index, j in np.argwhere(~finite):
-            if keep[index]:
-                reject(int(index), features[j], f"value {values[index, j]} is not a finite number")
+            if not keep[index]:
+                continue
+            reason = f"value {values[index, j]} is not a finite number"
+            if not skip:
+                raise InputError(f"{source}: row {rows[index]}, column {features[j]!r}: {reason}")
+            bad.append(BadRow(source, int(rows[index]), features[j], reason))
+            keep[index] = False
     return values, keep, bad
 
 
