@@ -17,10 +17,8 @@ from aeserve.serve.model import Model
 from aeserve.serve.stream import StreamSummary, stream_verb
 from aeserve.tables import check_output_path, write_table
 
-__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "save_reconstructions",
-           "Summary"]
+__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "save_reconstructions"]
 
-Summary = StreamSummary
 Progress = Callable[[int, int, int], None]  # (bytes done, bytes total, rows written)
 
 

@@ -205,20 +205,19 @@ def _read_npy(path: Path) -> Table:
     return Table(values, [f"f{i}" for i in range(values.shape[1])], str(path))
 
 
-def _select(table: Table, path: Path, columns: Sequence[str] | None,
-            drop: Sequence[str] | None) -> Table:
+def _select(names: Sequence[str], path: Path, columns: Sequence[str] | None,
+            drop: Sequence[str] | None) -> list[str]:
+    """The column names to keep: ``columns`` in that order, or all of ``names`` but ``drop``."""
     if columns:
-        missing = [c for c in columns if c not in table.columns]
+        missing = [c for c in columns if c not in names]
         if missing:
             raise InputError(f"{path}: no column(s) {', '.join(map(repr, missing))}; "
-                             f"it has {len(table.columns)}: {_preview(table.columns)}")
-        keep = list(columns)
-    else:
-        unknown = [c for c in (drop or ()) if c not in table.columns]
-        if unknown:
-            raise InputError(f"{path}: cannot drop unknown column(s) {', '.join(map(repr, unknown))}")
-        keep = [c for c in table.columns if c not in set(drop or ())]
-    return keep
+                             f"it has {len(names)}: {_preview(list(names))}")
+        return list(columns)
+    unknown = [c for c in (drop or ()) if c not in names]
+    if unknown:
+        raise InputError(f"{path}: cannot drop unknown column(s) {', '.join(map(repr, unknown))}")
+    return [c for c in names if c not in set(drop or ())]
 
 
 def _preview(names: Sequence[str], n: int = 6) -> str:
@@ -257,7 +256,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
                     f"({_preview(missing)}); expected {len(expect)} columns: {_preview(list(expect))}")
             keep = list(expect)
         else:
-            keep = _select(Table(np.empty((0, 0)), names, str(path)), path, columns, drop)
+            keep = _select(names, path, columns, drop)
         selected = arrow.select(keep)
         values, _, _ = convert_columns(selected, keep, np.arange(1, selected.num_rows + 1), str(path), skip=False)
         table = Table(values, keep, str(path))
@@ -266,7 +265,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     if table.values.shape[1] == 0:
         raise InputError(f"{path}: no columns left to use")
     if suffix == ".npy" and (columns or drop):
-        keep = _select(table, path, columns, drop)
+        keep = _select(table.columns, path, columns, drop)
         index = [table.columns.index(c) for c in keep]
         table = Table(np.ascontiguousarray(table.values[:, index]), keep, table.source)
     check_finite(table.values, table.columns, table.source)
