@@ -82,3 +82,15 @@ def test_parquet_errors_name_row_and_column(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([["a"]]))
     with pytest.raises(InputError, match="expected a numeric array"):
         read_table(tmp_path / "obj.npy")
+
+
+def test_finite_check_names_the_cell_and_lets_huge_finite_values_through():
+    from aeserve.tables import check_finite
+
+    huge = np.full((4, 3), 3e38, dtype=np.float32)  # finite, but their float32 sum overflows
+    check_finite(huge, ["a", "b", "c"], "huge.csv")
+    for bad in (np.nan, np.inf, -np.inf):
+        values = huge.copy()
+        values[2, 1] = bad
+        with pytest.raises(InputError, match=r"huge.csv: row 3, column 'b': value .* is not a finite number"):
+            check_finite(values, ["a", "b", "c"], "huge.csv")

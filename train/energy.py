@@ -42,7 +42,8 @@ def reconstruction_cost(y: torch.Tensor, out: torch.Tensor, cost: str) -> torch.
     """
     # y, out: (batch, features) -> (batch,)
     if cost == "mse":
-        return (y - out).pow(2).sum(dim=1)
+        diff = y - out  # squared by a Mul: ONNX Runtime's Pow took twice as long
+        return (diff * diff).sum(dim=1)
     if cost == "bce":
         return (tf.softplus(out) - y * out).sum(dim=1)
     raise ValueError(f"unknown cost {cost!r}; expected one of {COSTS}")

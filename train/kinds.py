@@ -155,7 +155,8 @@ class EnergyAutoencoder(nn.Module):
     # -- preprocessing, baked into every graph ------------------------------------------
     def preprocess(self, y: torch.Tensor) -> torch.Tensor:
         """Raw rows -> the model's space ŷ (clipped to [0, 1] for bce)."""
-        y_hat = (y - self.shift) / self.scale  # (batch, features)
+        # a product with 1/scale: the exported graph multiplies, which is cheaper than Div
+        y_hat = (y - self.shift) * (1.0 / self.scale)  # (batch, features)
         return y_hat.clamp(0.0, 1.0) if self.config.cost == "bce" else y_hat
 
     def postprocess(self, y_hat: torch.Tensor) -> torch.Tensor:
@@ -222,7 +223,7 @@ class EnergyAutoencoder(nn.Module):
         """F(y) = C(y, Dec(Enc(y))) + R(h) on clean input; returns (C, R), each (batch,)."""
         h, pres = self.encode_trace(y_hat)
         cost = E.reconstruction_cost(y_hat, self.decode_logits(h), self.config.cost)
-        reg = self.regulariser_value(y_hat, h, pres) + torch.zeros_like(cost)
+        reg = self.regulariser_value(y_hat, h, pres)
         return cost, reg
 
     def training_energy(self, y_hat: torch.Tensor,
@@ -300,7 +301,7 @@ class DenoisingAutoencoder(Autoencoder):
         """C(y, Dec(Enc(corrupt(y)))) + R(h): the target is the clean row."""
         h, pres = self.encode_trace(self.corrupt(y_hat, generator))
         cost = E.reconstruction_cost(y_hat, self.decode_logits(h), self.config.cost)
-        return cost, self.regulariser_value(y_hat, h, pres) + torch.zeros_like(cost)
+        return cost, self.regulariser_value(y_hat, h, pres)
 
     def energy_spec(self) -> dict:
         spec = super().energy_spec()
@@ -318,9 +319,10 @@ class ContractiveAutoencoder(EnergyAutoencoder):
     def regulariser_value(self, y_hat, h, pres):
         """λ‖J‖²_F with J the encoder's Jacobian with respect to its (preprocessed) input."""
         n_conv = len(self.encoder_convs)
-        return self.config.contraction * E.contractive_penalty(
-            list(self.encoder_layers), self.config.activation, pres[n_conv:],
-            convs=list(self.encoder_convs), conv_pres=pres[:n_conv])
+        penalty = E.contractive_penalty(list(self.encoder_layers), self.config.activation, pres[n_conv:],
+                                        convs=list(self.encoder_convs), conv_pres=pres[:n_conv])
+        # a linear encoder has one Jacobian for every row: (1,) -> (batch,)
+        return self.config.contraction * penalty.expand(h.shape[0])
 
 
 @register_kind("vae")

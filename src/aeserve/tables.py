@@ -43,6 +43,8 @@ def _suffix(path: Path) -> str:
 
 def check_finite(values: np.ndarray, columns: Sequence[str], source: str) -> None:
     """Raise InputError at the first NaN/inf cell of ``values`` (rows, columns)."""
+    if values.dtype.kind == "f" and np.isfinite(values.sum()):
+        return  # NaN and ±inf reach the sum; one pass, no mask (a huge finite sum falls through)
     finite = np.isfinite(values)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
@@ -73,13 +75,17 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: st
     n = table.num_rows
     keep = np.ones(n, dtype=bool)
     bad: list[BadRow] = []
-    columns = [table.column(name) for name in features]
-    if all(pa.types.is_floating(c.type) and not c.null_count for c in columns):
+    selected = table.select(list(features))
+    if set(selected.schema.types) <= {pa.float32(), pa.float64()}:
         # the common case: one row-major copy by Arrow, not one Python call per column
-        batch = table.select(list(features)).combine_chunks().to_batches()
-        if len(batch) == 1:
-            values = np.asarray(batch[0].to_tensor(row_major=True)).astype(np.float32, copy=False)
-            return _reject_non_finite(values, keep, bad, features, rows, source, skip)
+        # (784 columns: 0.4 of 1.6 s per 30k rows went to per-column calls)
+        batches = selected.combine_chunks().to_batches()
+        if len(batches) == 1:
+            values = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
+            values = values.astype(np.float32, copy=False)
+            if np.isfinite(values.sum()):
+                return values, keep, bad
+            # a missing or non-finite cell: the column-by-column pass below names it exactly
     values = np.empty((n, len(features)), dtype=np.float32)
 
     def reject(index: int, column: str, reason: str) -> None:
