@@ -43,8 +43,11 @@ def _suffix(path: Path) -> str:
 
 def check_finite(values: np.ndarray, columns: Sequence[str], source: str) -> None:
     """Raise InputError at the first NaN/inf cell of ``values`` (rows, columns)."""
-    if values.dtype.kind == "f" and np.isfinite(values.sum()):
-        return  # NaN and ±inf reach the sum; one pass, no mask (a huge finite sum falls through)
+    if values.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = values.sum()
+        if np.isfinite(total):
+            return  # NaN and ±inf reach the sum; one pass, no mask (a huge finite sum falls through)
     finite = np.isfinite(values)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
@@ -83,8 +86,9 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: st
         if len(batches) == 1:
             values = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
             values = values.astype(np.float32, copy=False)
-            if np.isfinite(values.sum()):
-                return values, keep, bad
+            with np.errstate(over="ignore", invalid="ignore"):
+                if np.isfinite(values.sum()):
+                    return values, keep, bad
             # a missing or non-finite cell: the column-by-column pass below names it exactly
     values = np.empty((n, len(features)), dtype=np.float32)
 
