@@ -121,10 +121,12 @@ def main() -> None:
                                                                     len(rows), args.repeats))
     report["aeserve_epoch_seconds"] = aeserve_epoch
 
-    # side by side: each round times the MatMul ceiling and every contender once, each at the
-    # batch it did best with above; ratios are taken within a round, and their median printed
-    contenders = {"aeserve_fp32": aeserve_fn("fp32")(report["aeserve_fp32"][0]),
-                  "aeserve_int8": aeserve_fn("int8")(report["aeserve_int8"][0]),
+    # side by side: each round times the MatMul ceiling and every contender once, aeserve at the
+    # batch size it picks by itself (the sweep's best drifts between runs: 512 to 4096) and the
+    # peers at the batch each did best with above; ratios are taken within a round, and their
+    # median printed
+    contenders = {"aeserve_fp32": aeserve_fn("fp32")(auto_model.batch_size),
+                  "aeserve_int8": aeserve_fn("int8")(auto_model.batch_size),
                   "torch_eager": torch_fn(torch_model)(report["torch_eager"][0])}
     if "torch_compile" in report:
         contenders["torch_compile"] = torch_fn(compiled)(report["torch_compile"][0])
