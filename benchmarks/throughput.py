@@ -51,7 +51,7 @@ def main() -> None:
 
     import aeserve
     from aeserve.export.quantize import quantize_int8
-    from aeserve.serve.bench import dense_flops_per_row, matmul_ceiling
+    from aeserve.serve.bench import ceiling_shapes, dense_flops_per_row, matmul_ceiling
     from aeserve.tables import Table
     from aeserve.train.fit import FitConfig
     from aeserve.train.kinds import ModelConfig
@@ -68,16 +68,22 @@ def main() -> None:
                  FitConfig(epochs=3, batch_size=128), on_epoch=lambda *a: fit_log.append(time.perf_counter()))
     aeserve_epoch = statistics.median(np.diff([started, *fit_log])[1:])
     quantize_int8(work / "mlp")
-    flops = dense_flops_per_row(aeserve.bundle.Bundle.open(work / "mlp"))
+    mlp = aeserve.bundle.Bundle.open(work / "mlp")
+    flops = dense_flops_per_row(mlp)
     report: dict = {"rows": args.rows, "repeats": args.repeats, "MFLOP/row": flops / 1e6}
 
-    ceiling = max(matmul_ceiling(4096, 1024, 1024), matmul_ceiling(1024, 784, 256))
-    report["matmul_ceiling_gflops"] = ceiling
+    shapes = ceiling_shapes(mlp)
+
+    def ceiling() -> float:
+        return max(matmul_ceiling(*shape) for shape in shapes)
+
+    report["matmul_ceiling_gflops"] = ceiling()
     # the same two layer shapes in each library's own GEMM: if both ran nothing but their
     # GEMMs, aeserve / torch could be no better than the ratio of these
-    shapes = ((1024, 784, 256), (1024, 256, 784))
-    report["gemm_gflops"] = {"onnxruntime": statistics.median(matmul_ceiling(*s) for s in shapes for _ in range(3)),
-                             "torch": statistics.median(_torch_mm_gflops(*s) for s in shapes for _ in range(3))}
+    layer_shapes = ((1024, 784, 256), (1024, 256, 784))
+    report["gemm_gflops"] = {
+        "onnxruntime": statistics.median(matmul_ceiling(*s) for s in layer_shapes for _ in range(3)),
+        "torch": statistics.median(_torch_mm_gflops(*s) for s in layer_shapes for _ in range(3))}
     batches = (256, 512, 1024, 2048, 4096)
 
     def aeserve_fn(precision):
@@ -134,7 +140,7 @@ def main() -> None:
         contenders["pyod_defaults"] = lambda: detector.decision_function(rows)
     report["rounds"] = []
     for _ in range(max(5, args.repeats)):
-        measured = {"ceiling": max(matmul_ceiling(4096, 1024, 1024), matmul_ceiling(1024, 784, 256))}
+        measured = {"ceiling": ceiling()}
         measured.update({name: len(rows) / _time(fn) for name, fn in contenders.items()})
         report["rounds"].append(measured)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from aeserve.bundle import Bundle
 
-__all__ = ["BenchResult", "dense_flops_per_row", "matmul_ceiling", "time_rows", "bench_bundle"]
+__all__ = ["BenchResult", "dense_flops_per_row", "matmul_ceiling", "ceiling_shapes", "time_rows", "bench_bundle"]
 
 
 @dataclass
@@ -61,6 +61,13 @@ def matmul_ceiling(m: int = 4096, k: int = 1024, n: int = 1024, repeats: int = 7
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
     return 2.0 * m * k * n / _median_seconds(lambda: session.run(None, {"x": x}), repeats) / 1e9
+
+
+def ceiling_shapes(bundle: Bundle) -> list[tuple[int, int, int]]:
+    """The (m, k, n) MatMuls whose best speed is taken as the ceiling: a large square one and
+    the bundle's first dense layer at batch 1024."""
+    arch = bundle.manifest["architecture"]
+    return [(4096, 1024, 1024), (1024, arch["n_features"], (arch["hidden"] or [arch["latent"]])[0])]
 
 
 def time_rows(fn: Callable[[np.ndarray], object], rows: np.ndarray, repeats: int = 5) -> float:

@@ -35,6 +35,11 @@ class PlotData:
     energies: np.ndarray        # (n,)
     labels: np.ndarray | None   # (n,) 0/1, or None
 
+    @property
+    def has_both_classes(self) -> bool:
+        """Labels are given and hold normal and anomalous rows: ROC, PR and AUROC are defined."""
+        return self.labels is not None and len(np.unique(self.labels)) == 2
+
 
 def load_plot_data(model: Model, source: str | Path, labels: str | None = None,
                    max_rows: int = 20000) -> PlotData:
@@ -89,7 +94,7 @@ def plot_energy(fig, data: PlotData) -> None:
 
 def plot_roc(fig, data: PlotData) -> None:
     """ROC and precision-recall curves with AUROC and average precision (needs labels)."""
-    if data.labels is None or len(np.unique(data.labels)) < 2:
+    if not data.has_both_classes:
         raise InputError("the roc plot needs --labels naming a 0/1 column with both classes")
     fpr, tpr, _ = roc_curve(data.energies, data.labels)
     recall, precision = pr_curve(data.energies, data.labels)

@@ -6,7 +6,6 @@ import base64
 import html
 from pathlib import Path
 
-import numpy as np
 
 from aeserve.atomic import write_text_atomic
 from aeserve.evaluation import auroc, average_precision, rates_at
@@ -16,9 +15,7 @@ __all__ = ["build_report"]
 
 
 def _figures(data: PlotData) -> list[str]:
-    names = ["energy", *(["roc"] if data.labels is not None and len(np.unique(data.labels)) == 2 else []),
-             "latent", "reconstructions", "training"]
-    return names
+    return ["energy", *(["roc"] if data.has_both_classes else []), "latent", "reconstructions", "training"]
 
 
 def build_report(data: PlotData, out: str | Path, source: str) -> dict:
@@ -31,7 +28,7 @@ def build_report(data: PlotData, out: str | Path, source: str) -> dict:
              "flagged": f"{float((data.energies > data.model.threshold).mean()):.2%}",
              "backend": data.model.backend.describe()}
     numbers = {}
-    if data.labels is not None and len(np.unique(data.labels)) == 2:
+    if data.has_both_classes:
         numbers["auroc"] = auroc(data.energies[data.labels == 0], data.energies[data.labels == 1])
         numbers["average_precision"] = average_precision(data.energies, data.labels)
         numbers.update(rates_at(data.energies, data.labels, data.model.threshold))

@@ -30,8 +30,8 @@ import numpy as np
 from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
 from aeserve.serve.images import IMAGE_SUFFIXES, load_images
-from aeserve.tables import (SUFFIXES, BadRow, check_output_path, convert_columns, describe_malformed,
-                             first_malformed_csv_row)
+from aeserve.tables import (NULL_VALUES, SUFFIXES, BadRow, check_output_path, convert_columns,
+                             describe_malformed, first_malformed_csv_row, reject_non_finite)
 
 __all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "stream_verb",
            "chunk_rows_for", "TableWriter"]
@@ -103,8 +103,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             raise InputError(f"{path}: no such file")
     return files
 
-
-# -- converting parsed columns, with row and column in every complaint ------------------------
 
 # -- readers -------------------------------------------------------------------------------
 
@@ -179,7 +177,7 @@ def _read_csv(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chu
     columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
     text_type = pa.string() if skip else pa.float32()
     convert = pacsv.ConvertOptions(include_columns=columns, column_types={f: text_type for f in features},
-                                   null_values=["", "NA", "N/A", "NULL", "null", "None"], strings_can_be_null=True)
+                                   null_values=NULL_VALUES, strings_can_be_null=True)
     # Small blocks: pyarrow's reader holds several in flight, and its peak memory grows with the
     # block size (200k rows x 128 columns: 167 MB at 1 MiB, 300 MB at 4 MiB, same speed); but
     # at least ~256 rows each, or wide rows pay per-block overhead (784 columns: 2 MiB).
@@ -219,7 +217,7 @@ def _locate_bad_cell(path: Path, features) -> None:
     import pyarrow.csv as pacsv
 
     convert = pacsv.ConvertOptions(include_columns=list(features), column_types={f: "string" for f in features},
-                                   null_values=["", "NA", "N/A", "NULL", "null", "None"], strings_can_be_null=True)
+                                   null_values=NULL_VALUES, strings_can_be_null=True)
     parsed = 0
     for batch in pacsv.open_csv(path, convert_options=convert):
         import pyarrow as pa
@@ -276,15 +274,7 @@ def _read_npy(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chu
                                  f"after {done + block.size // shape[1]}")
             values = block.reshape(count, shape[1]).astype(np.float32, copy=False)
             rows = np.arange(done + 1, done + count + 1)
-            keep, bad = np.ones(count, dtype=bool), []
-            finite = np.isfinite(values)
-            for index, j in np.argwhere(~finite):
-                if not skip:
-                    raise InputError(f"{path}: row {rows[index]}, column {features[j]!r}: "
-                                     f"value {values[index, j]} is not a finite number")
-                if keep[index]:
-                    bad.append(BadRow(str(path), int(rows[index]), features[j], "not a finite number"))
-                keep[index] = False
+            _, keep, bad = reject_non_finite(values, np.ones(count, dtype=bool), [], features, rows, str(path), skip)
             done += count
             yield Chunk(values[keep], rows[keep], str(path), bad, fh.tell())
 

@@ -175,13 +175,19 @@ class EnergyAutoencoder(nn.Module):
             x = self.act(pre)
         return x.flatten(1), pres
 
-    def encode_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Code h and the pre-activations (convolutions first, then hidden dense layers)."""
+    def trunk_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The input of the code layer(s) and the pre-activations (convolutions first, then
+        hidden dense layers)."""
         x, pres = self.features_trace(y_hat)
         for layer in self.encoder_layers[:-1]:
             pre = layer(x)
             pres.append(pre)
             x = self.act(pre)
+        return x, pres
+
+    def encode_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Code h and the pre-activations of ``trunk_trace``."""
+        x, pres = self.trunk_trace(y_hat)
         return self.encoder_layers[-1](x), pres  # (batch, latent)
 
     def encode(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -192,26 +198,40 @@ class EnergyAutoencoder(nn.Module):
         """The deterministic code used for scoring, sampling statistics and ``encode``."""
         return self.encode(y_hat)[0]
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder's last layer: ỹ for mse, logits for bce. (batch, latent) -> (batch, features)."""
-        x = z
+    def decode_trace(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Decoder's last layer (ỹ for mse, logits for bce; (batch, features)) and the
+        pre-activations: hidden dense layers, then, for conv, the last dense layer's output
+        and each transposed convolution's."""
+        pres, x = [], z
         for layer in self.decoder_layers[:-1]:
-            x = self.act(layer(x))
+            pre = layer(x)
+            pres.append(pre)
+            x = self.act(pre)
         x = self.decoder_layers[-1](x)
         if not len(self.decoder_convs):
-            return x
+            return x, pres
+        pres.append(x)
         x = self.act(x).reshape(-1, *self.conv_out)
         for i, conv in enumerate(self.decoder_convs):
             x = conv(x)
+            pres.append(x)
             if i < len(self.decoder_convs) - 1:
                 x = self.act(x)
-        return x.flatten(1)  # (batch, C*H*W)
+        return x.flatten(1), pres  # (batch, C*H*W)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder's last layer: ỹ for mse, logits for bce. (batch, latent) -> (batch, features)."""
+        return self.decode_trace(z)[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """ỹ in model space."""
         return E.decoder_output(self.decode_logits(z), self.config.cost)
 
     # -- energies ----------------------------------------------------------------------
+    def cost_at(self, y_hat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """C(y, Dec(z)) per row (batch,)."""
+        return E.reconstruction_cost(y_hat, self.decode_logits(z), self.config.cost)
+
     def regulariser_value(self, y_hat: torch.Tensor, h: torch.Tensor,
                           pres: list[torch.Tensor]) -> torch.Tensor:
         """Weighted R(h) per row: sparsity·‖h‖₁ (0, without computing ‖h‖₁, when the weight is 0)."""
@@ -222,7 +242,7 @@ class EnergyAutoencoder(nn.Module):
     def scoring_energy(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F(y) = C(y, Dec(Enc(y))) + R(h) on clean input; returns (C, R), each (batch,)."""
         h, pres = self.encode_trace(y_hat)
-        cost = E.reconstruction_cost(y_hat, self.decode_logits(h), self.config.cost)
+        cost = self.cost_at(y_hat, h)
         reg = self.regulariser_value(y_hat, h, pres)
         return cost, reg
 
@@ -300,7 +320,7 @@ class DenoisingAutoencoder(Autoencoder):
     def training_energy(self, y_hat, generator=None):
         """C(y, Dec(Enc(corrupt(y)))) + R(h): the target is the clean row."""
         h, pres = self.encode_trace(self.corrupt(y_hat, generator))
-        cost = E.reconstruction_cost(y_hat, self.decode_logits(h), self.config.cost)
+        cost = self.cost_at(y_hat, h)
         return cost, self.regulariser_value(y_hat, h, pres)
 
     def energy_spec(self) -> dict:
@@ -350,15 +370,13 @@ class VariationalAutoencoder(EnergyAutoencoder):
 
     def encode(self, y_hat):
         """(μ, log v), each (batch, latent)."""
-        x, _ = self.features_trace(y_hat)
-        for layer in self.encoder_layers[:-1]:
-            x = self.act(layer(x))
+        x, _ = self.trunk_trace(y_hat)
         return self.encoder_layers[-1](x), self.logvar_head(x)
 
     def _terms(self, y_hat: torch.Tensor, eps: torch.Tensor | None):
         mu, logvar = self.encode(y_hat)
         z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps  # z = μ + √v·ε
-        cost = E.reconstruction_cost(y_hat, self.decode_logits(z), self.config.cost)
+        cost = self.cost_at(y_hat, z)
         return cost, self.config.beta * E.kl_to_standard_normal(mu, logvar)
 
     def scoring_energy(self, y_hat):
@@ -379,7 +397,7 @@ class VariationalAutoencoder(EnergyAutoencoder):
         samples, latent = self.free_eps.shape
         z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * self.free_eps  # (batch, K, latent)
         y_rep = y_hat.unsqueeze(1).expand(-1, samples, -1).reshape(-1, y_hat.shape[1])
-        cost = E.reconstruction_cost(y_rep, self.decode_logits(z.reshape(-1, latent)), self.config.cost)
+        cost = self.cost_at(y_rep, z.reshape(-1, latent))
         log_ratio = 0.5 * (self.free_eps.pow(2).sum(dim=1) - z.pow(2).sum(dim=2) + logvar.sum(dim=1, keepdim=True))
         log_w = -cost.reshape(-1, samples) + self.config.beta * log_ratio  # (batch, K)
         return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
@@ -429,26 +447,13 @@ class LatentVariableEBM(EnergyAutoencoder):
 
     def cost_and_gradient(self, y_hat: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """C(y, Dec(z)) per row and ∂C/∂z (batch, latent), by explicit back-propagation."""
-        pres, x = [], z
-        for layer in self.decoder_layers[:-1]:
-            pre = layer(x)
-            pres.append(pre)
-            x = self.act(pre)
-        out = self.decoder_layers[-1](x)  # (batch, features), or the convolutions' input
-        if not len(self.decoder_convs):
-            cost = E.reconstruction_cost(y_hat, out, self.config.cost)
-            grad = E.cost_gradient(out, y_hat, self.config.cost)
-        else:
-            dense_pre, conv_pres = out, []
-            x = self.act(out).reshape(-1, *self.conv_out)
-            for i, conv in enumerate(self.decoder_convs):
-                x = conv(x)
-                conv_pres.append(x)
-                if i < len(self.decoder_convs) - 1:
-                    x = self.act(x)
-            image = x.flatten(1)
-            cost = E.reconstruction_cost(y_hat, image, self.config.cost)
-            grad = E.cost_gradient(image, y_hat, self.config.cost).reshape(x.shape)
+        out, pres = self.decode_trace(z)  # (batch, features)
+        hidden = len(self.decoder_layers) - 1
+        cost = E.reconstruction_cost(y_hat, out, self.config.cost)
+        grad = E.cost_gradient(out, y_hat, self.config.cost)
+        if len(self.decoder_convs):
+            dense_pre, conv_pres = pres[hidden], pres[hidden + 1:]
+            grad = grad.reshape(conv_pres[-1].shape)  # (batch, C, H, W)
             for i in reversed(range(len(self.decoder_convs))):
                 if i < len(self.decoder_convs) - 1:
                     grad = grad * E.activation_derivative(self.config.activation, conv_pres[i])
@@ -456,7 +461,7 @@ class LatentVariableEBM(EnergyAutoencoder):
                 grad = torch.nn.functional.conv2d(grad, self.decoder_convs[i].weight, stride=2, padding=1)
             grad = grad.flatten(1) * E.activation_derivative(self.config.activation, dense_pre)
         grad = torch.matmul(grad, self.decoder_layers[-1].weight)
-        for layer, pre in zip(reversed(self.decoder_layers[:-1]), reversed(pres)):
+        for layer, pre in zip(reversed(self.decoder_layers[:-1]), reversed(pres[:hidden])):
             grad = torch.matmul(grad * E.activation_derivative(self.config.activation, pre), layer.weight)
         return cost, grad  # (batch,), (batch, latent)
 
@@ -479,7 +484,7 @@ class LatentVariableEBM(EnergyAutoencoder):
         with torch.no_grad():
             z_check, _ = self.infer(y_hat)
         z_tilde = self.encode_trace(y_hat)[0]
-        cost = E.reconstruction_cost(y_hat, self.decode_logits(z_check), self.config.cost)
+        cost = self.cost_at(y_hat, z_check)
         return cost, self.config.distance_weight * (z_check - z_tilde).pow(2).sum(dim=1)
 
     def sample_energies(self, y_hat: torch.Tensor, z_check: torch.Tensor) -> torch.Tensor:
@@ -487,13 +492,13 @@ class LatentVariableEBM(EnergyAutoencoder):
         samples, latent = self.free_eps.shape
         z = (z_check.unsqueeze(1) + self.config.free_sigma * self.free_eps).reshape(-1, latent)
         y_rep = y_hat.unsqueeze(1).expand(-1, samples, -1).reshape(-1, y_hat.shape[1])
-        cost = E.reconstruction_cost(y_rep, self.decode_logits(z), self.config.cost)
+        cost = self.cost_at(y_rep, z)
         return (cost + self.latent_penalty(z)).reshape(-1, samples)
 
     def scoring_energy(self, y_hat):
         """(C(y, Dec(ž)), R(ž)); in free mode a third term makes the sum F_β(y)."""
         z_check, _ = self.infer(y_hat)
-        cost = E.reconstruction_cost(y_hat, self.decode_logits(z_check), self.config.cost)
+        cost = self.cost_at(y_hat, z_check)
         reg = self.latent_penalty(z_check)
         if self.config.energy != "free":
             return cost, reg

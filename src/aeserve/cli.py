@@ -208,6 +208,7 @@ BATCH_OPT = typer.Option(0, "--batch-size", help="Rows per backend call; 0 = cho
 DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
 PRECISION_OPT = typer.Option(Precision.fp32, "--precision", help="int8: the quantised graphs (onnxruntime).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
+JSON_OPT = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
 
 
 @app.command()
@@ -411,7 +412,7 @@ def score(
     save_reconstructions: Optional[Path] = typer.Option(
         None, help="Images: write each one's reconstruction and per-pixel energy map as PNG here."),
     quiet: bool = QUIET_OPT,
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Score DATA for anomalies: one output row per input row, in order, with columns
     row (or --id-column), source (several inputs), energy, its terms and anomaly (0/1);
@@ -465,7 +466,7 @@ def _file_verb(name: str, run_name: str, doc: str, arg_help: str) -> None:
         id_column: Optional[str] = ID_OPT,
         on_error: OnError = ON_ERROR_OPT,
         quiet: bool = QUIET_OPT,
-        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+        as_json: bool = JSON_OPT,
     ) -> None:
         from aeserve.serve import files
 
@@ -680,15 +681,14 @@ def bench(
 
     from aeserve.bundle import Bundle
     from aeserve.serve.backends import available_backends
-    from aeserve.serve.bench import bench_bundle, dense_flops_per_row, matmul_ceiling
+    from aeserve.serve.bench import bench_bundle, ceiling_shapes, dense_flops_per_row, matmul_ceiling
 
     opened = Bundle.open(bundle)
     here = available_backends()
     plan = [(b, "fp32") for b in ("onnxruntime", "torch") if b in here]
     if "onnxruntime" in here and opened.manifest.get("graphs_int8"):
         plan.insert(1, ("onnxruntime", "int8"))
-    arch = opened.manifest["architecture"]
-    shapes = [(4096, 1024, 1024), (1024, arch["n_features"], (arch["hidden"] or [arch["latent"]])[0])]
+    shapes = ceiling_shapes(opened)
     ceiling = max(matmul_ceiling(*shape) for shape in shapes) if "onnxruntime" in here else float("nan")
     results = bench_bundle(bundle, plan, list(_int_list(batch_sizes, "--batch-sizes")), rows, repeats)
     table = Table(title=f"energy throughput, {escape(str(bundle))} ({dense_flops_per_row(opened) / 1e6:.2f} "

@@ -19,7 +19,8 @@ from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
 
 __all__ = ["Table", "read_table", "write_table", "check_output_path", "SUFFIXES", "check_finite",
-           "first_malformed_csv_row", "describe_malformed", "convert_columns", "BadRow"]
+           "first_malformed_csv_row", "describe_malformed", "convert_columns", "reject_non_finite", "BadRow",
+           "NULL_VALUES"]
 
 SUFFIXES = (".csv", ".parquet", ".npy")
 
@@ -41,18 +42,21 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def check_finite(values: np.ndarray, columns: Sequence[str], source: str) -> None:
-    """Raise InputError at the first NaN/inf cell of ``values`` (rows, columns)."""
+def _all_finite(values: np.ndarray) -> bool:
+    """True when no cell is NaN or ±inf: one sum, no mask (both reach the sum). A sum of huge
+    finite values can overflow, so a non-finite sum is checked cell by cell."""
     if values.dtype.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
-            total = values.sum()
-        if np.isfinite(total):
-            return  # NaN and ±inf reach the sum; one pass, no mask (a huge finite sum falls through)
-    finite = np.isfinite(values)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise InputError(f"{source}: row {row + 1}, column {columns[col]!r}: "
-                         f"value {values[row, col]} is not a finite number")
+            if np.isfinite(values.sum()):
+                return True
+    return bool(np.isfinite(values).all())
+
+
+def check_finite(values: np.ndarray, columns: Sequence[str], source: str) -> None:
+    """Raise InputError at the first NaN/inf cell of ``values`` (rows, columns)."""
+    if not _all_finite(values):
+        reject_non_finite(values, np.ones(len(values), dtype=bool), [], columns,
+                          np.arange(1, len(values) + 1), source, skip=False)
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,8 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: st
             values = None  # text or boolean columns: converted and checked one by one below
         if values is not None:
             values = values.astype(np.float32, copy=False)
-            with np.errstate(over="ignore", invalid="ignore"):
-                if np.isfinite(values.sum()):
-                    return values, keep, bad
+            if _all_finite(values):
+                return values, keep, bad
             # a missing or non-finite cell: the column-by-column pass below names it exactly
     values = np.empty((n, len(features)), dtype=np.float32)
 
@@ -124,14 +127,15 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, source: st
             nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
             for index in np.flatnonzero(nulls & keep):
                 reject(int(index), name, "missing value, expected a number")
-    return _reject_non_finite(values, keep, bad, features, rows, source, skip)
+    return reject_non_finite(values, keep, bad, features, rows, source, skip)
 
 
-def _reject_non_finite(values, keep, bad, features, rows, source, skip):
-    """Mark (skip) or report (fail) the rows holding NaN or inf; returns (values, keep, bad)."""
-    finite = np.isfinite(values)
-    if not finite.all():
-        for index, j in np.argwhere(~finite):
+def reject_non_finite(values: np.ndarray, keep: np.ndarray, bad: list[BadRow], features: Sequence[str],
+                      rows: np.ndarray, source: str, skip: bool) -> tuple[np.ndarray, np.ndarray, list[BadRow]]:
+    """Mark (skip) or report (fail) the rows holding NaN or inf; returns (values, keep, bad).
+    ``rows`` are the 1-based data row numbers of ``values``' rows."""
+    if not _all_finite(values):
+        for index, j in np.argwhere(~np.isfinite(values)):
             if not keep[index]:
                 continue
             reason = f"value {values[index, j]} is not a finite number"
@@ -142,12 +146,14 @@ def _reject_non_finite(values, keep, bad, features, rows, source, skip):
     return values, keep, bad
 
 
+#: CSV cells that mean "missing"; "nan"/"inf" stay numbers (then rejected as non-finite)
+NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "None"]
+
+
 def _csv_convert_options():
     import pyarrow.csv as pacsv
 
-    # "nan"/"inf" stay numbers (then rejected as non-finite); only these mean "missing".
-    return pacsv.ConvertOptions(null_values=["", "NA", "N/A", "NULL", "null", "None"],
-                                strings_can_be_null=True)
+    return pacsv.ConvertOptions(null_values=NULL_VALUES, strings_can_be_null=True)
 
 
 def _read_csv(path: Path):
