@@ -48,8 +48,8 @@ def main() -> dict:
 
     import aeserve
     from aeserve.tables import Table
+    from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
-    from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
     report: dict = {"python": sys.version.split()[0], "torch": torch.__version__,
@@ -91,7 +91,7 @@ def main() -> dict:
             gpu.batch_size = batch
             with_copies = _median_rate(lambda: gpu.energy(rows), ROWS)
 
-            def on_device():
+            def on_device(batch=batch):
                 with torch.inference_mode():
                     for i in range(0, ROWS, batch):
                         module(resident[i:i + batch])
@@ -114,7 +114,7 @@ def main() -> dict:
                 key = "fp16" if fp16 else "fp32"
                 report[f"tensorrt_{key}_max_rel_err"] = float(np.max(np.abs(got - reference) / np.abs(reference)))
                 report[f"tensorrt_{key}_rows_per_s(batch 4096, h2d included)"] = round(
-                    _median_rate(lambda: trt_model.energy(rows), ROWS))
+                    _median_rate(lambda model=trt_model: model.energy(rows), ROWS))
         except Exception as exc:  # record, do not hide, what TensorRT said
             report["tensorrt_error"] = f"{type(exc).__name__}: {exc}"
     out = Path(os.environ.get("OUT", ".")) / "gpu_check.json"

@@ -23,10 +23,10 @@ from test_serving import Server  # noqa: E402  (the tests' subprocess server hel
 
 
 def _bundle(directory: Path) -> Path:
-    from aeserve.train.demo import make_demo_data
     from aeserve.tables import read_table
+    from aeserve.train.config import ModelConfig
+    from aeserve.train.demo import make_demo_data
     from aeserve.train.fit import FitConfig
-    from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
     paths = make_demo_data(directory)

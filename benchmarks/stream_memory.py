@@ -39,8 +39,8 @@ def main() -> None:
     import pyarrow.csv as pacsv
 
     from aeserve.tables import Table
+    from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
-    from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
     work = Path(tempfile.mkdtemp(prefix="aeserve-rss-"))

@@ -53,8 +53,8 @@ def main() -> None:
     from aeserve.export.quantize import quantize_int8
     from aeserve.serve.bench import ceiling_shapes, dense_flops_per_row, matmul_ceiling
     from aeserve.tables import Table
+    from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
-    from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
     work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
@@ -193,8 +193,8 @@ def _auroc_change(work: Path, seeds: int = 3) -> list[tuple[float, float]]:
     from aeserve.evaluation import auroc
     from aeserve.export.quantize import quantize_int8
     from aeserve.tables import Table
+    from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
-    from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
     digits = load_digits()

@@ -7,6 +7,7 @@ and compared with the torch module it came from; a mismatch raises ``ExportError
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -15,12 +16,13 @@ import numpy as np
 import torch
 
 from aeserve.atomic import atomic_path
-from aeserve.bundle import GRAPH_FILES, Bundle, write_manifest
+from aeserve.bundle import GRAPH_FILES, Bundle
 from aeserve.errors import BackendUnavailable, ExportError
 from aeserve.export.parity import Tolerance, compare_outputs
 from aeserve.export.tensorrt_support import OPSET_RANGE, tensorrt_problems
+from aeserve.manifest import GraphRecord, OnnxExport, TensorRTCheck
 from aeserve.train.graphs import graph_io, graph_modules
-from aeserve.train.kinds import EnergyAutoencoder
+from aeserve.train.network import EnergyAutoencoder
 from aeserve.train.weights import load_model
 
 __all__ = ["export_onnx", "OPSET", "parity_inputs"]
@@ -29,25 +31,25 @@ OPSET = 20
 _EXAMPLE_BATCH = 4
 
 
-def _metadata(bundle: Bundle, graph: str, io: dict) -> dict[str, str]:
+def _metadata(bundle: Bundle, graph: str, io: GraphRecord) -> dict[str, str]:
     """Key manifest facts for ``metadata_props``, so a lone .onnx explains itself."""
     m = bundle.manifest
     return {
         "aeserve.graph": graph,
-        "aeserve.kind": m["kind"],
-        "aeserve.inputs": ",".join(io["inputs"]),
-        "aeserve.outputs": ",".join(io["outputs"]),
-        "aeserve.n_features": str(len(m["input"]["features"])),
-        "aeserve.latent": str(m["latent"]["size"]),
-        "aeserve.energy": m["energy"]["formula"],
-        "aeserve.cost": m["energy"]["cost"],
-        "aeserve.preprocessing": m["preprocessing"]["formula"] + " (inside the graph: raw data in, raw data out)",
-        "aeserve.threshold": repr(m["threshold"]["value"]),
-        "aeserve.version": m["versions"]["aeserve"],
+        "aeserve.kind": m.kind,
+        "aeserve.inputs": ",".join(io.inputs),
+        "aeserve.outputs": ",".join(io.outputs),
+        "aeserve.n_features": str(m.input.width),
+        "aeserve.latent": str(m.latent.size),
+        "aeserve.energy": m.energy.formula,
+        "aeserve.cost": m.energy.cost,
+        "aeserve.preprocessing": m.preprocessing.formula + " (inside the graph: raw data in, raw data out)",
+        "aeserve.threshold": repr(m.threshold.value),
+        "aeserve.version": str(m.versions.get("aeserve", "")),
     }
 
 
-def _export_graph(module: torch.nn.Module, example: torch.Tensor, io: dict, target: Path,
+def _export_graph(module: torch.nn.Module, example: torch.Tensor, io: GraphRecord, *, target: Path,
                   metadata: dict[str, str]) -> list[str]:
     """Export one graph to ``target``; return what TensorRT's parser would object to."""
     import onnx
@@ -57,7 +59,7 @@ def _export_graph(module: torch.nn.Module, example: torch.Tensor, io: dict, targ
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                module, (example,), None, input_names=io["inputs"], output_names=io["outputs"],
+                module, (example,), None, input_names=list(io.inputs), output_names=list(io.outputs),
                 dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET,
                 dynamo=True, verbose=False)
         except Exception as exc:  # the exporter raises many types; report which graph failed
@@ -114,29 +116,27 @@ def export_onnx(directory: str | Path, model: EnergyAutoencoder | None = None,
         io = ios[name]
         width = model.config.latent if name == "decoder" else model.config.n_features
         target = directory / GRAPH_FILES[name]
-        trt_problems += _export_graph(module, torch.zeros(_EXAMPLE_BATCH, width), io, target,
-                                      _metadata(bundle, name, io))
+        trt_problems += _export_graph(module, torch.zeros(_EXAMPLE_BATCH, width), io, target=target,
+                                      metadata=_metadata(bundle, name, io))
         session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
         worst: dict[str, float] = {}
         for on, feeds in cases.items():
             x = feeds["codes" if name == "decoder" else "rows"]
-            got = session.run(io["outputs"], {io["inputs"][0]: x})
+            got = session.run(list(io.outputs), {io.inputs[0]: x})
             with torch.no_grad():
                 ref = module(torch.from_numpy(x))
             ref = [t.numpy() for t in (ref if isinstance(ref, tuple) else (ref,))]
-            errors = compare_outputs(name, io["outputs"], got, ref, tolerance, on)
+            errors = compare_outputs(name, list(io.outputs), got, ref, tolerance=tolerance, on=on)
             worst = {k: max(v, worst.get(k, 0.0)) for k, v in errors.items()}
         parity[name] = worst
-    manifest = dict(bundle.manifest)
-    manifest["graphs"] = {name: {"file": GRAPH_FILES[name], **ios[name]} for name in modules}
-    manifest["export"] = {"format": "onnx", "opset": OPSET, "dynamic_axes": {"batch": 0},
-                          "exporter": "torch.onnx.export(dynamo=True)",
-                          "parity": {"tolerance": vars(tolerance), "max_abs_error": parity,
-                                     "checked_on": sorted(cases)},
-                          "tensorrt_check": {"parser_compatible": not trt_problems,
-                                             "problems": trt_problems,
-                                             "opset_range": list(OPSET_RANGE)}}
-    manifest["versions"] = dict(manifest["versions"], onnx=onnx.__version__, opset=OPSET,
-                                onnxruntime=ort.__version__)
-    write_manifest(directory, manifest)
+    graphs = {name: ios[name] for name in modules}
+    record = OnnxExport(opset=OPSET, exporter="torch.onnx.export(dynamo=True)",
+                        parity={"tolerance": vars(tolerance), "max_abs_error": parity, "checked_on": sorted(cases)},
+                        tensorrt_check=TensorRTCheck(parser_compatible=not trt_problems, problems=tuple(trt_problems),
+                                                     opset_range=tuple(OPSET_RANGE)),
+                        details={"format": "onnx", "dynamic_axes": {"batch": 0}})
+    m = bundle.manifest
+    bundle.write(dataclasses.replace(
+        m, graphs={**m.graphs, "fp32": graphs}, exports=dataclasses.replace(m.exports, onnx=record),
+        versions={**m.versions, "onnx": onnx.__version__, "opset": OPSET, "onnxruntime": ort.__version__}))
     return parity

@@ -24,7 +24,7 @@ class Tolerance:
         return self.atol + self.rtol * scale
 
 
-def compare_outputs(graph: str, names: list[str], got: list[np.ndarray], expected: list[np.ndarray],
+def compare_outputs(graph: str, names: list[str], got: list[np.ndarray], expected: list[np.ndarray], *,
                     tolerance: Tolerance, on: str) -> dict[str, float]:
     """Max abs error per output; ExportError naming graph, output and error when over tolerance."""
     errors = {}

@@ -12,28 +12,20 @@ rows in the same stream, as files are, rather than in separate batches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from aeserve.atomic import atomic_path
-from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle, write_manifest
+from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle
 from aeserve.errors import BackendUnavailable, ExportError
+from aeserve.manifest import Int8Export
 
-__all__ = ["quantize_int8", "INT8_SUFFIX", "check_rows"]
+__all__ = ["quantize_int8", "INT8_SUFFIX"]
 
 INT8_SUFFIX = ".int8.onnx"
-
-
-def check_rows(bundle: Bundle, n: int = 2048, seed: int = 0) -> np.ndarray:
-    """Rows like the training data: N(0, 1) in the model's preprocessed space, in raw units."""
-    prep = bundle.manifest["preprocessing"]
-    shift, scale = np.asarray(prep["shift"], np.float32), np.asarray(prep["scale"], np.float32)
-    draw = np.random.default_rng(seed).standard_normal((n, shift.size)).astype(np.float32)
-    if prep.get("clip"):
-        draw = np.clip(0.5 + 0.25 * draw, 0.0, 1.0)
-    return shift + scale * draw
 
 
 @contextlib.contextmanager
@@ -66,14 +58,14 @@ def quantize_int8(directory: str | Path, tolerance: float = 0.05) -> dict:
             with atomic_path(target) as tmp, _quiet_root_logger():
                 quantize_dynamic(str(directory / file), str(tmp), weight_type=QuantType.QInt8)
             written.append(target)
-        rows = check_rows(bundle)
+        rows = bundle.manifest.preprocessing.typical_rows(2048)
         spec = bundle.graph("energy")
         fp32 = ort.InferenceSession(str(directory / GRAPH_FILES["energy"]), providers=["CPUExecutionProvider"])
         int8 = ort.InferenceSession(str(directory / GRAPH_FILES["energy"].replace(".onnx", INT8_SUFFIX)),
                                     providers=["CPUExecutionProvider"])
         feeds = {GRAPH_INPUTS["energy"]: rows}
-        a = fp32.run([spec["outputs"][0]], feeds)[0]
-        b = int8.run([spec["outputs"][0]], feeds)[0]
+        a = fp32.run([spec.outputs[0]], feeds)[0]
+        b = int8.run([spec.outputs[0]], feeds)[0]
         relative = np.abs(b - a) / np.maximum(np.abs(a), 1e-6)
         errors = {"energy_median_relative_error": float(np.median(relative)),
                   "energy_p99_relative_error": float(np.quantile(relative, 0.99)),
@@ -86,12 +78,15 @@ def quantize_int8(directory: str | Path, tolerance: float = 0.05) -> dict:
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    manifest = dict(bundle.manifest)
-    manifest["graphs_int8"] = {g: {**bundle.graph(g), "file": GRAPH_FILES[g].replace(".onnx", INT8_SUFFIX)}
-                               for g in GRAPH_FILES}
-    manifest["quantization"] = {"method": "onnxruntime dynamic quantisation", "weights": "int8 (signed)",
-                                "activations": "uint8, ranges per batch at run time (a row's score depends "
-                                               "slightly on its batch-mates)", "tolerance": tolerance,
-                                "checked_on": "2048 rows drawn N(0, 1) in the preprocessed space", **errors}
-    write_manifest(directory, manifest)
+    m = bundle.manifest
+    graphs = {g: dataclasses.replace(bundle.graph(g), file=GRAPH_FILES[g].replace(".onnx", INT8_SUFFIX))
+              for g in GRAPH_FILES}
+    details = {k: v for k, v in errors.items() if k != "energy_median_relative_error"}
+    record = Int8Export(method="onnxruntime dynamic quantisation", weights="int8 (signed)", tolerance=tolerance,
+                        energy_median_relative_error=errors["energy_median_relative_error"], details={
+                            "activations": "uint8, ranges per batch at run time (a row's score depends "
+                                           "slightly on its batch-mates)",
+                            "checked_on": "2048 rows drawn N(0, 1) in the preprocessed space", **details})
+    bundle.write(dataclasses.replace(m, graphs={**m.graphs, "int8": graphs},
+                                     exports=dataclasses.replace(m.exports, int8=record)))
     return errors

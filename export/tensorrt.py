@@ -10,6 +10,7 @@ ONNX graph made here (``fp16_graph``). Plans go to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -17,8 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aeserve.atomic import atomic_path, write_bytes_atomic, write_text_atomic
-from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle, write_manifest
+from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle
 from aeserve.errors import BackendUnavailable, ExportError, InputError
+from aeserve.manifest import TensorRTBuild
 from aeserve.serve.gpu import GpuInfo, gpu_info, slug
 
 __all__ = ["Profile", "plan_dir_name", "trtexec_script", "fp16_graph", "build_tensorrt",
@@ -181,13 +183,14 @@ def _require_tensorrt(require: bool):
     return trt
 
 
-def build_tensorrt(directory: str | Path, profile: Profile = Profile(), fp16: bool = False,
+def build_tensorrt(directory: str | Path, profile: Profile = Profile(), *, fp16: bool = False,
                    workspace_mb: int = 1024, require_tensorrt: bool = False) -> TensorRTResult:
     """Build plans for every graph of the bundle, or write ``tensorrt/build.sh`` without TensorRT."""
     directory = Path(directory)
     bundle = Bundle.open(directory)
     bundle.graph("energy")  # BundleError if not exported yet
-    problems = bundle.manifest.get("export", {}).get("tensorrt_check", {}).get("problems", [])
+    onnx_export = bundle.manifest.exports.onnx
+    problems = list(onnx_export.tensorrt_check.problems) if onnx_export is not None else []
     if problems:
         raise ExportError(f"{directory}: graphs TensorRT cannot parse: {'; '.join(problems)}")
     trt = _require_tensorrt(require_tensorrt)
@@ -206,13 +209,13 @@ def build_tensorrt(directory: str | Path, profile: Profile = Profile(), fp16: bo
         script = directory / "tensorrt" / "build.sh"
         write_text_atomic(script, trtexec_script(bundle, profile, fp16, workspace_mb))
         script.chmod(0o755)
-        write_manifest(directory, bundle.manifest)
+        bundle.write(bundle.manifest)  # records build.sh's hash
         return TensorRTResult(False, script.parent,
                               f"TensorRT or a GPU is missing here: wrote {script} — run it on the GPU host")
-    return _build_with_tensorrt(trt, bundle, gpu, profile, fp16, workspace_mb)
+    return _build_with_tensorrt(trt, bundle, gpu, profile=profile, fp16=fp16, workspace_mb=workspace_mb)
 
 
-def _build_with_tensorrt(trt, bundle: Bundle, gpu: GpuInfo, profile: Profile, fp16: bool,
+def _build_with_tensorrt(trt, bundle: Bundle, gpu: GpuInfo, *, profile: Profile, fp16: bool,
                          workspace_mb: int) -> TensorRTResult:
     import onnx
 
@@ -252,7 +255,10 @@ def _build_with_tensorrt(trt, bundle: Bundle, gpu: GpuInfo, profile: Profile, fp
               "tensorrt": trt.__version__, "precision": "fp16" if fp16 else "fp32",
               "profile": asdict(profile), "workspace_mb": workspace_mb, "plans": plans}
     write_text_atomic(out / BUILD_JSON, json.dumps(record, indent=2) + "\n")
-    manifest = dict(bundle.manifest)
-    manifest.setdefault("tensorrt", {})[out.name] = record
-    write_manifest(bundle.path, manifest)
+    m = bundle.manifest
+    build = TensorRTBuild(precision=record["precision"], plans=plans, gpu=gpu.name,
+                          compute_capability=tuple(gpu.compute_capability), tensorrt=trt.__version__,
+                          details={"profile": asdict(profile), "workspace_mb": workspace_mb})
+    bundle.write(dataclasses.replace(m, exports=dataclasses.replace(
+        m.exports, tensorrt={**m.exports.tensorrt, out.name: build})))
     return TensorRTResult(True, out, f"built {len(plans)} plans in {out}")

@@ -8,12 +8,14 @@ dims [1] with ``reshape { shape: [] }``, Triton's way of describing a batch-only
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 from aeserve.atomic import write_text_atomic
 from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle
 from aeserve.errors import InputError
+from aeserve.manifest import CONTRIBUTIONS, TritonExport
 
 __all__ = ["export_triton", "config_pbtxt"]
 
@@ -24,7 +26,7 @@ def _dims(bundle: Bundle, graph: str, tensor: str) -> list[int]:
         return [bundle.latent_size if tensor == "z" else bundle.n_features]
     if graph == "encoder":
         return [bundle.latent_size]
-    if graph == "decoder":
+    if graph == "decoder" or tensor == CONTRIBUTIONS:
         return [bundle.n_features]
     return []  # energy and its terms: one value per row
 
@@ -35,14 +37,14 @@ def _tensor(name: str, dims: list[int]) -> str:
     return f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ 1 ] reshape: {{ shape: [ ] }} }}'
 
 
-def config_pbtxt(bundle: Bundle, graph: str, model_name: str, platform: str, max_batch_size: int,
+def config_pbtxt(bundle: Bundle, graph: str, *, model_name: str, platform: str, max_batch_size: int,
                  max_queue_delay_us: int) -> str:
     """The text-format ModelConfig for one graph."""
     spec = bundle.graph(graph)
-    inputs = ",\n".join(_tensor(t, _dims(bundle, graph, t)) for t in spec["inputs"])
-    outputs = ",\n".join(_tensor(t, _dims(bundle, graph, t)) for t in spec["outputs"])
+    inputs = ",\n".join(_tensor(t, _dims(bundle, graph, t)) for t in spec.inputs)
+    outputs = ",\n".join(_tensor(t, _dims(bundle, graph, t)) for t in spec.outputs)
     params = {"aeserve.kind": bundle.kind, "aeserve.graph": graph,
-              "aeserve.threshold": repr(bundle.threshold), "aeserve.energy": bundle.manifest["energy"]["formula"]}
+              "aeserve.threshold": repr(bundle.threshold), "aeserve.energy": bundle.manifest.energy.formula}
     parameters = "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
     return (f'name: "{model_name}"\nplatform: "{platform}"\nmax_batch_size: {max_batch_size}\n'
             f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
@@ -57,7 +59,7 @@ def _plan_dir(bundle: Bundle) -> Path:
     return dirs[0]
 
 
-def export_triton(directory: str | Path, repo: str | Path, max_batch_size: int = 8192,
+def export_triton(directory: str | Path, repo: str | Path, *, max_batch_size: int = 8192,
                   max_queue_delay_us: int = 2000, use_plans: bool = False) -> list[Path]:
     """Write one Triton model per graph into ``repo``; return the model directories."""
     bundle = Bundle.open(directory)
@@ -78,6 +80,11 @@ def export_triton(directory: str | Path, repo: str | Path, max_batch_size: int =
         shutil.copyfile(source, tmp)
         tmp.replace(target)
         write_text_atomic(model_dir / "config.pbtxt",
-                          config_pbtxt(bundle, graph, model_dir.name, platform, max_batch_size, max_queue_delay_us))
+                          config_pbtxt(bundle, graph, model_name=model_dir.name, platform=platform,
+                                       max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us))
         written.append(model_dir)
+    record = TritonExport(repository=str(repo), models=tuple(d.name for d in written), platform=platform,
+                          max_batch_size=max_batch_size)
+    bundle.write(dataclasses.replace(bundle.manifest, exports=dataclasses.replace(bundle.manifest.exports,
+                                                                                  triton=record)))
     return written

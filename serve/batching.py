@@ -25,7 +25,7 @@ class QueueFull(Exception):
 class Batcher:
     """One worker task per model: gathers rows, runs ``fn`` in ``executor``, splits outputs."""
 
-    def __init__(self, fn: Callable[[np.ndarray], Outputs], executor: Executor, max_batch: int = 1024,
+    def __init__(self, fn: Callable[[np.ndarray], Outputs], executor: Executor, *, max_batch: int = 1024,
                  max_delay: float = 0.002, max_queue_rows: int = 65536,
                  on_batch: Callable[[int], None] | None = None):
         self.fn = fn

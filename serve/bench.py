@@ -30,11 +30,11 @@ class BenchResult:
 def dense_flops_per_row(bundle: Bundle) -> float:
     """2·in·out summed over the encoder's and decoder's dense layers: the energy graph's MatMul
     work per row (the CAE Jacobian and lvm inference steps add more; not counted)."""
-    arch = bundle.manifest["architecture"]
-    sizes = [arch["n_features"], *arch["hidden"], arch["latent"]]
+    arch = bundle.manifest.architecture
+    sizes = [arch.n_features, *arch.hidden, arch.latent]
     layers = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    logvar_head = 2 * sizes[-2] * sizes[-1] if arch["kind"] == "vae" else 0
-    return float(2 * layers + logvar_head)  # encoder + mirrored decoder (+ the VAE's second head)
+    extra_heads = (len(bundle.manifest.encoder_outputs) - 1) * 2 * sizes[-2] * sizes[-1]  # a VAE's logvar head
+    return float(2 * layers + extra_heads)  # encoder + mirrored decoder (+ further code heads)
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -66,8 +66,8 @@ def matmul_ceiling(m: int = 4096, k: int = 1024, n: int = 1024, repeats: int = 7
 def ceiling_shapes(bundle: Bundle) -> list[tuple[int, int, int]]:
     """The (m, k, n) MatMuls whose best speed is taken as the ceiling: a large square one and
     the bundle's first dense layer at batch 1024."""
-    arch = bundle.manifest["architecture"]
-    return [(4096, 1024, 1024), (1024, arch["n_features"], (arch["hidden"] or [arch["latent"]])[0])]
+    arch = bundle.manifest.architecture
+    return [(4096, 1024, 1024), (1024, arch.n_features, (arch.hidden or (arch.latent,))[0])]
 
 
 def time_rows(fn: Callable[[np.ndarray], object], rows: np.ndarray, repeats: int = 5) -> float:
@@ -75,14 +75,14 @@ def time_rows(fn: Callable[[np.ndarray], object], rows: np.ndarray, repeats: int
     return len(rows) / _median_seconds(lambda: fn(rows), repeats)
 
 
-def bench_bundle(path, backends: list[tuple[str, str]], batch_sizes: list[int], n_rows: int = 100_000,
+def bench_bundle(path, backends: list[tuple[str, str]], batch_sizes: list[int], *, n_rows: int = 100_000,
                  repeats: int = 5) -> list[BenchResult]:
     """Energy throughput of the bundle at ``path`` for each (backend, precision)."""
-    from aeserve.export.quantize import check_rows
     from aeserve.serve.model import load
 
     bundle = Bundle.open(path)
-    rows = np.resize(check_rows(bundle, n=min(n_rows, 8192)), (n_rows, bundle.n_features)).astype(np.float32)
+    typical = bundle.manifest.preprocessing.typical_rows(min(n_rows, 8192))
+    rows = np.resize(typical, (n_rows, bundle.n_features)).astype(np.float32)
     flops = dense_flops_per_row(bundle)
     results = []
     for backend, precision in backends:
@@ -90,7 +90,7 @@ def bench_bundle(path, backends: list[tuple[str, str]], batch_sizes: list[int], 
         by_batch = {}
         for batch in batch_sizes:
             model = load(path, backend=backend, batch_size=batch, **options)
-            by_batch[batch] = time_rows(lambda r: model.energy(r), rows, repeats)
+            by_batch[batch] = time_rows(model.energy, rows, repeats)
         best = max(by_batch, key=by_batch.get)
         results.append(BenchResult(backend, precision, best, by_batch[best], by_batch[best] * flops / 1e9, by_batch))
     return results

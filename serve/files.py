@@ -7,6 +7,7 @@ size, flat memory, output rows in input order, written atomically.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,10 +27,10 @@ def _columns(names: list[str], array: np.ndarray) -> dict[str, np.ndarray]:
     return {name: array[:, i] for i, name in enumerate(names)}
 
 
-def _run(model: Model, sources, out, expect: list[str], fn, progress, id_column, on_error) -> StreamSummary:
-    image = model.bundle.manifest["input"].get("image")
+def _run(model: Model, sources, out, *, expect: list[str], fn, progress, id_column, on_error) -> StreamSummary:
+    image = model.bundle.manifest.input.image
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
-                          batch_rows=model.batch_size, image_shape=image["shape"] if image else None,
+                          batch_rows=model.batch_size, image_shape=image.shape if image else None,
                           progress=progress)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
@@ -39,48 +40,64 @@ def _as_list(sources) -> list:
     return list(sources) if isinstance(sources, (list, tuple)) else [sources]
 
 
-def score_file(model: Model, sources, out, threshold: float | None = None, progress: Progress | None = None,
-               id_column: str | None = None, on_error: str = "fail") -> StreamSummary:
-    """One output row per good input row, same order: id/row, energy, its terms, anomaly (0/1)."""
+def score_file(model: Model, sources, out, *, threshold: float | None = None, progress: Progress | None = None,
+               id_column: str | None = None, on_error: str = "fail", explain: int = 0) -> StreamSummary:
+    """One output row per good input row, same order: id/row, energy, its terms, anomaly (0/1);
+    with ``explain=K`` also feature_1..K and share_1..K: the K features with the largest terms of
+    the reconstruction cost, and each one's share of it."""
     limit = model.threshold if threshold is None else float(threshold)
+    if explain and Path(out).suffix.lower() == ".npy":
+        raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
     anomalies = [0]
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
-        scores = model.score(rows, limit)
+        if not explain:
+            scores = model.score(rows, limit)
+        else:
+            result = model.explain(rows, explain)
+            scores = {name: result[name] for name in ("energy", *model.terms)}
+            scores["anomaly"] = (scores["energy"] > limit).astype(np.uint8)
+            for i in range(result["top_features"].shape[1]):
+                scores[f"feature_{i + 1}"] = result["top_features"][:, i]
+                scores[f"share_{i + 1}"] = result["top_shares"][:, i]
         anomalies[0] += int(scores["anomaly"].sum())
         return scores
 
-    summary = _run(model, sources, out, model.features, fn, progress, id_column, on_error)
+    summary = _run(model, sources, out, expect=model.features, fn=fn, progress=progress, id_column=id_column,
+                   on_error=on_error)
     summary.extra = {"anomalies": anomalies[0], "threshold": limit}
     return summary
 
 
-def encode_file(model: Model, sources, out, progress: Progress | None = None, id_column: str | None = None,
+def encode_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,
                 on_error: str = "fail") -> StreamSummary:
-    """Codes z0..z{k-1} per row (VAE: μ, plus logvar0..logvar{k-1})."""
-    names = code_columns(model.latent_size)
+    """Codes z0..z{k-1} per row (the encoder's first output: z, or a VAE's μ), then its other
+    outputs as NAME0..NAME{k-1} (a VAE's logvar0..)."""
+    prefixes = ["z", *model.encoder_outputs[1:]]
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
-        if model.kind == "vae":
-            mu, logvar = model.encode_distribution(rows)
-            return {**_columns(names, mu), **_columns(code_columns(model.latent_size, "logvar"), logvar)}
-        return _columns(names, model.encode(rows))
+        outputs = model.encode_all(rows).values()
+        return {name: column for prefix, array in zip(prefixes, outputs)
+                for name, column in _columns(code_columns(model.latent_size, prefix), array).items()}
 
-    return _run(model, sources, out, model.features, fn, progress, id_column, on_error)
+    return _run(model, sources, out, expect=model.features, fn=fn, progress=progress, id_column=id_column,
+                on_error=on_error)
 
 
-def decode_file(model: Model, sources, out, progress: Progress | None = None, id_column: str | None = None,
+def decode_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,
                 on_error: str = "fail") -> StreamSummary:
     """Rows in raw units, one per code row; columns named like the training features."""
-    return _run(model, sources, out, model.code_names, lambda z: _columns(model.features, model.decode(z)),
-                progress, id_column, on_error)
+    return _run(model, sources, out, expect=model.code_names,
+                fn=lambda z: _columns(model.features, model.decode(z)),
+                progress=progress, id_column=id_column, on_error=on_error)
 
 
-def reconstruct_file(model: Model, sources, out, progress: Progress | None = None, id_column: str | None = None,
+def reconstruct_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,
                      on_error: str = "fail") -> StreamSummary:
     """ỹ = decode(encode(y)) per row, in raw units."""
-    return _run(model, sources, out, model.features, lambda x: _columns(model.features, model.reconstruct(x)),
-                progress, id_column, on_error)
+    return _run(model, sources, out, expect=model.features,
+                fn=lambda x: _columns(model.features, model.reconstruct(x)),
+                progress=progress, id_column=id_column, on_error=on_error)
 
 
 def save_reconstructions(model: Model, sources, directory) -> int:
@@ -92,12 +109,11 @@ def save_reconstructions(model: Model, sources, directory) -> int:
     from aeserve.serve.images import IMAGE_SUFFIXES, load_images, save_image
     from aeserve.serve.stream import expand_inputs
 
-    image = model.bundle.manifest["input"].get("image")
+    image = model.bundle.manifest.input.image
     if not image:
         raise InputError("--save-reconstructions needs an image bundle (trained on a folder of images)")
-    shape = image["shape"]
-    prep = model.bundle.manifest["preprocessing"]
-    scale = np.asarray(prep["scale"], np.float32)  # (y - ỹ) / scale is the residual in model space
+    shape = image.shape
+    scale = np.asarray(model.bundle.manifest.preprocessing.scale, np.float32)  # (y - ỹ) / scale is the residual in model space
     paths = [p for p in expand_inputs(_as_list(sources)) if p.suffix.lower() in IMAGE_SUFFIXES]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

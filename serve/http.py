@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 import aeserve
+from aeserve.manifest import CONTRIBUTIONS
 from aeserve.serve.batching import Batcher, QueueFull
 from aeserve.serve.metrics import Metrics
 from aeserve.serve.model import Model
@@ -46,7 +47,7 @@ class RequestError(Exception):
         self.status = status
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServerConfig:
     """Batching and limits."""
 
@@ -80,26 +81,39 @@ class Endpoint:
     batched: bool = True
     batcher: Batcher | None = field(default=None, repr=False)
     platform: str = "aeserve"
+    #: outputs sent only when a request names them, computed by ``run_optional`` (not batched)
+    optional: list[TensorSpec] = field(default_factory=list)
+    run_optional: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
     def metadata(self) -> dict:
         return {"name": self.name, "versions": ["1"], "platform": self.platform,
-                "inputs": [t.as_dict() for t in self.inputs], "outputs": [t.as_dict() for t in self.outputs]}
+                "inputs": [t.as_dict() for t in self.inputs],
+                "outputs": [t.as_dict() for t in [*self.outputs, *self.optional]]}
+
+    def wants_optional(self, request: dict) -> bool:
+        """Whether the request names one of the optional outputs."""
+        names = {t.name for t in self.optional}
+        return any(isinstance(item, dict) and item.get("name") in names for item in request.get("outputs") or [])
 
 
 def endpoints_for(name: str, model: Model) -> list[Endpoint]:
     """The score/encode/decode/sample models of one bundle."""
     d, k = len(model.features), model.latent_size
     terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
-    encode_outputs = ["mu", "logvar"] if model.kind == "vae" else ["z"]
+    encode_outputs = list(model.encoder_outputs)
 
     def score(inputs):
         return model.score(inputs["y"])
 
+    def explain(inputs):
+        result = model.explain(inputs["y"])
+        result["anomaly"] = (result["energy"] > model.threshold).astype(np.uint8)
+        return result
+
+    explains = CONTRIBUTIONS in model.bundle.graph("energy").outputs
+
     def encode(inputs):
-        if model.kind == "vae":
-            mu, logvar = model.encode_distribution(inputs["y"])
-            return {"mu": mu, "logvar": logvar}
-        return {"z": model.encode(inputs["y"])}
+        return model.encode_all(inputs["y"])
 
     def decode(inputs):
         return {"y_tilde": model.decode(inputs["z"])}
@@ -112,7 +126,9 @@ def endpoints_for(name: str, model: Model) -> list[Endpoint]:
         return {"y": model.sample(n, seed)}
 
     return [
-        Endpoint(name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])], score),
+        Endpoint(name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])], score,
+                 optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, d])] if explains else [],
+                 run_optional=explain if explains else None),
         Endpoint(f"{name}-encode", [TensorSpec("y", "FP32", [-1, d])],
                  [TensorSpec(o, "FP32", [-1, k]) for o in encode_outputs], encode),
         Endpoint(f"{name}-decode", [TensorSpec("z", "FP32", [-1, k])], [TensorSpec("y_tilde", "FP32", [-1, d])], decode),
@@ -189,7 +205,7 @@ def _decode_inputs(request: dict, binary: bytes, endpoint: Endpoint) -> dict[str
 def _encode_outputs(request: dict, outputs: dict[str, np.ndarray], endpoint: Endpoint) -> tuple[dict, bytes]:
     all_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
     wanted = request.get("outputs") or [{"name": t.name} for t in endpoint.outputs]
-    known = {t.name for t in endpoint.outputs}
+    known = {t.name for t in [*endpoint.outputs, *endpoint.optional]}
     entries, chunks = [], []
     for item in wanted:
         name = item.get("name") if isinstance(item, dict) else None
@@ -232,8 +248,8 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
         for endpoint in endpoints.values():
             if endpoint.batched and config.max_batch > 1:
                 endpoint.batcher = Batcher(
-                    lambda rows, e=endpoint: e.run({e.inputs[0].name: rows}), executor, config.max_batch,
-                    config.max_delay_ms / 1000.0, config.max_queue_rows,
+                    lambda rows, e=endpoint: e.run({e.inputs[0].name: rows}), executor, max_batch=config.max_batch,
+                    max_delay=config.max_delay_ms / 1000.0, max_queue_rows=config.max_queue_rows,
                     on_batch=lambda n, e=endpoint: metrics.observe("aeserve_batch_rows", n, model=e.name))
                 endpoint.batcher.start()
         state["ready"] = True
@@ -288,7 +304,10 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
             body = await _read_body(request, config.max_body_mb)
             payload, binary = _parse_request(body, request.headers.get(HEADER_LENGTH))
             inputs = _decode_inputs(payload, binary, endpoint)
-            if endpoint.batcher is not None:
+            if endpoint.wants_optional(payload):
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(executor, endpoint.run_optional, inputs)
+            elif endpoint.batcher is not None:
                 outputs = await endpoint.batcher.submit(next(iter(inputs.values())))
             else:
                 loop = asyncio.get_running_loop()

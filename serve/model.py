@@ -8,9 +8,10 @@ from typing import Iterator
 import numpy as np
 
 from aeserve.bundle import GRAPH_INPUTS, Bundle, code_columns
-from aeserve.errors import InputError
+from aeserve.errors import BundleError, InputError
+from aeserve.manifest import CONTRIBUTIONS
+from aeserve.readers import check_finite
 from aeserve.serve.backends import create_backend
-from aeserve.tables import check_finite
 
 __all__ = ["Model", "load", "row_batches", "auto_batch_size"]
 
@@ -20,8 +21,7 @@ _ACTIVATION_BYTES = 4 << 20  # one layer's activations for a batch: about the L2
 def auto_batch_size(bundle: Bundle) -> int:
     """Rows per backend call from the model's widest layer: a power of two near
     4 MiB / (4 bytes × width), between 256 and 4096 (784-wide MLP: 1024; 30-wide: 4096)."""
-    arch = bundle.manifest.get("architecture", {})
-    widest = max([bundle.n_features, *arch.get("hidden", []), bundle.latent_size])
+    widest = max([bundle.n_features, *bundle.manifest.architecture.hidden, bundle.latent_size])
     rows = _ACTIVATION_BYTES / (4 * widest)
     return int(min(4096, max(256, 2 ** round(np.log2(rows)))))
 
@@ -52,6 +52,8 @@ class Model:
         self.terms = bundle.energy_terms
         self.kind = bundle.kind
         self.code_names = code_columns(self.latent_size)
+        #: the encoder graph's outputs, the code first: ("z",), or a VAE's ("mu", "logvar")
+        self.encoder_outputs = bundle.manifest.encoder_outputs
 
     def __repr__(self) -> str:
         return (f"Model(kind={self.kind!r}, features={len(self.features)}, latent={self.latent_size}, "
@@ -81,10 +83,11 @@ class Model:
         check_finite(array, names, what)
         return array
 
-    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
-        parts = [self.backend.run(graph, {GRAPH_INPUTS[graph]: x[rows]}) for rows in row_batches(len(x), self.batch_size)]
+    def _run(self, graph: str, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        parts = [self.backend.run(graph, {GRAPH_INPUTS[graph]: x[rows]}, outputs)
+                 for rows in row_batches(len(x), self.batch_size)]
         if not parts:
-            return [np.empty((0,), np.float32)]
+            return [np.empty((0,), np.float32) for _ in (outputs or [None])]
         return [np.concatenate(outputs) for outputs in zip(*parts)]
 
     # -- public API ----------------------------------------------------------------------
@@ -92,12 +95,17 @@ class Model:
         """Codes z (n, latent); for a VAE the mean μ."""
         return self._run("encoder", self._rows(rows, self.features, "rows"))[0]
 
+    def encode_all(self, rows) -> dict[str, np.ndarray]:
+        """Every encoder output by name, each (n, latent): {"z"}, or a VAE's {"mu", "logvar"}."""
+        return dict(zip(self.encoder_outputs, self._run("encoder", self._rows(rows, self.features, "rows"))))
+
     def encode_distribution(self, rows) -> tuple[np.ndarray, np.ndarray]:
-        """VAE only: (μ, log v), each (n, latent)."""
-        if self.kind != "vae":
-            raise InputError(f"encode_distribution needs a vae bundle, this one is {self.kind!r}")
-        mu, logvar = self._run("encoder", self._rows(rows, self.features, "rows"))
-        return mu, logvar
+        """(μ, log v), each (n, latent), from an encoder whose outputs are mu and logvar (a VAE's)."""
+        if tuple(self.encoder_outputs) != ("mu", "logvar"):
+            raise InputError(f"encode_distribution needs an encoder with outputs mu and logvar (a vae bundle); "
+                             f"this {self.kind} bundle's encoder gives {', '.join(self.encoder_outputs)}")
+        outputs = self.encode_all(rows)
+        return outputs["mu"], outputs["logvar"]
 
     def decode(self, codes) -> np.ndarray:
         """Rows (n, features) in raw units from codes (n, latent)."""
@@ -111,16 +119,35 @@ class Model:
         """``n`` new rows: z = m + L ε, ε ~ N(0, I) seeded; the VAE's prior, else fitted codes."""
         if n < 0:
             raise InputError(f"cannot sample {n} rows")
-        latent = self.bundle.manifest["latent"]
-        mean = np.asarray(latent["mean"], dtype=np.float64)
-        chol = np.asarray(latent["cholesky"], dtype=np.float64)
+        latent = self.bundle.manifest.latent
+        mean = np.asarray(latent.mean, dtype=np.float64)
+        chol = np.asarray(latent.cholesky, dtype=np.float64).reshape(mean.size, mean.size)
         eps = np.random.default_rng(seed).standard_normal((n, mean.size))
         return self.decode((mean + eps @ chol.T).astype(np.float32))
 
     def energy(self, rows) -> dict[str, np.ndarray]:
         """Per-row energy F(y) and its terms (which sum to it), each (n,)."""
-        outputs = self._run("energy", self._rows(rows, self.features, "rows"))
-        return dict(zip(["energy", *self.terms], outputs))
+        names = ["energy", *self.terms]
+        return dict(zip(names, self._run("energy", self._rows(rows, self.features, "rows"), names)))
+
+    def explain(self, rows, k: int | None = None) -> dict[str, np.ndarray]:
+        """``energy`` and its terms, plus ``contributions`` (n, features): each feature's exact term
+        of the reconstruction cost C (they sum to ``reconstruction``; an image's per-pixel map).
+        With ``k``: ``top_features`` (n, k) feature names, largest term first, and ``top_shares``
+        (n, k), each term's share of C."""
+        if CONTRIBUTIONS not in self.bundle.graph("energy").outputs:
+            raise BundleError(f"{self.bundle.path}: its energy graph has no per-feature {CONTRIBUTIONS} output "
+                              f"(exported by an older aeserve); re-export: aeserve export {self.bundle.path}")
+        names = ["energy", *self.terms, CONTRIBUTIONS]
+        result = dict(zip(names, self._run("energy", self._rows(rows, self.features, "rows"), names)))
+        if k is not None:
+            contributions = result[CONTRIBUTIONS]  # (n, features)
+            k = max(1, min(int(k), contributions.shape[1]))
+            top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]  # (n, k)
+            total = np.maximum(contributions.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+            result["top_features"] = np.asarray(self.features, dtype=object)[top]
+            result["top_shares"] = (np.take_along_axis(contributions, top, axis=1) / total).astype(np.float32)
+        return result
 
     def score(self, rows, threshold: float | None = None) -> dict[str, np.ndarray]:
         """``energy`` plus ``anomaly`` (uint8: 1 where energy > threshold; manifest's by default)."""

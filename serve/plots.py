@@ -127,10 +127,8 @@ def plot_latent(fig, data: PlotData) -> None:
     rows = data.rows[:2000]
     colour, colour_label = _colour_values(data)
     colour = colour[:2000]
-    if data.model.kind == "vae":
-        mu, logvar = data.model.encode_distribution(rows)
-    else:
-        mu, logvar = data.model.encode(rows), None
+    codes = data.model.encode_all(rows)
+    mu, logvar = next(iter(codes.values())), codes.get("logvar")
     centre, basis = _projection(mu)
     points = (mu - centre) @ basis  # (n, 2)
     if points.shape[1] == 1:
@@ -163,8 +161,8 @@ def plot_reconstructions(fig, data: PlotData, count: int = 6) -> None:
     side = int(round(math.sqrt(rows.shape[1])))
     square = side * side == rows.shape[1] and side > 2
     if not square:  # profiles in the model's own units, so every feature is visible
-        prep = data.model.bundle.manifest["preprocessing"]
-        shift, scale = np.asarray(prep["shift"]), np.asarray(prep["scale"])
+        prep = data.model.bundle.manifest.preprocessing
+        shift, scale = np.asarray(prep.shift), np.asarray(prep.scale)
         rows, rebuilt = (rows - shift) / scale, (rebuilt - shift) / scale
     for i, (row, rec, index) in enumerate(zip(rows, rebuilt, picks)):
         tag = f"row {index}, F={data.energies[index]:.3g}"
@@ -189,12 +187,13 @@ def plot_reconstructions(fig, data: PlotData, count: int = 6) -> None:
 
 def plot_training(fig, data: PlotData) -> None:
     """Train and validation energy per epoch, from the manifest's training record."""
-    history = data.model.bundle.manifest.get("training", {}).get("history", {})
+    training = data.model.bundle.manifest.training
+    history = training.history if training is not None else {}
     ax = fig.add_subplot(1, 1, 1)
     for key, colour in (("train_energy", "tab:blue"), ("val_energy", "tab:orange")):
         values = history.get(key, [])
         ax.plot(range(1, len(values) + 1), values, label=key.replace("_", " "), color=colour)
-    best = data.model.bundle.manifest.get("training", {}).get("best_epoch")
+    best = training.best_epoch if training is not None else None
     if best:
         ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best}")
     ax.set(xlabel="epoch", ylabel="mean energy (loss functional)", yscale="log", title="Training")

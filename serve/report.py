@@ -6,7 +6,6 @@ import base64
 import html
 from pathlib import Path
 
-
 from aeserve.atomic import write_text_atomic
 from aeserve.evaluation import auroc, average_precision, rates_at
 from aeserve.serve.plots import PlotData, render_png_bytes
@@ -21,10 +20,9 @@ def _figures(data: PlotData) -> list[str]:
 def build_report(data: PlotData, out: str | Path, source: str) -> dict:
     """Write the report to ``out``; return the figures it states."""
     manifest = data.model.bundle.manifest
-    facts = {"bundle": str(data.model.bundle.path), "data": source, "kind": manifest["kind"],
-             "rows scored": f"{len(data.rows):,}", "energy": manifest["energy"]["formula"],
-             "threshold": f"{data.model.threshold:.6g} ({manifest['threshold']['quantile']} quantile of "
-                          f"{manifest['threshold']['rows']} validation energies)",
+    facts = {"bundle": str(data.model.bundle.path), "data": source, "kind": manifest.kind,
+             "rows scored": f"{len(data.rows):,}", "energy": manifest.energy.formula,
+             "threshold": f"{data.model.threshold:.6g} ({manifest.threshold.describe()})",
              "flagged": f"{float((data.energies > data.model.threshold).mean()):.2%}",
              "backend": data.model.backend.describe()}
     numbers = {}
@@ -41,11 +39,11 @@ def build_report(data: PlotData, out: str | Path, source: str) -> dict:
         f'{base64.b64encode(render_png_bytes(name, data)).decode()}"><figcaption>{name}</figcaption></figure>'
         for name in _figures(data))
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>aeserve report: {html.escape(manifest.get('name', ''))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>aeserve report: {html.escape(manifest.name)}</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}}
 th{{text-align:left;padding-right:1em;vertical-align:top}}figure{{margin:2em 0}}img{{max-width:100%}}
 figcaption{{color:#666}}</style></head>
-<body><h1>aeserve report: {html.escape(manifest.get('name', ''))}</h1>
+<body><h1>aeserve report: {html.escape(manifest.name)}</h1>
 <table>{rows}</table>
 {figures}
 </body></html>

@@ -14,9 +14,7 @@ no output); ``"skip"`` scores the rest and lists every skipped row with its reas
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import os
 import queue
 import threading
@@ -29,29 +27,15 @@ import numpy as np
 
 from aeserve.atomic import atomic_path
 from aeserve.errors import InputError
+from aeserve.readers import SUFFIXES, BadRow, Chunk, iter_chunks
 from aeserve.serve.images import IMAGE_SUFFIXES, load_images
-from aeserve.tables import (NULL_VALUES, SUFFIXES, BadRow, check_output_path, convert_columns,
-                             describe_malformed, first_malformed_csv_row, reject_non_finite)
+from aeserve.tables import check_output_path
 
-__all__ = ["BadRow", "Chunk", "StreamSummary", "expand_inputs", "iter_chunks", "stream_verb",
-           "chunk_rows_for", "TableWriter"]
+__all__ = ["StreamSummary", "expand_inputs", "stream_verb", "TableWriter"]
 
 _ACCEPTED = (*SUFFIXES, *IMAGE_SUFFIXES)  # tables, and images (one row per file)
-_CHUNK_BYTES = 4 << 20  # target size of one parsed chunk: small, so memory stays flat
 _QUEUE_DEPTH = 2
 _DONE = object()
-
-
-@dataclass
-class Chunk:
-    """Consecutive good rows of one input file."""
-
-    values: np.ndarray        # (n, width) float32
-    ids: np.ndarray           # (n,) id column values, or 1-based data row numbers
-    source: str               # the file of the last row (see ``sources`` for each row)
-    bad: list[BadRow] = field(default_factory=list)
-    nbytes: int = 0           # input bytes consumed so far in ``source`` (progress)
-    sources: np.ndarray | None = None  # (n,) file of each row, when rows span files
 
 
 @dataclass
@@ -71,11 +55,6 @@ class StreamSummary:
     def rows_per_second(self) -> float:
         """Throughput over read + compute + write."""
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
-
-
-def chunk_rows_for(width: int) -> int:
-    """Rows per chunk so that one chunk of float32 rows is about 4 MiB (256..64k rows)."""
-    return int(min(65_536, max(256, _CHUNK_BYTES // (4 * max(width, 1)))))
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -102,191 +81,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         if not path.is_file():
             raise InputError(f"{path}: no such file")
     return files
-
-
-# -- readers -------------------------------------------------------------------------------
-
-class _CountingFile(io.RawIOBase):
-    """A file whose ``consumed`` says how many bytes the parser has read (for progress)."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "rb")
-        self.consumed = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        count = self._file.readinto(buffer)
-        self.consumed += count or 0
-        return count
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
-def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        try:
-            return next(csv.reader(fh))
-        except StopIteration:
-            raise InputError(f"{path}: file is empty (expected a header row and data rows)") from None
-
-
-def _check_columns(path: Path, names: list[str], features: Sequence[str], id_column: str | None) -> None:
-    missing = [c for c in features if c not in names]
-    if missing:
-        shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
-        raise InputError(f"{path}: has {len(names)} columns but lacks {len(missing)} the model expects ({shown}); "
-                         f"expected {len(features)} columns")
-    if id_column is not None and id_column not in names:
-        raise InputError(f"{path}: no id column {id_column!r}")
-
-
-def _row_numbers(start: int, count: int, skipped_lines: list[int]) -> np.ndarray:
-    """1-based data rows of ``count`` parsed rows after ``start`` parsed rows, given the data
-    rows the parser dropped as malformed (sorted)."""
-    rows = np.arange(start + 1, start + count + 1)
-    if not skipped_lines:
-        return rows
-    dropped = np.asarray(skipped_lines)
-    result = rows.copy()
-    for _ in range(len(dropped) + 1):  # fixed point of r = k + #{dropped <= r}
-        updated = rows + np.searchsorted(dropped, result, side="right")
-        if np.array_equal(updated, result):
-            break
-        result = updated
-    return result
-
-
-def _read_csv(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chunk]:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty (expected a header row and data rows)")
-    names = _csv_header(path)
-    _check_columns(path, names, features, id_column)
-    malformed: list = []
-
-    def on_invalid(row) -> str:
-        malformed.append(row)
-        return "skip" if skip else "error"
-
-    columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
-    text_type = pa.string() if skip else pa.float32()
-    convert = pacsv.ConvertOptions(include_columns=columns, column_types={f: text_type for f in features},
-                                   null_values=NULL_VALUES, strings_can_be_null=True)
-    # Small blocks: pyarrow's reader holds several in flight, and its peak memory grows with the
-    # block size (200k rows x 128 columns: 167 MB at 1 MiB, 300 MB at 4 MiB, same speed); but
-    # at least ~256 rows each, or wide rows pay per-block overhead (784 columns: 2 MiB).
-    block = int(min(4 << 20, max(1 << 20, 256 * 10 * len(columns))))
-    source = _CountingFile(path)
-    try:
-        # skip mode needs the parser's line numbers, which only its serial mode reports
-        reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=block, use_threads=not skip),
-                                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-                                convert_options=convert)
-        parsed = 0
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            skipped = sorted(int(r.number) - 1 for r in malformed if r.number is not None)
-            rows = _row_numbers(parsed, table.num_rows, skipped)
-            parsed += table.num_rows
-            values, keep, bad = convert_columns(table, features, rows, str(path), skip)
-            bad = [BadRow(str(path), int(r.number) - 1 if r.number else -1, "*",
-                          f"expected {r.expected_columns} fields, got {r.actual_columns}") for r in malformed] + bad
-            malformed.clear()
-            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
-            yield Chunk(values[keep], ids[keep], str(path), bad, source.consumed)
-    except pa.ArrowInvalid as exc:
-        if malformed:
-            row = malformed[0] if malformed[0].number is not None else \
-                first_malformed_csv_row(path, convert) or malformed[0]
-            raise InputError(f"{path}: cannot parse CSV ({describe_malformed(row)})") from None
-        if "conversion error" in str(exc):
-            _locate_bad_cell(path, features)  # raises with row and column
-        raise InputError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
-    finally:
-        source.close()
-
-
-def _locate_bad_cell(path: Path, features) -> None:
-    """Re-read ``path`` with text columns to name the first cell that is not a number."""
-    import pyarrow.csv as pacsv
-
-    convert = pacsv.ConvertOptions(include_columns=list(features), column_types={f: "string" for f in features},
-                                   null_values=NULL_VALUES, strings_can_be_null=True)
-    parsed = 0
-    for batch in pacsv.open_csv(path, convert_options=convert):
-        import pyarrow as pa
-
-        table = pa.Table.from_batches([batch])
-        convert_columns(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), str(path), skip=False)
-        parsed += table.num_rows
-
-
-def _read_parquet(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chunk]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        handle = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
-    _check_columns(path, handle.schema_arrow.names, features, id_column)
-    columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
-    size, total, parsed = path.stat().st_size, max(handle.metadata.num_rows, 1), 0
-    try:
-        for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
-            table = pa.Table.from_batches([batch])
-            rows = np.arange(parsed + 1, parsed + table.num_rows + 1)
-            parsed += table.num_rows
-            values, keep, bad = convert_columns(table, features, rows, str(path), skip)
-            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
-            yield Chunk(values[keep], ids[keep], str(path), bad, int(size * parsed / total))
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
-
-
-def _read_npy(path: Path, features, id_column, chunk_rows, skip) -> Iterator[Chunk]:
-    if id_column is not None:
-        raise InputError(f"{path}: .npy files have no named columns; --id-column needs .csv or .parquet")
-    with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
-                                     else np.lib.format.read_array_header_2_0(fh))
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{path}: cannot read .npy ({str(exc).splitlines()[0]})") from None
-        if len(shape) != 2 or fortran or dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-            raise InputError(f"{path}: expected a C-ordered numeric 2-D array (rows, features), "
-                             f"got shape {shape} dtype {dtype}{' (Fortran order)' if fortran else ''}")
-        if shape[1] != len(features):
-            raise InputError(f"{path}: has {shape[1]} columns, expected {len(features)}")
-        done = 0
-        while done < shape[0]:
-            count = min(chunk_rows, shape[0] - done)
-            block = np.fromfile(fh, dtype=dtype, count=count * shape[1])
-            if block.size != count * shape[1]:
-                raise InputError(f"{path}: truncated: the header promises {shape[0]} rows, the data ends "
-                                 f"after {done + block.size // shape[1]}")
-            values = block.reshape(count, shape[1]).astype(np.float32, copy=False)
-            rows = np.arange(done + 1, done + count + 1)
-            _, keep, bad = reject_non_finite(values, np.ones(count, dtype=bool), [], features, rows, str(path), skip)
-            done += count
-            yield Chunk(values[keep], rows[keep], str(path), bad, fh.tell())
-
-
-_READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".npy": _read_npy}
-
-
-def iter_chunks(path: Path, features: Sequence[str], id_column: str | None = None,
-                chunk_rows: int | None = None, skip: bool = False) -> Iterator[Chunk]:
-    """Chunks of good rows from one file, in order (see module docstring)."""
-    return _READERS[path.suffix.lower()](path, list(features), id_column, chunk_rows or chunk_rows_for(len(features)),
-                                         skip)
 
 
 # -- writers -------------------------------------------------------------------------------
@@ -445,7 +239,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                             dtype=object), str(pending_images[-1]), nbytes=pending_images[-1].stat().st_size)
                 pending_images = []
             if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
-                yield from iter_chunks(path, features, id_column, chunk_rows, skip)
+                yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows, skip=skip)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
         # Re-batch across chunk and file boundaries into exactly batch_rows rows per call, so

@@ -30,8 +30,8 @@ def cancer():
 def bundles(tmp_path_factory, cancer):
     """One exported bundle per kind, trained on benign breast-cancer rows."""
     from aeserve.tables import Table
+    from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
-    from aeserve.train.kinds import ModelConfig
     from aeserve.train.pipeline import train_bundle
 
     root = tmp_path_factory.mktemp("bundles")

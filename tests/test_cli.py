@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli
 
 import aeserve
 from aeserve.tables import read_table
 from aeserve.train.demo import make_demo_data
-from conftest import run_cli
 
 VERBS = ["train", "export", "score", "encode", "decode", "reconstruct", "sample", "info", "demo"]
 
@@ -201,4 +201,4 @@ def test_train_rejects_unknown_kind_and_text_columns(workdir):
 def test_train_refuses_to_overwrite_without_force(workdir):
     result = run_cli("train", workdir / "train.csv", "--out", workdir / "ae", "--epochs", "1")
     assert result.returncode == 2 and "--force" in result.stderr
-    assert aeserve.load(workdir / "ae").bundle.manifest["training"]["epochs_run"] > 1
+    assert aeserve.load(workdir / "ae").bundle.manifest.training.epochs_run > 1

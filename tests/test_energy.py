@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from aeserve.train import energy as E
+from aeserve.train.config import ModelConfig
 from aeserve.train.graphs import graph_modules
-from aeserve.train.kinds import ModelConfig, build_model
+from aeserve.train.registry import build_model
 
 
 def _set(layer: torch.nn.Linear, weight, bias) -> None:

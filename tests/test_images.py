@@ -7,14 +7,15 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 import torch
+from conftest import KINDS, run_cli
 
 import aeserve
 from aeserve.serve.images import load_images
 from aeserve.tables import Table
+from aeserve.train.config import ModelConfig
 from aeserve.train.fit import FitConfig
-from aeserve.train.kinds import ModelConfig, build_model
 from aeserve.train.pipeline import train_bundle
-from conftest import KINDS, run_cli
+from aeserve.train.registry import build_model
 
 Image = pytest.importorskip("PIL.Image")
 SHAPE = (1, 16, 16)
@@ -72,7 +73,7 @@ def test_conv_bundles_export_with_parity(folders, tmp_path, kind):
     train_bundle(Table(rows, [f"px{i}" for i in range(256)], "blobs"), tmp_path / kind, _conv(kind),
                  FitConfig(epochs=3))  # export checks parity on validation and random rows
     manifest = aeserve.load(tmp_path / kind).bundle.manifest
-    assert manifest["export"]["tensorrt_check"]["parser_compatible"]
+    assert manifest.exports.onnx.tensorrt_check.parser_compatible
     test = load_images(sorted((folders / "test").iterdir()), SHAPE)
     a = aeserve.load(tmp_path / kind, backend="onnxruntime").energy(test)["energy"]
     b = aeserve.load(tmp_path / kind, backend="torch").energy(test)["energy"]

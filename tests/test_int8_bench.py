@@ -6,13 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import aeserve
 from aeserve.errors import BundleError, ExportError
 from aeserve.evaluation import auroc
 from aeserve.export.quantize import quantize_int8
 from aeserve.serve.bench import dense_flops_per_row
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def test_int8_scores_stay_close_and_rank_the_same(int8_bundle, cancer):
     normal, anomalous = len(cancer["test_normal"]), slice(len(cancer["test_normal"]), None)
     assert abs(auroc(b[:normal], b[anomalous]) - auroc(a[:normal], a[anomalous])) < 0.02
     manifest = int8.bundle.manifest
-    assert manifest["quantization"]["weights"] == "int8 (signed)"
-    assert set(manifest["graphs_int8"]) == {"encoder", "decoder", "energy"}
+    assert manifest.exports.int8.weights == "int8 (signed)"
+    assert set(manifest.graphs["int8"]) == {"encoder", "decoder", "energy"}
 
 
 def test_int8_cli_and_missing_graphs(int8_bundle, bundles, tmp_path):

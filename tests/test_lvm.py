@@ -9,14 +9,15 @@ import pytest
 import torch
 
 import aeserve
+from aeserve.bundle import Bundle
+from aeserve.evaluation import auroc
 from aeserve.tables import Table
 from aeserve.train import energy as E
-from aeserve.evaluation import auroc
+from aeserve.train.config import ModelConfig
 from aeserve.train.fit import FitConfig
-from aeserve.train.kinds import ModelConfig, build_model
 from aeserve.train.pipeline import train_bundle
+from aeserve.train.registry import build_model
 from aeserve.train.weights import load_model
-from aeserve.bundle import Bundle
 
 
 @pytest.mark.parametrize("cost,activation", [("mse", "tanh"), ("mse", "relu"), ("bce", "sigmoid")])
@@ -51,7 +52,7 @@ def free_bundles(tmp_path_factory, cancer):
     paths = {}
     for kind in ("lvm", "vae"):
         config = ModelConfig(kind=kind, n_features=30, hidden=(32, 16), latent=4, energy="free", free_samples=32,
-                             free_beta=1.0)
+                             **({"free_beta": 1.0} if kind == "lvm" else {}))
         train_bundle(table, root / kind, config, FitConfig(epochs=60))
         paths[kind] = root / kind
     return paths

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import KINDS
 
 import aeserve
-from conftest import KINDS
 
 # Stated tolerance: |ort - torch| <= 1e-5 + 1e-4 * max|torch| (float32 accumulations differ).
 ATOL, RTOL = 1e-5, 1e-4
@@ -72,7 +72,7 @@ def test_any_batch_size_gives_the_same_rows(bundles, inputs, batch):
 def test_manifest_records_the_parity_measured_at_export(bundles):
     for kind in KINDS:
         manifest = aeserve.load(bundles[kind]).bundle.manifest
-        parity = manifest["export"]["parity"]
+        parity = manifest.exports.onnx.parity
         assert set(parity["max_abs_error"]) == {"encoder", "decoder", "energy"}
         assert parity["checked_on"] == ["random rows", "validation rows"]
         assert max(max(v.values()) for v in parity["max_abs_error"].values()) < 1e-2

@@ -6,10 +6,10 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from aeserve.evaluation import auroc, average_precision, roc_curve
 from aeserve.tables import write_table
-from conftest import run_cli
 
 pytest.importorskip("matplotlib")
 PLOTS = ["latent", "energy", "roc", "reconstructions", "training"]
@@ -72,7 +72,8 @@ def test_roc_needs_labels(bundles, labelled, tmp_path):
 
 
 def test_detection_metrics_match_scikit_learn():
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve as sk_roc
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=400).round(1)  # ties on purpose

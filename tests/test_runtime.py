@@ -45,7 +45,8 @@ def test_unknown_backend_is_explained(bundles):
 
 def test_parity_failure_names_graph_output_and_error():
     with pytest.raises(ExportError, match=r"energy.onnx output 'energy' on random rows: max abs error 0.5"):
-        compare_outputs("energy", ["energy"], [np.array([1.5])], [np.array([1.0])], Tolerance(), "random rows")
+        compare_outputs("energy", ["energy"], [np.array([1.5])], [np.array([1.0])], tolerance=Tolerance(),
+                        on="random rows")
 
 
 def test_export_raises_when_parity_fails(bundles, tmp_path):

@@ -194,9 +194,8 @@ def _model_config_module():
 
 @pytest.mark.parametrize("kind", ["ae", "vae"])
 def test_triton_repository_configs_parse_and_match_the_graphs(bundles, tmp_path, kind):
-    from google.protobuf import text_format
-
     from conftest import run_cli
+    from google.protobuf import text_format
 
     result = run_cli("export", bundles[kind], "--format", "triton", "--out", tmp_path / "repo")
     assert result.returncode == 0, result.stderr
@@ -213,3 +212,17 @@ def test_triton_repository_configs_parse_and_match_the_graphs(bundles, tmp_path,
             dims = [d.dim_value for d in actual.type.tensor_type.shape.dim[1:]]
             shape = list(declared.reshape.shape) if declared.HasField("reshape") else list(declared.dims)
             assert shape == dims, (declared.name, shape, dims)
+
+
+def test_contributions_come_back_when_a_request_asks_for_them(server, bundles, cancer):
+    rows = np.ascontiguousarray(cancer["anomalies"][:7])
+    client = th.InferenceServerClient(server.url)
+    result = client.infer("ae", [_input(rows, True)],
+                          outputs=[th.InferRequestedOutput("contributions"), th.InferRequestedOutput("energy")])
+    expected = aeserve.load(bundles["ae"]).explain(rows)
+    np.testing.assert_allclose(result.as_numpy("contributions"), expected["contributions"], rtol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("energy"), expected["energy"], rtol=1e-5)
+    plain = client.infer("ae", [_input(rows, True)])  # not asked for: not sent
+    assert plain.as_numpy("contributions") is None and plain.as_numpy("anomaly") is not None
+    outputs = [o["name"] for o in client.get_model_metadata("ae")["outputs"]]
+    assert outputs[-1] == "contributions"

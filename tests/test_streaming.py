@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli
 
 import aeserve
 from aeserve.errors import InputError
 from aeserve.serve.files import score_file
 from aeserve.serve.stream import expand_inputs
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _write(path, rows, names, ids=None):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".npy"])
 def test_chunked_scoring_equals_whole_file_scoring_bit_for_bit(bundles, cancer, rows, tmp_path, suffix, monkeypatch):
-    import aeserve.serve.stream as stream
+    import aeserve.readers as stream
 
     model = aeserve.load(bundles["ae"])
     source = tmp_path / f"rows{suffix}"
@@ -133,7 +133,7 @@ def test_failure_midway_leaves_no_output(bundles, cancer, rows, tmp_path):
 
 
 def test_npy_output_streams_with_a_valid_header(bundles, rows, tmp_path, monkeypatch):
-    import aeserve.serve.stream as stream
+    import aeserve.readers as stream
 
     np.save(tmp_path / "rows.npy", rows)
     monkeypatch.setattr(stream, "chunk_rows_for", lambda width: 1000)

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import KINDS, run_cli
 from onnx import TensorProto, helper
 
 import aeserve
@@ -23,7 +24,6 @@ from aeserve.export.tensorrt_support import tensorrt_problems
 from aeserve.serve.backends import choose_backend
 from aeserve.serve.backends.tensorrt import find_plan_dir
 from aeserve.serve.gpu import GpuInfo, gpu_info
-from conftest import KINDS, run_cli
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
 
@@ -43,8 +43,8 @@ def test_plan_directory_names_gpu_cc_and_version():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_exported_graphs_pass_the_parser_check(bundles, kind):
-    check = Bundle.open(bundles[kind]).manifest["export"]["tensorrt_check"]
-    assert check == {"parser_compatible": True, "problems": [], "opset_range": [9, 20]}
+    check = Bundle.open(bundles[kind]).manifest.exports.onnx.tensorrt_check
+    assert (check.parser_compatible, check.problems, check.opset_range) == (True, (), (9, 20))
 
 
 def _graph(op: str, opset: int = 20, batch: str = "batch", width: int | str = 3):

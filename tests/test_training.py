@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import KINDS
 
 import aeserve
-from aeserve.tables import Table
 from aeserve.evaluation import auroc
+from aeserve.tables import Table
+from aeserve.train.config import ModelConfig
 from aeserve.train.fit import FitConfig, fit, scoring_energies
-from aeserve.train.kinds import ModelConfig, build_model, list_kinds
 from aeserve.train.pipeline import train_bundle
-from conftest import KINDS
+from aeserve.train.registry import build_model, list_kinds
 
 
 def test_registry_matches_the_core_list_of_kinds():
@@ -54,9 +55,9 @@ def test_auroc_helper_counts_ties_half():
 def test_threshold_is_the_validation_quantile(bundles):
     model = aeserve.load(bundles["ae"], backend="torch")
     manifest = model.bundle.manifest
-    assert manifest["threshold"]["quantile"] == 0.99
-    assert manifest["threshold"]["on"] == "validation"
-    assert manifest["threshold"]["rows"] == manifest["training"]["data"]["val_rows"]
+    assert manifest.threshold.provenance["quantile"] == 0.99
+    assert manifest.threshold.provenance["on"] == "validation"
+    assert manifest.threshold.provenance["rows"] == manifest.training.data.val_rows
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path, cancer):
@@ -87,7 +88,7 @@ def test_sample_is_seeded_and_backend_independent(bundles, kind):
 
 def test_non_vae_sampler_is_fitted_to_training_codes(bundles, cancer):
     model = aeserve.load(bundles["ae"], backend="torch")
-    latent = model.bundle.manifest["latent"]
+    latent = model.bundle.manifest.latent
     codes = model.encode(cancer["train"])
-    np.testing.assert_allclose(latent["mean"], codes.mean(axis=0), atol=0.05 * codes.std())
-    assert aeserve.load(bundles["vae"]).bundle.manifest["latent"]["sampler"] == "prior"
+    np.testing.assert_allclose(latent.mean, codes.mean(axis=0), atol=0.05 * codes.std())
+    assert aeserve.load(bundles["vae"]).bundle.manifest.latent.sampler == "prior"

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeserve.errors import InputError
+from aeserve.manifest import Preprocessing
 
-__all__ = ["Split", "split_rows", "preprocessing_stats", "data_sha256"]
+__all__ = ["SCALINGS", "Split", "split_rows", "preprocessing_stats", "data_sha256"]
 
 
 @dataclass
@@ -31,20 +32,33 @@ def split_rows(n_rows: int, val_fraction: float, seed: int) -> Split:
     return Split(train=np.sort(order[n_val:]), val=np.sort(order[:n_val]))
 
 
-def preprocessing_stats(train: np.ndarray, cost: str) -> dict:
-    """Per-feature shift/scale from training rows: standardise for mse, [0, 1] for bce.
+#: how ``preprocessing_stats`` scales features for the mse cost
+SCALINGS = ("standard", "robust")
+
+
+def preprocessing_stats(train: np.ndarray, cost: str, scaling: str = "standard") -> Preprocessing:
+    """Per-feature shift/scale from training rows: [0, 1] for bce; for mse, ``standard`` (mean and
+    standard deviation) or ``robust`` (median and IQR / 1.349, the standard deviation of a normal
+    distribution with that IQR, so a few anomalies in the training rows do not stretch the scale;
+    a feature whose IQR is 0 falls back to its standard deviation).
 
     Constant features get scale 1 so they never divide by zero.
     """
+    if scaling not in SCALINGS:
+        raise InputError(f"unknown scaling {scaling!r}; choose from {', '.join(SCALINGS)}")
     if cost == "bce":
         lo, hi = train.min(axis=0), train.max(axis=0)
         shift, scale, method = lo, hi - lo, "minmax"
+    elif scaling == "robust":
+        q1, median, q3 = np.percentile(train, [25, 50, 75], axis=0)
+        shift, scale, method = median, (q3 - q1) / 1.349, "robust"
+        scale = np.where(scale > 1e-12, scale, train.std(axis=0))
     else:
         shift, scale, method = train.mean(axis=0), train.std(axis=0), "standardize"
     scale = np.where(scale > 1e-12, scale, 1.0)
-    return {"method": method, "shift": shift.astype(np.float32).tolist(),
-            "scale": scale.astype(np.float32).tolist(), "clip": cost == "bce",
-            "formula": "y_hat = (y - shift) / scale" + (", clipped to [0, 1]" if cost == "bce" else "")}
+    return Preprocessing(method=method, shift=tuple(shift.astype(np.float32).tolist()),
+                         scale=tuple(scale.astype(np.float32).tolist()), clip=cost == "bce",
+                         formula="y_hat = (y - shift) / scale" + (", clipped to [0, 1]" if cost == "bce" else ""))
 
 
 def data_sha256(values: np.ndarray) -> str:

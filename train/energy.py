@@ -22,6 +22,7 @@ from torch.nn import functional as tf
 __all__ = [
     "COSTS",
     "reconstruction_cost",
+    "reconstruction_terms",
     "decoder_output",
     "l1_penalty",
     "kl_to_standard_normal",
@@ -33,20 +34,27 @@ __all__ = [
 COSTS = ("mse", "bce")
 
 
-def reconstruction_cost(y: torch.Tensor, out: torch.Tensor, cost: str) -> torch.Tensor:
-    """C(y, ỹ) per row. ``out`` is ỹ for ``mse`` and the decoder's logits l for ``bce``.
+def reconstruction_terms(y: torch.Tensor, out: torch.Tensor, cost: str) -> torch.Tensor:
+    """Each feature's term of C(y, ỹ): C = Σᵢ cᵢ, so cᵢ is feature i's exact share of the cost.
+    ``out`` is ỹ for ``mse`` and the decoder's logits l for ``bce``.
 
-    mse: C = ‖y − ỹ‖² (a sum over features, not a mean).
-    bce: C = −Σᵢ yᵢ log σ(lᵢ) + (1 − yᵢ) log(1 − σ(lᵢ)) = Σᵢ softplus(lᵢ) − yᵢ lᵢ,
-    the same quantity computed stably from the logits.
+    mse: cᵢ = (yᵢ − ỹᵢ)².
+    bce: cᵢ = −yᵢ log σ(lᵢ) − (1 − yᵢ) log(1 − σ(lᵢ)) = softplus(lᵢ) − yᵢ lᵢ, computed stably
+    from the logits.
     """
-    # y, out: (batch, features) -> (batch,)
+    # y, out: (batch, features) -> (batch, features)
     if cost == "mse":
         diff = y - out  # squared by a Mul: ONNX Runtime's Pow took twice as long
-        return (diff * diff).sum(dim=1)
+        return diff * diff
     if cost == "bce":
-        return (tf.softplus(out) - y * out).sum(dim=1)
+        return tf.softplus(out) - y * out
     raise ValueError(f"unknown cost {cost!r}; expected one of {COSTS}")
+
+
+def reconstruction_cost(y: torch.Tensor, out: torch.Tensor, cost: str) -> torch.Tensor:
+    """C(y, ỹ) per row (batch,): ‖y − ỹ‖² for mse (a sum over features, not a mean), the binary
+    cross-entropy −Σᵢ yᵢ log ỹᵢ + (1 − yᵢ) log(1 − ỹᵢ) for bce (seed: the two costs C)."""
+    return reconstruction_terms(y, out, cost).sum(dim=1)
 
 
 def decoder_output(out: torch.Tensor, cost: str) -> torch.Tensor:
@@ -77,7 +85,7 @@ def activation_derivative(name: str, pre: torch.Tensor) -> torch.Tensor:
 
 
 def contractive_penalty(layers: Sequence[nn.Linear], activation: str,
-                        pre_activations: Sequence[torch.Tensor], convs: Sequence[nn.Conv2d] = (),
+                        pre_activations: Sequence[torch.Tensor], *, convs: Sequence[nn.Conv2d] = (),
                         conv_pres: Sequence[torch.Tensor] = ()) -> torch.Tensor:
     """‖∂h/∂y‖²_F per row, exactly, for the encoder h = W_k f(… f(W₁ x + b₁) …) + b_k, where
     x = y, or the flattened output of stride-2 convolutions x = f(conv(… f(conv(y)))).

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from aeserve.train import energy as E
-from aeserve.train.kinds import EnergyAutoencoder
+from aeserve.train.network import EnergyAutoencoder
 
 __all__ = ["FitConfig", "FitResult", "fit", "scoring_energies"]
 
@@ -24,6 +24,7 @@ class FitConfig:
     lr: float = 1e-3
     seed: int = 0
     patience: int = 10  # epochs without a better validation energy before stopping
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (0: plain Adam)
 
 
 @dataclass
@@ -46,16 +47,16 @@ def scoring_energies(model: EnergyAutoencoder, y_hat: torch.Tensor,
     return torch.cat(parts)
 
 
-def fit(model: EnergyAutoencoder, train: torch.Tensor, val: torch.Tensor, config: FitConfig,
+def fit(model: EnergyAutoencoder, train: torch.Tensor, val: torch.Tensor, config: FitConfig, *,
         on_epoch: Callable[[int, float, float], None] | None = None) -> FitResult:
-    """Minimise L(F, Y) = 1/m Σ F(y) with Adam; keep the weights of the best validation epoch.
+    """Minimise L(F, Y) = 1/m Σ F(y) with AdamW; keep the weights of the best validation epoch.
 
     ``train``/``val`` are preprocessed rows (rows, features). The validation energy is the
     deterministic scoring energy, so epochs compare fairly for every kind.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     result = FitResult()
     best, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     n = train.shape[0]

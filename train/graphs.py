@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aeserve.bundle import GRAPH_INPUTS
-from aeserve.train.kinds import EnergyAutoencoder
+from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS
+from aeserve.manifest import CONTRIBUTIONS, GraphRecord
+from aeserve.train.network import EnergyAutoencoder
 
 __all__ = ["EncoderGraph", "DecoderGraph", "EnergyGraph", "graph_modules", "graph_io"]
 
@@ -39,15 +40,16 @@ class DecoderGraph(nn.Module):
 
 
 class EnergyGraph(nn.Module):
-    """y raw -> (energy, *terms), each (batch,); the scoring energy and the terms summing to it."""
+    """y raw -> (energy, *terms, contributions): the scoring energy and the terms summing to it,
+    each (batch,), then C's per-feature terms (batch, features), which sum to the first term."""
 
     def __init__(self, model: EnergyAutoencoder):
         super().__init__()
         self.model = model
 
     def forward(self, y: torch.Tensor):
-        terms = self.model.scoring_energy(self.model.preprocess(y))
-        return (sum(terms), *terms)
+        terms, contributions = self.model.explained_energy(self.model.preprocess(y))
+        return (sum(terms), *terms, contributions)
 
 
 def graph_modules(model: EnergyAutoencoder) -> dict[str, nn.Module]:
@@ -58,10 +60,10 @@ def graph_modules(model: EnergyAutoencoder) -> dict[str, nn.Module]:
     return {name: module.eval() for name, module in modules.items()}
 
 
-def graph_io(model: EnergyAutoencoder) -> dict[str, dict[str, list[str]]]:
-    """name -> {inputs, outputs} tensor names, as written to the ONNX graphs and manifest."""
-    return {
-        "encoder": {"inputs": [GRAPH_INPUTS["encoder"]], "outputs": list(model.encoder_outputs)},
-        "decoder": {"inputs": [GRAPH_INPUTS["decoder"]], "outputs": ["y_tilde"]},
-        "energy": {"inputs": [GRAPH_INPUTS["energy"]], "outputs": ["energy", *model.energy_spec()["terms"]]},
-    }
+def graph_io(model: EnergyAutoencoder) -> dict[str, GraphRecord]:
+    """name -> the graph's record (file, input and output tensor names), as the ONNX graphs and
+    the manifest hold them."""
+    outputs = {"encoder": model.encoder_outputs, "decoder": ("y_tilde",),
+               "energy": ("energy", *model.energy_spec().terms, CONTRIBUTIONS)}
+    return {name: GraphRecord(file=GRAPH_FILES[name], inputs=(GRAPH_INPUTS[name],), outputs=tuple(outputs[name]))
+            for name in GRAPH_FILES}

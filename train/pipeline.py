@@ -13,13 +13,15 @@ import torch
 
 import aeserve
 from aeserve.atomic import default_mode
-from aeserve.bundle import SCHEMA_VERSION, write_manifest
+from aeserve.bundle import write_manifest
 from aeserve.errors import InputError
+from aeserve.manifest import SCHEMA_VERSION, Architecture, DataRecord, ImageSpec, InputSpec, Manifest, TrainingRecord
 from aeserve.tables import Table
 from aeserve.train.calibrate import latent_sampler, quantile_threshold
+from aeserve.train.config import ModelConfig
 from aeserve.train.data import data_sha256, preprocessing_stats, split_rows
 from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
-from aeserve.train.kinds import ModelConfig, build_model
+from aeserve.train.registry import build_model
 from aeserve.train.weights import save_weights
 
 __all__ = ["TrainResult", "train_bundle", "replace_directory"]
@@ -50,7 +52,8 @@ def replace_directory(built: Path, target: Path, force: bool) -> None:
 
 
 def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config: FitConfig,
-                 *, quantile: float = 0.99, val_fraction: float = 0.1, name: str | None = None,
+                 *, quantile: float = 0.99, val_fraction: float = 0.1, scaling: str = "standard",
+                 name: str | None = None,
                  export: bool = True, force: bool = False,
                  on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
     """Fit ``config.kind`` on ``table`` and write a bundle to ``out``; export ONNX unless told not to.
@@ -63,49 +66,42 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     if config.n_features != values.shape[1]:
         raise InputError(f"config expects {config.n_features} features, data has {values.shape[1]}")
     split = split_rows(values.shape[0], val_fraction, fit_config.seed)
-    prep = preprocessing_stats(values[split.train], config.cost)
+    prep = preprocessing_stats(values[split.train], config.cost, scaling)
 
     torch.manual_seed(fit_config.seed)
     model = build_model(config)
-    model.shift.copy_(torch.tensor(prep["shift"]))
-    model.scale.copy_(torch.tensor(prep["scale"]))
+    model.shift.copy_(torch.tensor(prep.shift))
+    model.scale.copy_(torch.tensor(prep.scale))
     with torch.no_grad():
         raw = torch.from_numpy(values)
         y_hat = model.preprocess(raw)  # (rows, features)
     train_rows, val_rows = y_hat[torch.from_numpy(split.train)], y_hat[torch.from_numpy(split.val)]
 
-    history = fit(model, train_rows, val_rows, fit_config, on_epoch)
+    history = fit(model, train_rows, val_rows, fit_config, on_epoch=on_epoch)
     val_energies = scoring_energies(model, val_rows).numpy()
     threshold = quantile_threshold(val_energies, quantile)
 
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "name": name or out.name,
-        "kind": config.kind,
-        "input": {"shape": [None, values.shape[1]], "dtype": "float32",
-                  "features": list(table.columns),
-                  **({"image": {"shape": list(config.image_shape),
-                                "pixels": "value / 255, channel-major (C, H, W), flattened"}}
-                     if config.image_shape else {})},
-        "preprocessing": prep,
-        "architecture": config.to_dict(),
-        "energy": model.energy_spec(),
-        "latent": latent_sampler(model, train_rows),
-        "threshold": threshold,
-        "training": {
-            "data": {"source": Path(table.source).name, "rows": int(values.shape[0]),
-                     "train_rows": int(split.train.size), "val_rows": int(split.val.size),
-                     "sha256": data_sha256(values)},
-            "epochs_run": len(history.train_energy), "best_epoch": history.best_epoch,
-            "stopped": history.stopped, "optimiser": "adam", **vars(fit_config),
-            "val_fraction": val_fraction,
-            "history": {"train_energy": history.train_energy, "val_energy": history.val_energy},
-        },
-        "versions": {"aeserve": aeserve.__version__, "torch": torch.__version__.split("+")[0],
-                     "numpy": np.__version__},
-        "graphs": {},
-        "files": {},
-    }
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=name or out.name,
+        kind=config.kind,
+        input=InputSpec(features=tuple(table.columns),
+                        image=ImageSpec(shape=config.image_shape) if config.image_shape else None),
+        preprocessing=prep,
+        architecture=Architecture.from_flat_dict(config.to_dict()),
+        energy=model.energy_spec(),
+        latent=latent_sampler(model, train_rows),
+        threshold=threshold,
+        training=TrainingRecord(
+            data=DataRecord(source=Path(table.source).name, rows=int(values.shape[0]),
+                            train_rows=int(split.train.size), val_rows=int(split.val.size),
+                            sha256=data_sha256(values)),
+            epochs_run=len(history.train_energy), best_epoch=history.best_epoch, stopped=history.stopped,
+            settings={"optimiser": "adamw", **vars(fit_config), "val_fraction": val_fraction},
+            history={"train_energy": tuple(history.train_energy), "val_energy": tuple(history.val_energy)}),
+        versions={"aeserve": aeserve.__version__, "torch": torch.__version__.split("+")[0],
+                  "numpy": np.__version__},
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     built.chmod(default_mode(directory=True))
@@ -119,4 +115,4 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
         raise
-    return TrainResult(out, history, threshold["value"])
+    return TrainResult(out, history, threshold.value)

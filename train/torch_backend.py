@@ -30,13 +30,14 @@ class TorchBackend:
         self.io = graph_io(model)
         self._lock = threading.Lock()  # eager modules are not documented as thread-safe
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs of ``graph`` in manifest order."""
-        x = torch.from_numpy(feeds[self.io[graph]["inputs"][0]]).to(self.device)
+    def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The ``outputs`` of ``graph`` (default: all, in the graph record's order)."""
+        record = self.io[graph]
+        x = torch.from_numpy(feeds[record.inputs[0]]).to(self.device)
         with self._lock, torch.inference_mode():
             out = self.modules[graph](x)
-        out = out if isinstance(out, tuple) else (out,)
-        return [t.cpu().numpy() for t in out]
+        out = dict(zip(record.outputs, out if isinstance(out, tuple) else (out,)))
+        return [out[name].cpu().numpy() for name in (outputs or record.outputs)]
 
     def describe(self) -> str:
         """torch version and device."""

@@ -8,7 +8,9 @@ from safetensors.torch import load_file, save_file
 
 from aeserve.bundle import WEIGHTS, Bundle
 from aeserve.errors import BundleError
-from aeserve.train.kinds import EnergyAutoencoder, ModelConfig, build_model
+from aeserve.train.config import ModelConfig
+from aeserve.train.network import EnergyAutoencoder
+from aeserve.train.registry import build_model
 
 __all__ = ["save_weights", "load_model"]
 
@@ -21,7 +23,7 @@ def save_weights(model: EnergyAutoencoder, directory: Path) -> None:
 
 def load_model(bundle: Bundle) -> EnergyAutoencoder:
     """Rebuild the torch model of ``bundle`` from its config and safetensors weights."""
-    config = ModelConfig.from_dict(bundle.manifest["architecture"])
+    config = ModelConfig.from_dict(bundle.manifest.architecture.to_flat_dict())
     if config.kind != bundle.kind:
         raise BundleError(f"{bundle.path}: manifest kind {bundle.kind!r} disagrees with "
                           f"architecture kind {config.kind!r}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
+
+if TYPE_CHECKING:  # numpy stays out of `aeserve --help`, which lists the backends
+    import numpy as np
 
 __all__ = ["Backend", "BackendSpec", "register_backend", "list_backends", "available_backends",
            "create_backend", "choose_backend"]
@@ -28,8 +29,9 @@ class Backend(Protocol):
 
     name: str
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run ``graph`` on ``feeds`` (input name -> array); outputs in manifest order."""
+    def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """Run ``graph`` on ``feeds`` (input name -> array); the ``outputs`` named (default: all, in
+        the graph record's order)."""
 
     def describe(self) -> str:
         """One line: library, version and device."""
@@ -118,7 +120,7 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
 
 
 def _needs_graphs(bundle: Bundle) -> str | None:
-    if not bundle.manifest.get("graphs"):
+    if bundle.manifest.graph("energy") is None:
         return f"{bundle.path} has no ONNX graphs; run `aeserve export {bundle.path}`"
     return None
 

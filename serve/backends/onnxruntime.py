@@ -20,7 +20,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, device: str = "auto", providers: list[str] | None = None,
+    def __init__(self, bundle: Bundle, device: str = "auto", *, providers: list[str] | None = None,
                  threads: int = 0, precision: str = "fp32"):
         self.bundle = bundle
         self.precision = precision
@@ -48,14 +48,15 @@ class OnnxRuntimeBackend:
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = self.threads
                     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    path = self.bundle.path / self.bundle.graph(graph, self.precision)["file"]
+                    path = self.bundle.path / self.bundle.graph(graph, self.precision).file
                     session = ort.InferenceSession(str(path), options, providers=self.providers)
                     self._sessions[graph] = session
         return session
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs of ``graph`` in manifest order."""
-        return self._session(graph).run(self.bundle.graph(graph)["outputs"], feeds)
+    def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The ``outputs`` of ``graph`` (default: all, in the graph record's order); ONNX Runtime
+        computes only what they need."""
+        return self._session(graph).run(outputs or list(self.bundle.graph(graph).outputs), feeds)
 
     def describe(self) -> str:
         """Library version and execution providers."""

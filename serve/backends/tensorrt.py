@@ -158,9 +158,9 @@ class TensorRTBackend:
                 self._engines[graph] = _Engine(self.trt, self.runtime, self.plan_dir / f"{graph}.plan")
             return self._engines[graph]
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs of ``graph`` in manifest order."""
-        return self._engine(graph).run(feeds, self.bundle.graph(graph)["outputs"])
+    def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The ``outputs`` of ``graph`` (default: all, in the graph record's order)."""
+        return self._engine(graph).run(feeds, outputs or list(self.bundle.graph(graph).outputs))
 
     def describe(self) -> str:
         """TensorRT version, GPU and plan directory."""

@@ -1,22 +1,24 @@
 """The bundle: a directory holding a manifest, safetensors weights and ONNX graphs.
 
-The manifest (``manifest.json``) is the single source of truth a runtime needs: input
-spec, baked-in preprocessing, energy spec, latent sampler, threshold, training record,
-versions, the graphs' tensor names and the sha256 of every other file in the bundle.
-This module reads, verifies and writes it; it imports neither torch nor onnx.
+The manifest (``manifest.json``, typed in :mod:`aeserve.manifest`) is the single source of
+truth a runtime needs: input spec, baked-in preprocessing, energy spec, latent sampler,
+threshold, training record, versions, the graphs' tensor names and the sha256 of every
+other file in the bundle. This module opens, verifies and writes bundles; it imports
+neither torch nor onnx.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aeserve.atomic import write_text_atomic
 from aeserve.errors import BundleError
+from aeserve.manifest import KNOWN_KINDS, SCHEMA_VERSION, GraphRecord, Manifest
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -27,13 +29,11 @@ __all__ = [
     "GRAPH_INPUTS",
     "code_columns",
     "Bundle",
+    "Manifest",
     "sha256_file",
     "write_manifest",
 ]
 
-SCHEMA_VERSION = 1
-#: model kinds this version reads; aeserve.train.kinds registers exactly these
-KNOWN_KINDS = ("ae", "cae", "dae", "lvm", "vae")
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 #: graph name -> file name; the batch axis of every graph is dynamic.
@@ -46,9 +46,6 @@ def code_columns(latent: int, prefix: str = "z") -> list[str]:
     """Column names for codes in files: z0, z1, ..."""
     return [f"{prefix}{i}" for i in range(latent)]
 
-_REQUIRED_KEYS = ("schema_version", "kind", "input", "preprocessing", "architecture", "energy",
-                  "latent", "threshold", "files")
-
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
@@ -59,28 +56,30 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Record the sha256 of every file in ``directory`` (but the manifest) and write it atomically."""
+def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Manifest:
+    """Record the sha256 of every file in ``directory`` (but the manifest) and write it atomically;
+    returns the manifest as written."""
     directory = Path(directory)
     files = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
         if path.is_file() and rel != MANIFEST and not path.name.startswith("."):
             files[rel] = sha256_file(path)
-    manifest = dict(manifest, files=files)
-    write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    manifest = dataclasses.replace(manifest, schema_version=SCHEMA_VERSION, files=files)
+    write_text_atomic(directory / MANIFEST, manifest.dumps())
+    return manifest
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A bundle directory and its parsed manifest."""
+    """A bundle directory and its typed manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def open(cls, path: str | os.PathLike, verify: bool = True) -> "Bundle":
-        """Read ``path/manifest.json``; with ``verify``, check every listed file's sha256."""
+        """Read ``path/manifest.json`` (any schema version); with ``verify``, check every listed file's sha256."""
         path = Path(path)
         if not path.is_dir():
             raise BundleError(f"{path}: no such bundle directory")
@@ -88,26 +87,17 @@ class Bundle:
         if not manifest_path.is_file():
             raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
         try:
-            manifest = json.loads(manifest_path.read_text("utf-8"))
+            data = json.loads(manifest_path.read_text("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
-        missing = [key for key in _REQUIRED_KEYS if key not in manifest]
-        if missing:
-            raise BundleError(f"{manifest_path}: missing keys {', '.join(missing)}")
-        if manifest["schema_version"] != SCHEMA_VERSION:
-            raise BundleError(f"{manifest_path}: schema_version {manifest['schema_version']!r} "
-                              f"is not supported (this aeserve reads {SCHEMA_VERSION})")
-        if manifest["kind"] not in KNOWN_KINDS:
-            raise BundleError(f"{manifest_path}: unknown kind {manifest['kind']!r}; "
-                              f"this aeserve knows {', '.join(KNOWN_KINDS)}")
-        bundle = cls(path, manifest)
+        bundle = cls(path, Manifest.from_json(data, str(manifest_path)))
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
         """Raise BundleError naming the first file that is missing or whose sha256 differs."""
-        for rel, expected in self.manifest["files"].items():
+        for rel, expected in self.manifest.files.items():
             file = self.path / rel
             if not file.is_file():
                 raise BundleError(f"{self.path}: {rel} is listed in {MANIFEST} but missing")
@@ -115,40 +105,44 @@ class Bundle:
                 raise BundleError(f"{file}: sha256 does not match {MANIFEST} "
                                   "(file modified or corrupted; re-export or retrain)")
 
+    def write(self, manifest: Manifest) -> "Bundle":
+        """Write ``manifest`` (files re-hashed) into this bundle; returns the bundle as it now is."""
+        return Bundle(self.path, write_manifest(self.path, manifest))
+
     @property
     def kind(self) -> str:
-        """The model kind (ae, dae, cae, vae, ...)."""
-        return self.manifest["kind"]
+        """The model kind (ae, dae, cae, vae, lvm)."""
+        return self.manifest.kind
 
     @property
     def n_features(self) -> int:
         """Width of one input row."""
-        return len(self.manifest["input"]["features"])
+        return self.manifest.input.width
 
     @property
     def features(self) -> list[str]:
         """Input feature names, in graph order."""
-        return list(self.manifest["input"]["features"])
+        return list(self.manifest.input.features)
 
     @property
     def latent_size(self) -> int:
         """Size of the code z."""
-        return int(self.manifest["latent"]["size"])
+        return self.manifest.latent.size
 
     @property
     def energy_terms(self) -> list[str]:
         """Names of the energy's terms; they sum to the energy."""
-        return list(self.manifest["energy"]["terms"])
+        return list(self.manifest.energy.terms)
 
     @property
     def threshold(self) -> float:
         """Anomaly threshold on the energy."""
-        return float(self.manifest["threshold"]["value"])
+        return self.manifest.threshold.value
 
-    def graph(self, name: str, precision: str = "fp32") -> dict[str, Any]:
-        """The manifest's entry for graph ``name`` (file, inputs, outputs), or BundleError."""
-        graphs = self.manifest.get("graphs" if precision == "fp32" else f"graphs_{precision}", {})
-        if name not in graphs:
+    def graph(self, name: str, precision: str = "fp32") -> GraphRecord:
+        """The record of graph ``name`` (file, inputs, outputs), or BundleError saying how to export it."""
+        record = self.manifest.graph(name, precision)
+        if record is None:
             hint = "--quantize int8" if precision == "int8" else "--format onnx"
             raise BundleError(f"{self.path}: has no {precision} {name} graph; run `aeserve export {self.path} {hint}`")
-        return graphs[name]
+        return record

@@ -2,6 +2,13 @@
 
 Every one of them describes a user-fixable problem in one line: which file, row,
 column or graph, and what was expected. The CLI prints that line and exits 2.
+
+    AeserveError
+    ├── BundleError         a bundle is missing, incomplete, tampered with, of an unknown kind/schema
+    ├── InputError          unusable data or arguments: width, NaN/inf, text in a number column, file
+    │   └── OptionError     a model option's value (``option`` names the config field)
+    ├── BackendUnavailable  a backend cannot run here; says what to install
+    └── ExportError         an exported graph disagrees with torch, or could not be written
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ __all__ = [
     "AeserveError",
     "BundleError",
     "InputError",
+    "OptionError",
     "BackendUnavailable",
     "ExportError",
 ]
@@ -25,6 +33,15 @@ class BundleError(AeserveError):
 
 class InputError(AeserveError):
     """Input data is unusable: wrong width, NaN/inf, text in a number column, unreadable file."""
+
+
+class OptionError(InputError):
+    """A model or fit option has a bad value, or does not apply to the kind; ``option`` names the
+    config field so that a command line can name its own flag."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
 
 
 class BackendUnavailable(AeserveError):

