@@ -9,11 +9,12 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
 
 import aeserve
 from aeserve.tables import read_table
 from aeserve.train.demo import make_demo_data
+
+from conftest import run_cli
 
 VERBS = ["train", "export", "score", "encode", "decode", "reconstruct", "sample", "info", "demo"]
 

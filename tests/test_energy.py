@@ -52,9 +52,17 @@ def _np_forward(params, y_hat):
 
 
 def _energy(model, raw=RAW):
+    """(energy, C, R) from the energy graph, checking on the way that its per-feature
+    contributions sum to C."""
     with torch.no_grad():
-        total, cost, reg = graph_modules(model)["energy"](torch.from_numpy(raw))
+        total, cost, reg, contributions = graph_modules(model)["energy"](torch.from_numpy(raw))
+    np.testing.assert_allclose(contributions.sum(dim=1).numpy(), cost.numpy(), rtol=1e-6)
     return total.numpy(), cost.numpy(), reg.numpy()
+
+
+def _contributions(model, raw=RAW):
+    with torch.no_grad():
+        return graph_modules(model)["energy"](torch.from_numpy(raw))[-1].numpy()
 
 
 def test_ae_mse_energy_matches_hand_computation():
@@ -67,6 +75,7 @@ def test_ae_mse_energy_matches_hand_computation():
     np.testing.assert_allclose(got_cost, cost, rtol=1e-5)
     np.testing.assert_allclose(got_reg, reg, rtol=1e-5)
     np.testing.assert_allclose(total, cost + reg, rtol=1e-5)
+    np.testing.assert_allclose(_contributions(model), (y_hat - out) ** 2, rtol=1e-5)  # cᵢ = (yᵢ − ỹᵢ)²
 
 
 def test_bce_energy_is_the_seeds_cross_entropy():
@@ -80,6 +89,8 @@ def test_bce_energy_is_the_seeds_cross_entropy():
     _, got_cost, got_reg = _energy(model)
     np.testing.assert_allclose(got_cost, cost, rtol=1e-5)
     assert np.all(got_reg == 0)
+    per_feature = -(y_hat * np.log(y_tilde) + (1 - y_hat) * np.log(1 - y_tilde))
+    np.testing.assert_allclose(_contributions(model), per_feature, rtol=1e-5)
 
 
 def test_vae_energy_is_reconstruction_at_mu_plus_beta_kl():

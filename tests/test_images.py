@@ -7,7 +7,6 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 import torch
-from conftest import KINDS, run_cli
 
 import aeserve
 from aeserve.serve.images import load_images
@@ -16,6 +15,8 @@ from aeserve.train.config import ModelConfig
 from aeserve.train.fit import FitConfig
 from aeserve.train.pipeline import train_bundle
 from aeserve.train.registry import build_model
+
+from conftest import KINDS, run_cli
 
 Image = pytest.importorskip("PIL.Image")
 SHAPE = (1, 16, 16)

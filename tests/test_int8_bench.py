@@ -6,13 +6,14 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 import aeserve
 from aeserve.errors import BundleError, ExportError
 from aeserve.evaluation import auroc
 from aeserve.export.quantize import quantize_int8
 from aeserve.serve.bench import dense_flops_per_row
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from aeserve.errors import OptionError
+
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("src", "train", "export", "serve")

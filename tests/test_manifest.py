@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KINDS
 
 import aeserve
 from aeserve.bundle import Bundle
 from aeserve.errors import BundleError
 from aeserve.manifest import MIGRATIONS, SCHEMA_VERSION, Manifest
+
+from conftest import KINDS
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "bundle-v1-vae"
 

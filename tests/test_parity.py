@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import KINDS
 
 import aeserve
+
+from conftest import KINDS
 
 # Stated tolerance: |ort - torch| <= 1e-5 + 1e-4 * max|torch| (float32 accumulations differ).
 ATOL, RTOL = 1e-5, 1e-4

@@ -6,10 +6,11 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from aeserve.evaluation import auroc, average_precision, roc_curve
 from aeserve.tables import write_table
+
+from conftest import run_cli
 
 pytest.importorskip("matplotlib")
 PLOTS = ["latent", "energy", "roc", "reconstructions", "training"]

@@ -6,9 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
 
 import aeserve
+
+from conftest import run_cli
 
 pytest.importorskip("ray")
 

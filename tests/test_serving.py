@@ -94,7 +94,8 @@ def test_tritonclient_inference_matches_the_api(server, bundles, cancer, kind, b
 def test_metadata_encode_decode_sample(server, bundles, cancer):
     client = th.InferenceServerClient(server.url)
     meta = client.get_model_metadata("vae")
-    assert [o["name"] for o in meta["outputs"]] == ["energy", "reconstruction", "regulariser", "anomaly"]
+    assert [o["name"] for o in meta["outputs"]] == ["energy", "reconstruction", "regulariser", "anomaly",
+                                                    "contributions"]  # the last only when asked for
     assert meta["inputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 30]}]
     assert [o["name"] for o in client.get_model_metadata("vae-encode")["outputs"]] == ["mu", "logvar"]
     model = aeserve.load(bundles["vae"])
@@ -194,8 +195,9 @@ def _model_config_module():
 
 @pytest.mark.parametrize("kind", ["ae", "vae"])
 def test_triton_repository_configs_parse_and_match_the_graphs(bundles, tmp_path, kind):
-    from conftest import run_cli
     from google.protobuf import text_format
+
+    from conftest import run_cli
 
     result = run_cli("export", bundles[kind], "--format", "triton", "--out", tmp_path / "repo")
     assert result.returncode == 0, result.stderr

@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
 
 import aeserve
 from aeserve.errors import InputError
 from aeserve.serve.files import score_file
 from aeserve.serve.stream import expand_inputs
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import KINDS, run_cli
 from onnx import TensorProto, helper
 
 import aeserve
@@ -24,6 +23,8 @@ from aeserve.export.tensorrt_support import tensorrt_problems
 from aeserve.serve.backends import choose_backend
 from aeserve.serve.backends.tensorrt import find_plan_dir
 from aeserve.serve.gpu import GpuInfo, gpu_info
+
+from conftest import KINDS, run_cli
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import KINDS
 
 import aeserve
 from aeserve.evaluation import auroc
@@ -14,6 +13,8 @@ from aeserve.train.config import ModelConfig
 from aeserve.train.fit import FitConfig, fit, scoring_energies
 from aeserve.train.pipeline import train_bundle
 from aeserve.train.registry import build_model, list_kinds
+
+from conftest import KINDS
 
 
 def test_registry_matches_the_core_list_of_kinds():

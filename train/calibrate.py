@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from aeserve import thresholds
 from aeserve.errors import InputError
 from aeserve.manifest import LatentSampler, Threshold
 from aeserve.train.network import EnergyAutoencoder
@@ -16,7 +17,7 @@ def quantile_threshold(val_energies: np.ndarray, quantile: float) -> Threshold:
     """Threshold = the ``quantile`` of validation energies, with how it was obtained."""
     if not 0.0 < quantile < 1.0:
         raise InputError(f"quantile must be in (0, 1), got {quantile}")
-    value = float(np.quantile(val_energies.astype(np.float64), quantile))
+    value = thresholds.quantile_threshold(val_energies, 1.0 - quantile).value
     return Threshold(value=value, method="quantile", provenance={
         "quantile": quantile, "on": "validation", "rows": int(val_energies.shape[0]),
         "expected_false_positive_rate": round(1.0 - quantile, 6)})

@@ -1,6 +1,7 @@
 """The ``aeserve`` command line: the Typer app, the error wrapper and the entry point.
 
 One module per area registers its verbs on ``app``: :mod:`.train_cmds` (train, export),
+:mod:`.calibrate_cmds` (calibrate),
 :mod:`.file_cmds` (score, encode, decode, reconstruct, sample), :mod:`.serve_cmds` (serve),
 :mod:`.inspect_cmds` (info, plot, report, bench, demo); shared options and choices live
 in :mod:`.options`. Stage code is imported inside each verb, so ``aeserve --help`` and the
@@ -76,4 +77,4 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 # the verbs register themselves on ``app`` (in this order in --help)
-from aeserve.cli import train_cmds, file_cmds, serve_cmds, inspect_cmds  # noqa: E402,F401,I001
+from aeserve.cli import train_cmds, calibrate_cmds, file_cmds, serve_cmds, inspect_cmds  # noqa: E402,F401,I001

@@ -21,34 +21,35 @@ __all__ = [
     "Kind", "Cost", "Activation", "Arch", "EnergyMode", "Backend", "Device", "Precision", "OnError",
     "ExportFormat", "Engine", "PlotKind", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
     "DATA_HELP", "BACKEND_OPT", "BATCH_OPT", "DEVICE_OPT", "PRECISION_OPT", "QUIET_OPT", "JSON_OPT",
-    "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
+    "choices", "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
 ]
 
 
-def _choices(name: str, values, doc: str) -> type[Enum]:
+def choices(name: str, values, doc: str) -> type[Enum]:
+    """A str Enum of ``values`` for a Typer option."""
     choice = Enum(name, {v: v for v in values}, type=str)
     choice.__doc__ = doc
     return choice
 
 
 #: model kinds, from the manifest's list (the train registry holds the same names; a test checks)
-Kind = _choices("Kind", KNOWN_KINDS, "Model kind.")
-Cost = _choices("Cost", COST_NAMES, "Reconstruction cost C(y, ỹ).")
-Activation = _choices("Activation", ACTIVATION_NAMES, "Hidden-layer activation.")
-Arch = _choices("Arch", ARCHES, "Network shape: dense layers, or convolutions for images.")
+Kind = choices("Kind", KNOWN_KINDS, "Model kind.")
+Cost = choices("Cost", COST_NAMES, "Reconstruction cost C(y, ỹ).")
+Activation = choices("Activation", ACTIVATION_NAMES, "Hidden-layer activation.")
+Arch = choices("Arch", ARCHES, "Network shape: dense layers, or convolutions for images.")
 #: runtime backends, from the backend registry (auto first)
-Backend = _choices("Backend", ["auto", *list_backends()], "Runtime backend for the scoring verbs.")
+Backend = choices("Backend", ["auto", *list_backends()], "Runtime backend for the scoring verbs.")
 
 
-EnergyMode = _choices("EnergyMode", ("point", "free"),
+EnergyMode = choices("EnergyMode", ("point", "free"),
                       "What the score is: the energy at the inferred code, or a free energy over many codes.")
-Device = _choices("Device", ("auto", "cpu", "cuda"), "Where onnxruntime / torch run (TensorRT is always the GPU).")
-Precision = _choices("Precision", ("fp32", "int8"),
+Device = choices("Device", ("auto", "cpu", "cuda"), "Where onnxruntime / torch run (TensorRT is always the GPU).")
+Precision = choices("Precision", ("fp32", "int8"),
                      "Which graphs run: fp32, or the int8 ones `aeserve export --quantize int8` wrote.")
-OnError = _choices("OnError", ("fail", "skip"), "What to do with a bad row.")
-ExportFormat = _choices("ExportFormat", ("onnx", "tensorrt", "triton"), "What ``aeserve export`` writes.")
-Engine = _choices("Engine", ("local", "ray"), "Where ``score`` runs: this process, or a Ray cluster through Ray Data.")
-PlotKind = _choices("PlotKind", ("latent", "energy", "roc", "reconstructions", "training"),
+OnError = choices("OnError", ("fail", "skip"), "What to do with a bad row.")
+ExportFormat = choices("ExportFormat", ("onnx", "tensorrt", "triton"), "What ``aeserve export`` writes.")
+Engine = choices("Engine", ("local", "ray"), "Where ``score`` runs: this process, or a Ray cluster through Ray Data.")
+PlotKind = choices("PlotKind", ("latent", "energy", "roc", "reconstructions", "training"),
                     "Which picture ``aeserve plot`` draws.")
 
 
