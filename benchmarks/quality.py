@@ -272,7 +272,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-options", default="{}", help="JSON: ModelConfig overrides, e.g. '{\"latent\": 4}'")
     parser.add_argument("--fit-options", default="{}", help="JSON: FitConfig overrides")
     parser.add_argument("--train-options", default="{}", help="JSON: train_bundle overrides")
+    parser.add_argument("--report", type=Path, nargs="+", help="print the tables of saved --json records; run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        records = [r for path in args.report for r in json.loads(path.read_text())]
+        print_tables(records, list(dict.fromkeys(r["contender"] for r in records)),
+                     list(dict.fromkeys(r["setting"] for r in records)))
+        return
     for key in OVERRIDES:
         OVERRIDES[key] = json.loads(getattr(args, f"{key}_options"))
     if args.sets:
@@ -288,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     records = run_benchmark(sets, contenders, args.seeds, settings, log=lambda s: print(s, flush=True))
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
+    print_tables(records, contenders, settings)
+
+
+def print_tables(records: list[dict], contenders: list[str], settings: list[str]) -> None:
+    """AUROC and AUPR per setting, then the cost table."""
     for setting in settings:
         print()
         print(markdown(records, contenders, setting, "auroc"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from aeserve.atomic import default_mode
 from aeserve.bundle import WEIGHTS, Bundle
 from aeserve.errors import BundleError
 from aeserve.train.config import ModelConfig
@@ -19,6 +20,7 @@ def save_weights(model: EnergyAutoencoder, directory: Path) -> None:
     """Write the model's parameters and buffers as ``weights.safetensors`` (no pickle)."""
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(tensors, str(directory / WEIGHTS), metadata={"kind": model.kind})
+    (directory / WEIGHTS).chmod(default_mode())  # safetensors writes 0600, whatever the umask
 
 
 def load_model(bundle: Bundle) -> EnergyAutoencoder:
