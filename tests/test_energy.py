@@ -79,7 +79,7 @@ def test_ae_mse_energy_matches_hand_computation():
 
 
 def test_bce_energy_is_the_seeds_cross_entropy():
-    model, params = _tiny("ae", cost="bce")
+    model, params = _tiny("ae", cost="bce", sparsity=0.0)  # no regulariser: C alone
     model.shift.copy_(torch.tensor([-1.0, -3.0, 0.0]))
     model.scale.copy_(torch.tensor([5.0, 2.0, 3.0]))
     y_hat = np.clip((RAW - [-1.0, -3.0, 0.0]) / [5.0, 2.0, 3.0], 0.0, 1.0)

@@ -47,7 +47,7 @@ def train(
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
     cost: Cost = typer.Option(Cost.mse, help="Reconstruction cost C: mse = ‖y−ỹ‖² on standardised data, "
                                                 "bce = cross-entropy on data scaled to [0, 1]."),
-    sparsity: Optional[float] = typer.Option(None, help="ae/dae: weight of R(h) = ‖h‖₁ (default 0)."),
+    sparsity: Optional[float] = typer.Option(None, help="ae/dae: weight of R(h) = ‖h‖₁ (default 1; 0 turns it off)."),
     contraction: Optional[float] = typer.Option(None, help="cae: λ in R(h) = λ‖∂h/∂y‖²_F (default 0.01)."),
     beta: Optional[float] = typer.Option(None, help="vae: β in C + β·KL (default 1)."),
     noise: Optional[float] = typer.Option(None, help="dae: σ of the Gaussian corruption, standardised units (default 0.1)."),
