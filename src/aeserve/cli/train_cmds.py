@@ -26,12 +26,6 @@ from aeserve.errors import OptionError
 
 __all__ = ["train", "export"]
 
-#: the kinds' own options: None means "not given", so each kind keeps its default and a flag
-#: given to a kind that has no such option is refused
-_KIND_OPTIONS = ("sparsity", "contraction", "beta", "noise", "mask", "infer_steps", "infer_lr", "distance_weight",
-                 "latent_weight", "energy", "free_samples", "free_beta", "free_sigma")
-
-
 @app.command()
 @user_errors
 def train(
@@ -83,8 +77,13 @@ def train(
     for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
         if not 0.0 < value < 1.0:
             raise typer.BadParameter(f"must be between 0 and 1, got {value}", param_hint=flag)
-    given = {name: value for name, value in locals().items() if name in _KIND_OPTIONS and value is not None}
-    given = {name: getattr(value, "value", value) for name, value in given.items()}
+    # the kinds' own options: None is "not given", so each kind keeps its default, and a flag
+    # given to a kind that has no such option is refused (OptionError names it)
+    kind_options = {"sparsity": sparsity, "contraction": contraction, "beta": beta, "noise": noise, "mask": mask,
+                    "infer_steps": infer_steps, "infer_lr": infer_lr, "distance_weight": distance_weight,
+                    "latent_weight": latent_weight, "energy": energy.value if energy else None,
+                    "free_samples": free_samples, "free_beta": free_beta, "free_sigma": free_sigma}
+    given = {name: value for name, value in kind_options.items() if value is not None}
     config, fit_config, table = _configs(data, kind.value, arch=arch.value, hidden=hidden, latent=latent,
                                          activation=activation.value, cost=cost.value, conv_channels=conv_channels,
                                          image_size=image_size, columns=columns, drop=drop, options=given,
