@@ -34,7 +34,7 @@ def dense_flops_per_row(bundle: Bundle) -> float:
     sizes = [arch.n_features, *arch.hidden, arch.latent]
     layers = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
     extra_heads = (len(bundle.manifest.encoder_outputs) - 1) * 2 * sizes[-2] * sizes[-1]  # a VAE's logvar head
-    return float(2 * layers + extra_heads)  # encoder + mirrored decoder (+ further code heads)
+    return float(arch.members * (2 * layers + extra_heads))  # encoder + mirrored decoder (+ code heads), per member
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

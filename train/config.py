@@ -68,17 +68,19 @@ class ModelConfig:
     arch: str           # mlp | conv (images: rows are flattened (C, H, W) pixels)
     image_shape: tuple[int, ...]  # conv: (C, H, W)
     channels: tuple[int, ...]     # conv: channels of the stride-2 3x3 convolutions
+    members: int        # ensemble: members whose energies are averaged (1: a single model)
     options: KindOptions
 
     def __init__(self, *, kind: str, n_features: int, hidden=(256, 64), latent: int = 8, activation: str = "relu",
-                 cost: str = "mse", arch: str = "mlp", image_shape=(), channels=(16, 32), **options: Any):
+                 cost: str = "mse", arch: str = "mlp", image_shape=(), channels=(16, 32), members: int = 1,
+                 **options: Any):
         from aeserve.train.registry import get_kind
 
         self.kind, self.n_features, self.latent = kind, int(n_features), int(latent)
         self.hidden = tuple(int(h) for h in hidden)
         self.image_shape = tuple(int(v) for v in image_shape)
         self.channels = tuple(int(v) for v in channels)
-        self.activation, self.cost, self.arch = activation, cost, arch
+        self.activation, self.cost, self.arch, self.members = activation, cost, arch, int(members)
         self._validate()
         self.options = get_kind(kind).options_type.create(kind, options)
 
@@ -87,6 +89,8 @@ class ModelConfig:
                                        ("cost", self.cost, COST_NAMES)):
             if value not in choices:
                 raise OptionError(option, f"unknown {option} {value!r}; choose from {', '.join(choices)}")
+        if self.members < 1:
+            raise OptionError("members", f"members must be >= 1, got {self.members}")
         if self.latent < 1 or any(h < 1 for h in self.hidden):
             raise OptionError("hidden", f"layer sizes must be positive (hidden={self.hidden}, latent={self.latent})")
         if self.arch == "conv":

@@ -86,6 +86,11 @@ class EnergyAutoencoder(nn.Module):
         """Model space -> raw units."""
         return y_hat * self.scale + self.shift
 
+    def set_preprocessing(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        """Set ŷ = (y − shift) / scale from training statistics, before fitting."""
+        self.shift.copy_(shift)
+        self.scale.copy_(scale)
+
     # -- encoder / decoder -------------------------------------------------------------
     def features_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The convolutional stack's flattened output and its pre-activations (mlp: y itself)."""

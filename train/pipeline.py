@@ -70,8 +70,7 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
 
     torch.manual_seed(fit_config.seed)
     model = build_model(config)
-    model.shift.copy_(torch.tensor(prep.shift))
-    model.scale.copy_(torch.tensor(prep.scale))
+    model.set_preprocessing(torch.tensor(prep.shift), torch.tensor(prep.scale))
     with torch.no_grad():
         raw = torch.from_numpy(values)
         y_hat = model.preprocess(raw)  # (rows, features)

@@ -55,5 +55,11 @@ def all_option_names() -> set[str]:
 
 
 def build_model(config: "ModelConfig") -> "EnergyAutoencoder":
-    """Instantiate the model for ``config.kind``."""
-    return get_kind(config.kind)(config)
+    """Instantiate the model for ``config.kind``: one, or an ensemble of ``config.members``
+    (each initialised from the next draws of torch's random generator)."""
+    kind = get_kind(config.kind)
+    if config.members == 1:
+        return kind(config)
+    from aeserve.train.ensemble import Ensemble
+
+    return Ensemble(config, [kind(config) for _ in range(config.members)])

@@ -135,6 +135,7 @@ class Architecture:
     arch: str = "mlp"
     image_shape: tuple[int, ...] = ()
     channels: tuple[int, ...] = ()
+    members: int = 1  # an ensemble's members (their energies averaged in one graph)
     options: dict[str, Any] = _extra()
 
     @classmethod

@@ -70,7 +70,7 @@ QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summar
 JSON_OPT = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
 
 #: config fields whose flag is not simply --field-name
-_FLAGS = {"channels": "--conv-channels"}
+_FLAGS = {"channels": "--conv-channels", "members": "--ensemble"}
 
 
 def flag_for(option: str) -> str:

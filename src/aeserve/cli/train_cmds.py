@@ -38,6 +38,8 @@ def train(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory (default: models/DATA-KIND, from the data file name and kind)."),
     hidden: str = typer.Option("256,64", help="Hidden layer widths of the encoder (decoder mirrors them)."),
     latent: int = typer.Option(8, help="Size of the code z."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Members whose energies are averaged in one energy graph "
+                                 "(each from its own initial weights); codes come from the first."),
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
     cost: Cost = typer.Option(Cost.mse, help="Reconstruction cost C: mse = ‖y−ỹ‖² on standardised data, "
                                                 "bce = cross-entropy on data scaled to [0, 1]."),
@@ -85,6 +87,7 @@ def train(
                     "free_samples": free_samples, "free_beta": free_beta, "free_sigma": free_sigma}
     given = {name: value for name, value in kind_options.items() if value is not None}
     config, fit_config, table = _configs(data, kind.value, arch=arch.value, hidden=hidden, latent=latent,
+                                         members=ensemble,
                                          activation=activation.value, cost=cost.value, conv_channels=conv_channels,
                                          image_size=image_size, columns=columns, drop=drop, options=given,
                                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
@@ -102,8 +105,8 @@ def train(
                   + ("" if no_export else "; ONNX graphs exported and checked"))
 
 
-def _configs(data, kind, *, arch, hidden, latent, activation, cost, conv_channels, image_size, columns, drop,
-             options, **fit):
+def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size, columns,
+             drop, options, **fit):
     """(ModelConfig, FitConfig, table) from the flags; an OptionError becomes a BadParameter naming the flag."""
     from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
@@ -118,7 +121,7 @@ def _configs(data, kind, *, arch, hidden, latent, activation, cost, conv_channel
         config = ModelConfig(kind=kind, n_features=table.values.shape[1], arch=arch,
                              image_shape=image_shape if arch == "conv" else (),
                              channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
-                             latent=latent, activation=activation, cost=cost, **options)
+                             latent=latent, members=members, activation=activation, cost=cost, **options)
     except OptionError as exc:
         raise typer.BadParameter(str(exc), param_hint=flag_for(exc.option)) from None
     return config, FitConfig(**fit), table
