@@ -24,7 +24,7 @@ class Split:
 def split_rows(n_rows: int, val_fraction: float, seed: int) -> Split:
     """Shuffle rows with ``seed`` and hold out ``val_fraction`` of them (at least 1 each)."""
     if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_val = max(1, int(round(n_rows * val_fraction)))
     if n_rows - n_val < 2:
         raise InputError(f"need at least 3 rows to train with a validation split, got {n_rows}")

@@ -41,7 +41,7 @@ def replace_directory(built: Path, target: Path, force: bool) -> None:
     if target.exists():
         if not force:
             shutil.rmtree(built, ignore_errors=True)
-            raise InputError(f"{target}: already exists; pass --force to replace it")
+            raise InputError(f"{target}: already exists; replace it with force=True")
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
@@ -62,6 +62,8 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     failed or interrupted run never leaves a half-written bundle.
     """
     out = Path(out)
+    if out.exists() and not force:  # before training, not after it
+        raise InputError(f"{out}: already exists; replace it with force=True")
     values = table.values  # (rows, features) raw float32
     if config.n_features != values.shape[1]:
         raise InputError(f"config expects {config.n_features} features, data has {values.shape[1]}")

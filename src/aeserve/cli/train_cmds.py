@@ -79,6 +79,9 @@ def train(
     for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
         if not 0.0 < value < 1.0:
             raise typer.BadParameter(f"must be between 0 and 1, got {value}", param_hint=flag)
+    target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
+    if target.exists() and not force:
+        raise typer.BadParameter(f"{target} already exists; pass --force to replace it", param_hint="--out")
     # the kinds' own options: None is "not given", so each kind keeps its default, and a flag
     # given to a kind that has no such option is refused (OptionError names it)
     kind_options = {"sparsity": sparsity, "contraction": contraction, "beta": beta, "noise": noise, "mask": mask,
@@ -91,7 +94,6 @@ def train(
                                          activation=activation.value, cost=cost.value, conv_channels=conv_channels,
                                          image_size=image_size, columns=columns, drop=drop, options=given,
                                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
-    target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
     if not quiet:
         err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
                   f"{table.values.shape[1]} features")
