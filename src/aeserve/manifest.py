@@ -39,6 +39,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "KNOWN_KINDS",
     "CONTRIBUTIONS",
+    "THRESHOLD_METHODS",
     "MIGRATIONS",
     "ImageSpec",
     "InputSpec",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
+#: how a threshold can be calibrated (aeserve.thresholds implements each)
+THRESHOLD_METHODS = ("quantile", "f1", "pot")
 #: the energy graph's per-feature output: C's terms, (batch, features), summing to its first term
 CONTRIBUTIONS = "contributions"
 #: model kinds this version reads; aeserve.train's registry holds exactly these (a test checks)

@@ -20,11 +20,11 @@ import math
 import numpy as np
 
 from aeserve.errors import InputError
-from aeserve.manifest import Threshold
+from aeserve.manifest import THRESHOLD_METHODS, Threshold
 
 __all__ = ["METHODS", "quantile_threshold", "f1_threshold", "pot_threshold", "fit_gpd", "rates"]
 
-METHODS = ("quantile", "f1", "pot")
+METHODS = THRESHOLD_METHODS
 
 
 def _finite_energies(energies: np.ndarray) -> np.ndarray:

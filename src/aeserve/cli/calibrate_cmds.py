@@ -10,11 +10,11 @@ from rich.markup import escape
 
 from aeserve.cli import app, err, user_errors
 from aeserve.cli.options import BACKEND_OPT, BUNDLE_ARG, Backend, choices
-from aeserve.thresholds import METHODS
+from aeserve.manifest import THRESHOLD_METHODS
 
 __all__ = ["calibrate"]
 
-Method = choices("Method", METHODS, "How the threshold is chosen.")
+Method = choices("Method", THRESHOLD_METHODS, "How the threshold is chosen.")
 
 
 @app.command()
