@@ -29,10 +29,11 @@ def calibrate_bundle(path: str | os.PathLike, data: str | os.PathLike, *, method
     if method == "f1" and labels is None:
         raise InputError("the f1 method needs labels: name the 0/1 column (1 = anomaly)")
     model = load(path, backend=backend)
-    rows = read_table(data, expect=model.features).values
-    truth = None
+    table = read_table(data, expect=model.features) if labels is None else \
+        read_table(data, columns=[*model.features, labels])  # one read: the features, then the labels
+    rows, truth = table.values[:, :len(model.features)], None
     if labels is not None:
-        truth = read_table(data, columns=[labels]).values[:, 0]
+        truth = table.values[:, -1]
         bad = ~np.isin(truth, (0, 1))
         if bad.any():
             raise InputError(f"{data}: row {int(np.argmax(bad)) + 1}, column {labels!r}: expected 0 (normal) or "

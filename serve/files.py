@@ -14,6 +14,7 @@ import numpy as np
 
 from aeserve.bundle import code_columns
 from aeserve.errors import InputError
+from aeserve.manifest import CONTRIBUTIONS
 from aeserve.serve.model import Model
 from aeserve.serve.stream import StreamSummary, stream_verb
 from aeserve.tables import check_output_path, write_table
@@ -51,15 +52,12 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
     anomalies = [0]
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
-        if not explain:
-            scores = model.score(rows, limit)
-        else:
-            result = model.explain(rows, explain)
-            scores = {name: result[name] for name in ("energy", *model.terms)}
-            scores["anomaly"] = (scores["energy"] > limit).astype(np.uint8)
-            for i in range(result["top_features"].shape[1]):
-                scores[f"feature_{i + 1}"] = result["top_features"][:, i]
-                scores[f"share_{i + 1}"] = result["top_shares"][:, i]
+        scores = model.score(rows, limit, explain=bool(explain), k=explain or None)
+        if explain:  # the top K as columns; the whole (rows, features) map stays out of the file
+            del scores[CONTRIBUTIONS]
+            top, shares = scores.pop("top_features"), scores.pop("top_shares")
+            for i in range(top.shape[1]):
+                scores[f"feature_{i + 1}"], scores[f"share_{i + 1}"] = top[:, i], shares[:, i]
         anomalies[0] += int(scores["anomaly"].sum())
         return scores
 

@@ -106,9 +106,7 @@ def endpoints_for(name: str, model: Model) -> list[Endpoint]:
         return model.score(inputs["y"])
 
     def explain(inputs):
-        result = model.explain(inputs["y"])
-        result["anomaly"] = (result["energy"] > model.threshold).astype(np.uint8)
-        return result
+        return model.score(inputs["y"], explain=True)
 
     explains = CONTRIBUTIONS in model.bundle.graph("energy").outputs
 

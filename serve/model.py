@@ -149,9 +149,11 @@ class Model:
             result["top_shares"] = (np.take_along_axis(contributions, top, axis=1) / total).astype(np.float32)
         return result
 
-    def score(self, rows, threshold: float | None = None) -> dict[str, np.ndarray]:
-        """``energy`` plus ``anomaly`` (uint8: 1 where energy > threshold; manifest's by default)."""
-        result = self.energy(rows)
+    def score(self, rows, threshold: float | None = None, *, explain: bool = False,
+              k: int | None = None) -> dict[str, np.ndarray]:
+        """``energy`` plus ``anomaly`` (uint8: 1 where energy > threshold; manifest's by default);
+        with ``explain``, also what ``explain(rows, k)`` adds (contributions, top k features)."""
+        result = self.explain(rows, k) if explain else self.energy(rows)
         limit = self.threshold if threshold is None else float(threshold)
         result["anomaly"] = (result["energy"] > limit).astype(np.uint8)
         return result

@@ -71,3 +71,14 @@ def test_library_option_errors_name_the_field_and_the_cli_names_the_flag(tmp_pat
     assert not (tmp_path / "m").exists()
     result = run_cli("train", data, "--quantile", "1.5", "--out", tmp_path / "m")
     assert result.returncode == 2 and "--quantile" in result.stderr and "training" not in result.stderr
+
+
+def test_the_manifest_architecture_types_every_field_the_model_config_shares():
+    """The core reads architectures without torch through its own record; it must name every field
+    that train's ModelConfig shares across kinds (the kinds' own options travel in its extra dict)."""
+    import dataclasses
+
+    from aeserve.manifest import Architecture
+    from aeserve.train.config import ModelConfig
+
+    assert {f.name for f in dataclasses.fields(ModelConfig)} == {f.name for f in dataclasses.fields(Architecture)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from aeserve.errors import BundleError, OptionError
 
@@ -26,8 +26,6 @@ ARCHES = ("mlp", "conv")
 @dataclass(frozen=True)
 class KindOptions:
     """A kind's own options (subclassed next to each kind); this base has none."""
-
-    kind: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -48,11 +46,6 @@ class KindOptions:
                 owned = ", ".join(cls.names()) or "none"
                 raise OptionError(name, f"option {name!r} does not apply to kind {kind!r} (its options: {owned})")
         return cls(**values)
-
-
-def _positive(option: str, value: float, allow_zero: bool = True) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise OptionError(option, f"{option} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 @dataclass(init=False)
