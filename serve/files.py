@@ -19,7 +19,8 @@ from aeserve.serve.model import Model
 from aeserve.serve.stream import StreamSummary, stream_verb
 from aeserve.tables import check_output_path, write_table
 
-__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "save_reconstructions"]
+__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "save_reconstructions",
+           "encode_columns"]
 
 Progress = Callable[[int, int, int], None]  # (bytes done, bytes total, rows written)
 
@@ -28,11 +29,12 @@ def _columns(names: list[str], array: np.ndarray) -> dict[str, np.ndarray]:
     return {name: array[:, i] for i, name in enumerate(names)}
 
 
-def _run(model: Model, sources, out, *, expect: list[str], fn, progress, id_column, on_error) -> StreamSummary:
+def _run(model: Model, sources, out, *, expect: list[str], fn, progress, id_column, on_error,
+         npy_layout: list[str] | None = None) -> StreamSummary:
     image = model.bundle.manifest.input.image
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
                           batch_rows=model.batch_size, image_shape=image.shape if image else None,
-                          progress=progress)
+                          npy_layout=npy_layout, progress=progress)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
 
@@ -70,13 +72,12 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
 def encode_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,
                 on_error: str = "fail") -> StreamSummary:
     """Codes z0..z{k-1} per row (the encoder's first output: z, or a VAE's μ), then its other
-    outputs as NAME0..NAME{k-1} (a VAE's logvar0..)."""
-    prefixes = ["z", *model.encoder_outputs[1:]]
+    outputs as NAME0..NAME{k-1} (a VAE's logvar0..). In a .npy the same columns, in the same
+    order, without names: ``decode_file`` reads z0.. of either."""
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
         outputs = model.encode_all(rows).values()
-        return {name: column for prefix, array in zip(prefixes, outputs)
-                for name, column in _columns(code_columns(model.latent_size, prefix), array).items()}
+        return dict(zip(encode_columns(model), (column for array in outputs for column in array.T)))
 
     return _run(model, sources, out, expect=model.features, fn=fn, progress=progress, id_column=id_column,
                 on_error=on_error)
@@ -84,10 +85,18 @@ def encode_file(model: Model, sources, out, *, progress: Progress | None = None,
 
 def decode_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,
                 on_error: str = "fail") -> StreamSummary:
-    """Rows in raw units, one per code row; columns named like the training features."""
+    """Rows in raw units, one per code row; columns named like the training features. Reads the
+    code z0..z{k-1} by name from .csv/.parquet; from a .npy either exactly k columns, or a file
+    as wide as ``encode_file`` writes (z0.. first, then e.g. a VAE's logvar0..: μ is decoded)."""
     return _run(model, sources, out, expect=model.code_names,
                 fn=lambda z: _columns(model.features, model.decode(z)),
-                progress=progress, id_column=id_column, on_error=on_error)
+                progress=progress, id_column=id_column, on_error=on_error, npy_layout=encode_columns(model))
+
+
+def encode_columns(model: Model) -> list[str]:
+    """The columns ``encode_file`` writes: z0..z{k-1}, then NAME0.. for each other encoder output."""
+    prefixes = ["z", *model.encoder_outputs[1:]]
+    return [name for prefix in prefixes for name in code_columns(model.latent_size, prefix)]
 
 
 def reconstruct_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,

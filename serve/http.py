@@ -9,14 +9,25 @@ Each bundle ``NAME`` is served as four models:
 - ``NAME-sample``  n (INT64 [1]), optional seed (INT64 [1]) -> y (FP32 [n, features])
 
 Batched models go through a dynamic batcher. Errors follow the protocol: a JSON body
-``{"error": "..."}`` with 400 (bad request), 404 (unknown model), 413 (body too large) or
-503 (queue full).
+``{"error": "..."}`` with 400 (bad request), 401 (missing or wrong bearer token), 404
+(unknown model or route), 405 (wrong method), 413 (body too large) or 503 (queue full, or
+too many request bytes in flight). No response carries a stack trace or a file-system path;
+an unexpected failure is a 500 ``{"error"}`` whose details go to the server log only.
+
+Limits: a request body above ``max_body_mb`` is refused from its Content-Length before it is
+read; the bodies being read or decoded at once hold at most ``max_inflight_mb`` (more get 503
+at once), so memory stays bounded however many clients send; rows waiting for the batcher
+are bounded by ``max_queue_rows``. ``/openapi.json`` describes the routes (KServe v2 REST).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import logging
+import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,18 +36,24 @@ from typing import Callable
 import numpy as np
 
 import aeserve
+from aeserve.errors import InputError
 from aeserve.manifest import CONTRIBUTIONS
 from aeserve.serve.batching import Batcher, QueueFull
 from aeserve.serve.metrics import Metrics
 from aeserve.serve.model import Model
 
-__all__ = ["ServerConfig", "Endpoint", "endpoints_for", "create_app", "DATATYPES"]
+__all__ = ["ServerConfig", "Endpoint", "endpoints_for", "create_app", "decode_request", "RequestError", "DATATYPES",
+           "OPEN_PATHS"]
+
+log = logging.getLogger("aeserve.serve")
 
 DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
              "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
              "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 _NAMES = {np.dtype(v): k for k, v in DATATYPES.items()}
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: routes that answer without a bearer token (liveness/readiness probes)
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 
 
 class RequestError(Exception):
@@ -56,6 +73,21 @@ class ServerConfig:
     max_queue_rows: int = 65536    # rows that may wait before 503
     max_body_mb: float = 64.0      # larger request bodies get 413
     workers: int = 1               # threads running backend calls
+    max_inflight_mb: float = 256.0  # request bytes being read or decoded at once; more get 503
+    token: str | None = field(default=None, repr=False)  # bearer token every route but OPEN_PATHS needs
+
+    def __post_init__(self) -> None:
+        """Refuse limits out of range (NaN included) before a server starts."""
+        checks = {"max_batch": self.max_batch >= 0, "max_delay_ms": self.max_delay_ms >= 0,
+                  "max_queue_rows": self.max_queue_rows >= 1, "max_body_mb": self.max_body_mb > 0,
+                  "workers": self.workers >= 1, "max_inflight_mb": self.max_inflight_mb >= self.max_body_mb}
+        for name, ok in checks.items():
+            if not ok:
+                need = {"max_inflight_mb": f">= max_body_mb ({self.max_body_mb:g})", "max_body_mb": "> 0",
+                        "max_queue_rows": ">= 1", "workers": ">= 1"}.get(name, ">= 0")
+                raise InputError(f"{name} must be {need}, got {getattr(self, name)}")
+        if self.token is not None and not self.token:
+            raise InputError("the bearer token is empty")
 
 
 @dataclass
@@ -93,11 +125,13 @@ class Endpoint:
     def wants_optional(self, request: dict) -> bool:
         """Whether the request names one of the optional outputs."""
         names = {t.name for t in self.optional}
-        return any(isinstance(item, dict) and item.get("name") in names for item in request.get("outputs") or [])
+        return any(isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"] in names
+                   for item in request.get("outputs") or [])
 
 
-def endpoints_for(name: str, model: Model) -> list[Endpoint]:
-    """The score/encode/decode/sample models of one bundle."""
+def endpoints_for(name: str, model: Model, max_sample_rows: int = 65536) -> list[Endpoint]:
+    """The score/encode/decode/sample models of one bundle (``NAME-sample`` answers at most
+    ``max_sample_rows`` rows per request)."""
     d, k = len(model.features), model.latent_size
     terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
     encode_outputs = list(model.encoder_outputs)
@@ -118,8 +152,8 @@ def endpoints_for(name: str, model: Model) -> list[Endpoint]:
 
     def sample(inputs):
         n = int(inputs["n"].reshape(-1)[0])
-        if not 1 <= n <= 1_000_000:
-            raise RequestError(f"n must be in 1..1000000, got {n}")
+        if not 1 <= n <= max_sample_rows:
+            raise RequestError(f"n must be in 1..{max_sample_rows}, got {n}")
         seed = int(inputs["seed"].reshape(-1)[0]) if "seed" in inputs else 0
         return {"y": model.sample(n, seed)}
 
@@ -137,13 +171,16 @@ def endpoints_for(name: str, model: Model) -> list[Endpoint]:
 
 # -- protocol encoding ---------------------------------------------------------------------
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is not None:
-        try:
-            size = int(header_length)
-        except ValueError:
-            raise RequestError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
-        if not 0 <= size <= len(body):
+        if not header_length.strip().isdigit():
+            raise RequestError(f"{HEADER_LENGTH} must be a non-negative integer, got {header_length[:40]!r}")
+        size = int(header_length)
+        if size > len(body):
             raise RequestError(f"{HEADER_LENGTH} {size} exceeds the body's {len(body)} bytes")
         head, binary = body[:size], body[size:]
     else:
@@ -152,45 +189,68 @@ def _parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]
         request = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("request JSON is nested too deeply") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError("request must be a JSON object with an 'inputs' list")
+    for key in ("parameters",):
+        if not isinstance(request.get(key) or {}, dict):
+            raise RequestError(f"request '{key}' must be a JSON object")
+    if not isinstance(request.get("outputs") or [], list):
+        raise RequestError("request 'outputs' must be a list")
     return request, binary
+
+
+def _decode_tensor(tensor, specs: dict, endpoint: Endpoint, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    """One request input -> (name, array, new offset into ``binary``); RequestError if it is not
+    what ``specs`` says."""
+    if not isinstance(tensor, dict):
+        raise RequestError("each input must be a JSON object")
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    spec = specs.get(name) if isinstance(name, str) else None
+    if spec is None:
+        shown = repr(name)[:60]
+        raise RequestError(f"model {endpoint.name!r} has no input {shown}; inputs: {', '.join(specs)}")
+    if datatype != spec.datatype:
+        raise RequestError(f"input {name!r}: datatype {str(datatype)[:20]!r}, expected {spec.datatype}")
+    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+    if len(shape) != len(spec.shape) or any(e not in (-1, s) for e, s in zip(spec.shape, shape)):
+        raise RequestError(f"input {name!r}: shape {str(shape)[:80]}, expected {spec.shape} (-1 = any)")
+    if shape and shape[0] == 0:
+        raise RequestError(f"input {name!r}: shape {shape} holds no row")
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise RequestError(f"input {name!r}: 'parameters' must be a JSON object")
+    dtype = np.dtype(DATATYPES[datatype])
+    count = math.prod(shape)  # exact: a huge shape is a big int, never a wrapped int64
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not _is_count(size) or size != count * dtype.itemsize or offset + size > len(binary):
+            raise RequestError(f"input {name!r}: binary_data_size {str(size)[:30]} does not match shape {shape} "
+                               f"of {datatype} or the {len(binary) - offset} bytes left in the body")
+        array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
+        return name, array, offset + size
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise RequestError(f"input {name!r}: needs 'data' (a list) or parameters.binary_data_size")
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"input {name!r}: 'data' does not hold {datatype} values") from None
+    if array.size != count:
+        raise RequestError(f"input {name!r}: {array.size} values for shape {shape}")
+    return name, array.reshape(shape), offset
 
 
 def _decode_inputs(request: dict, binary: bytes, endpoint: Endpoint) -> dict[str, np.ndarray]:
     specs = {t.name: t for t in endpoint.inputs}
     arrays, offset = {}, 0
     for tensor in request["inputs"]:
-        if not isinstance(tensor, dict):
-            raise RequestError("each input must be a JSON object")
-        name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-        spec = specs.get(name)
-        if spec is None:
-            raise RequestError(f"model {endpoint.name!r} has no input {name!r}; inputs: {', '.join(specs)}")
-        if datatype != spec.datatype:
-            raise RequestError(f"input {name!r}: datatype {datatype!r}, expected {spec.datatype}")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
-        if len(shape) != len(spec.shape) or any(e not in (-1, s) for e, s in zip(spec.shape, shape)):
-            raise RequestError(f"input {name!r}: shape {shape}, expected {spec.shape} (-1 = any)")
-        dtype = np.dtype(DATATYPES[datatype])
-        count = int(np.prod(shape))
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            if size != count * dtype.itemsize or offset + size > len(binary):
-                raise RequestError(f"input {name!r}: binary_data_size {size} does not match shape {shape} "
-                                   f"of {datatype} or the bytes sent")
-            array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
-            offset += size
-        else:
-            try:
-                array = np.asarray(tensor.get("data"), dtype=dtype)
-            except (TypeError, ValueError):
-                raise RequestError(f"input {name!r}: 'data' does not hold {datatype} values") from None
-            if array.size != count:
-                raise RequestError(f"input {name!r}: {array.size} values for shape {shape}")
-            array = array.reshape(shape)
-        if dtype.kind == "f" and not np.isfinite(array).all():
+        name, array, offset = _decode_tensor(tensor, specs, endpoint, binary, offset)
+        if name in arrays:
+            raise RequestError(f"input {name!r} is given twice")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
             row = int(np.argwhere(~np.isfinite(array))[0][0])
             raise RequestError(f"input {name!r}: row {row + 1} holds NaN or inf")
         arrays[name] = array
@@ -200,18 +260,29 @@ def _decode_inputs(request: dict, binary: bytes, endpoint: Endpoint) -> dict[str
     return arrays
 
 
+def decode_request(body: bytes, header_length: str | None, endpoint: Endpoint) -> tuple[dict, dict[str, np.ndarray]]:
+    """A KServe v2 request body (JSON, or JSON header + binary tensors when ``header_length``
+    is the Inference-Header-Content-Length) -> (the JSON request, the input arrays by name).
+    Anything malformed is a RequestError (400) saying what; nothing else is raised."""
+    request, binary = _parse_request(body, header_length)
+    return request, _decode_inputs(request, binary, endpoint)
+
+
 def _encode_outputs(request: dict, outputs: dict[str, np.ndarray], endpoint: Endpoint) -> tuple[dict, bytes]:
     all_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
     wanted = request.get("outputs") or [{"name": t.name} for t in endpoint.outputs]
-    known = {t.name for t in [*endpoint.outputs, *endpoint.optional]}
+    known = [t.name for t in [*endpoint.outputs, *endpoint.optional]]
     entries, chunks = [], []
     for item in wanted:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in known:
-            raise RequestError(f"model {endpoint.name!r} has no output {name!r}; outputs: {', '.join(known)}")
+        if not isinstance(name, str) or name not in known:
+            raise RequestError(f"model {endpoint.name!r} has no output {repr(name)[:60]}; outputs: {', '.join(known)}")
+        parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise RequestError(f"output {name!r}: 'parameters' must be a JSON object")
         array = np.ascontiguousarray(outputs[name])
         entry = {"name": name, "datatype": _NAMES[array.dtype], "shape": list(array.shape)}
-        if (item.get("parameters") or {}).get("binary_data", all_binary):
+        if parameters.get("binary_data", all_binary):
             raw = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
@@ -230,17 +301,47 @@ def _encode_outputs(request: dict, outputs: dict[str, np.ndarray], endpoint: End
 
 # -- the application -----------------------------------------------------------------------
 
+_PATHS = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def _public(message: str) -> str:
+    """An error message fit for a client: file-system paths replaced by '<path>'."""
+    return _PATHS.sub("<path>", message)
+
+
+class _Inflight:
+    """Request body bytes being read or decoded, bounded by ``limit`` (event-loop only, no lock)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
 def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
     """A Starlette app serving ``models`` (bundle name -> runtime Model)."""
     from starlette.applications import Starlette
-    from starlette.requests import Request
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
+    from aeserve.serve.openapi import openapi_document
+
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="aeserve-infer")
-    endpoints = {e.name: e for name, model in models.items() for e in endpoints_for(name, model)}
+    endpoints = {e.name: e for name, model in models.items()
+                 for e in endpoints_for(name, model, max_sample_rows=config.max_queue_rows)}
     state = {"ready": False}
+    inflight = _Inflight(int(config.max_inflight_mb * (1 << 20)))
+    document = openapi_document(sorted(endpoints), aeserve.__version__)
 
     async def startup() -> None:
         for endpoint in endpoints.values():
@@ -259,14 +360,14 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
                 await endpoint.batcher.stop()
         executor.shutdown(wait=True)
 
-    def error(message: str, status: int) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(message: str, status: int, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": _public(message)}, status_code=status, headers=headers)
 
     def endpoint_or_404(request: Request) -> Endpoint:
         name = request.path_params["name"]
         version = request.path_params.get("version")
         if name not in endpoints or version not in (None, "", "1"):
-            raise RequestError(f"unknown model {name!r}" + (f" version {version!r}" if version else "")
+            raise RequestError(f"unknown model {name[:80]!r}" + (f" version {version[:20]!r}" if version else "")
                                + f"; served: {', '.join(sorted(endpoints))}", 404)
         return endpoints[name]
 
@@ -296,12 +397,11 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
-        name, status = request.path_params["name"], 200
+        name, status, held = request.path_params["name"], 200, [0]
         try:
             endpoint = endpoint_or_404(request)
-            body = await _read_body(request, config.max_body_mb)
-            payload, binary = _parse_request(body, request.headers.get(HEADER_LENGTH))
-            inputs = _decode_inputs(payload, binary, endpoint)
+            body = await _read_body(request, config.max_body_mb, inflight, held)
+            payload, inputs = decode_request(body, request.headers.get(HEADER_LENGTH), endpoint)
             if endpoint.wants_optional(payload):
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(executor, endpoint.run_optional, inputs)
@@ -311,6 +411,7 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(executor, endpoint.run, inputs)
                 metrics.observe("aeserve_batch_rows", len(next(iter(outputs.values()))), model=name)
+            del body, inputs
             rows = len(next(iter(outputs.values())))
             response, raw = _encode_outputs(payload, outputs, endpoint)
             metrics.inc("aeserve_rows_total", rows, model=name)
@@ -328,12 +429,33 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
         except aeserve.AeserveError as exc:
             status = 400
             return error(str(exc), status)
+        except ClientDisconnect:
+            status = 499  # the client left mid-body: nobody to answer
+            return Response(status_code=400)
+        except Exception:  # a bug: logged with its traceback, answered without it
+            status = 500
+            log.exception("infer %s failed", name[:80])
+            return error("internal error; the server log has the details", 500)
         finally:
-            metrics.inc("aeserve_requests_total", model=name, status=str(status))
-            metrics.observe("aeserve_request_latency_seconds", time.perf_counter() - started, model=name)
+            inflight.give(held[0])
+            metrics.inc("aeserve_requests_total", model=name if name in endpoints else "(unknown)", status=str(status))
+            metrics.observe("aeserve_request_latency_seconds", time.perf_counter() - started,
+                            model=name if name in endpoints else "(unknown)")
 
     async def metrics_page(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        reason = {404: "no such route; see /openapi.json", 405: "method not allowed on this route"}
+        return error(reason.get(exc.status_code, str(exc.detail)), exc.status_code,
+                     headers=getattr(exc, "headers", None))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path[:80], exc_info=exc)
+        return error("internal error; the server log has the details", 500)
 
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
@@ -344,6 +466,7 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/metrics", metrics_page),
+        Route("/openapi.json", openapi),
     ]
     from contextlib import asynccontextmanager
 
@@ -353,20 +476,55 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
         yield
         await shutdown()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.metrics = metrics
+    if config.token is not None:
+        return BearerAuth(app, config.token)
     return app
 
 
-async def _read_body(request, max_body_mb: float) -> bytes:
+class BearerAuth:
+    """ASGI middleware: every HTTP route but ``OPEN_PATHS`` needs ``Authorization: Bearer TOKEN``;
+    the token is compared in constant time; a miss is 401 ``{"error"}`` before the body is read."""
+
+    def __init__(self, app, token: str):
+        self.app, self._token = app, token.encode()
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)):
+                body = json.dumps({"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+async def _read_body(request, max_body_mb: float, inflight: _Inflight, held: list[int]) -> bytes:
+    """The body, refused with 413 above ``max_body_mb`` (from Content-Length, before reading) and
+    503 when the bytes in flight would pass their limit; ``held[0]`` counts what this request holds."""
     limit = int(max_body_mb * (1 << 20))
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(f"request body of {int(declared)} bytes exceeds --max-body-mb {max_body_mb:g}", 413)
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise RequestError(f"request body of {int(declared)} bytes exceeds --max-body-mb {max_body_mb:g}", 413)
+        if not inflight.take(int(declared)):
+            raise RequestError(f"server busy: {inflight.held} request bytes in flight; retry later", 503)
+        held[0] = int(declared)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise RequestError(f"request body exceeds --max-body-mb {max_body_mb:g}", 413)
+        if size > held[0]:  # chunked (or lying) bodies are counted as they arrive
+            if not inflight.take(size - held[0]):
+                raise RequestError(f"server busy: {inflight.held} request bytes in flight; retry later", 503)
+            held[0] = size
         chunks.append(chunk)
     return b"".join(chunks)

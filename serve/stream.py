@@ -25,11 +25,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from aeserve.atomic import atomic_path
+from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
 from aeserve.readers import SUFFIXES, BadRow, Chunk, iter_chunks
 from aeserve.serve.images import IMAGE_SUFFIXES, load_images
-from aeserve.tables import check_output_path
+from aeserve.tables import check_output_path, refuse_output_among_inputs
 
 __all__ = ["StreamSummary", "expand_inputs", "stream_verb", "TableWriter"]
 
@@ -92,11 +92,17 @@ class TableWriter:
         self.path, self.target = path, target
         self.suffix = target.suffix.lower()
         self.rows = 0
+        self.started = False  # whether anything (even zero rows) was written
         self._writer = None
         self._file = None
         self._schema = None
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
+        """Append the rows of ``columns`` (name -> 1-D array, all of one length)."""
+        with output_errors(self.target):
+            self._write(columns)
+
+    def _write(self, columns: dict[str, np.ndarray]) -> None:
         import pyarrow as pa
 
         if self.suffix == ".npy":
@@ -122,6 +128,7 @@ class TableWriter:
                 raise InputError(f"the id column's type changes between inputs ({self._schema} vs {table.schema})") from None
             self._writer.write_table(table)
         self.rows += len(next(iter(columns.values())))
+        self.started = True
 
     def _npy_header(self, rows: int) -> bytes:
         # the row count is padded to a fixed width so the header can be rewritten in place
@@ -131,6 +138,11 @@ class TableWriter:
         return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
 
     def close(self) -> None:
+        """Finish the file (the .npy header gets its row count)."""
+        with output_errors(self.target):
+            self._close()
+
+    def _close(self) -> None:
         if self.suffix == ".npy":
             if self._file is None:
                 self._width = 0
@@ -209,16 +221,20 @@ def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
 def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
                 fn: Callable[[np.ndarray], dict[str, np.ndarray]], *, id_column: str | None = None,
                 skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
-                image_shape: Sequence[int] | None = None,
+                image_shape: Sequence[int] | None = None, npy_layout: Sequence[str] | None = None,
                 progress: Callable[[int, int, int], None] | None = None) -> StreamSummary:
     """Read ``sources`` chunk by chunk, apply ``fn`` to each chunk's rows, write ``out``.
 
     Output columns: the id column (or ``row``, the 1-based data row), ``source`` when there
     are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``.
+    ``npy_layout`` names the columns of a .npy wider than ``features`` (see ``iter_chunks``).
+    No input row gives a valid empty file with the usual columns. An output that is one of the
+    inputs is refused before anything is read.
     """
     started = time.perf_counter()
     out = check_output_path(out)
     files = expand_inputs(sources)
+    refuse_output_among_inputs(out, files)
     total_bytes = sum(p.stat().st_size for p in files) or 1
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if images and not image_shape:
@@ -239,7 +255,8 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                             dtype=object), str(pending_images[-1]), nbytes=pending_images[-1].stat().st_size)
                 pending_images = []
             if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
-                yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows, skip=skip)
+                yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows, skip=skip,
+                                       npy_layout=npy_layout)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
         # Re-batch across chunk and file boundaries into exactly batch_rows rows per call, so
@@ -268,25 +285,35 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
     threads = [_producer(chunks, parsed, stop), _producer(computed, results, stop)]
     skipped: list[BadRow] = []
     done_bytes, finished_bytes, current = 0, 0, None
+
+    def leading_columns(chunk: Chunk) -> dict[str, np.ndarray]:
+        columns = {id_name: chunk.ids} if not scores_only else {}
+        if several and not scores_only:
+            names = chunk.sources if chunk.sources is not None else np.full(len(chunk.ids), chunk.source, dtype=object)
+            columns["source"] = np.array([Path(n).name for n in names], dtype=object)
+        return columns
+
     try:
         with atomic_path(out) as tmp:
             writer = TableWriter(tmp, out)
+            id_dtype = np.dtype(np.int64) if id_column is None and not images else np.dtype(object)
             try:
                 for chunk, outputs in _drain(results):
                     if chunk.source != current:
                         finished_bytes += Path(current).stat().st_size if current else 0
                         current = chunk.source
                     skipped.extend(chunk.bad)
+                    if len(chunk.ids):
+                        id_dtype = np.asarray(chunk.ids).dtype
                     if outputs is not None:
-                        columns = {id_name: chunk.ids} if not scores_only else {}
-                        if several and not scores_only:
-                            names = chunk.sources if chunk.sources is not None else \
-                                np.full(len(chunk.values), chunk.source, dtype=object)
-                            columns["source"] = np.array([Path(n).name for n in names], dtype=object)
-                        writer.write({**columns, **outputs})
+                        writer.write({**leading_columns(chunk), **outputs})
                     done_bytes = finished_bytes + chunk.nbytes
                     if progress:
                         progress(done_bytes, total_bytes, writer.rows)
+                if not writer.started:  # no good row: a valid file with the usual columns and no rows
+                    probe = {k: np.asarray(v)[:0] for k, v in fn(np.zeros((1, len(features)), np.float32)).items()}
+                    empty = Chunk(np.empty((0, len(features)), np.float32), np.empty(0, id_dtype), str(files[-1]))
+                    writer.write({**leading_columns(empty), **probe})
             finally:
                 writer.close()
     finally:

@@ -28,6 +28,10 @@ class KindOptions:
     """A kind's own options (subclassed next to each kind); this base has none."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # NaN and inf pass every range check: refuse them first
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise OptionError(f.name, f"{f.name} must be a finite number, got {value}")
         self.validate()
 
     def validate(self) -> None:

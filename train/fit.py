@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch
 
+from aeserve.errors import OptionError
 from aeserve.train import energy as E
 from aeserve.train.network import EnergyAutoencoder
 
@@ -25,6 +26,16 @@ class FitConfig:
     seed: int = 0
     patience: int = 10  # epochs without a better validation energy before stopping
     weight_decay: float = 0.0  # AdamW's decoupled weight decay (0: plain Adam)
+
+    def __post_init__(self) -> None:
+        """Refuse a value out of range before any work (OptionError names the field)."""
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise OptionError(name, f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptionError("lr", f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise OptionError("weight_decay", f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ def load_model(bundle: Bundle) -> EnergyAutoencoder:
                           f"architecture kind {config.kind!r}")
     model = build_model(config)
     try:
-        state = load_file(str(bundle.path / WEIGHTS))
+        state = load_file(str(bundle.file(WEIGHTS)))
     except FileNotFoundError:
         raise BundleError(f"{bundle.path}: {WEIGHTS} is missing") from None
     try:

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
+from aeserve.onnx_guard import check_onnx_bytes
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -48,8 +49,11 @@ class OnnxRuntimeBackend:
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = self.threads
                     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    path = self.bundle.path / self.bundle.graph(graph, self.precision).file
-                    session = ort.InferenceSession(str(path), options, providers=self.providers)
+                    path = self.bundle.file(self.bundle.graph(graph, self.precision).file)
+                    model = path.read_bytes()
+                    check_onnx_bytes(model, str(path))  # standard operator domains, no external data
+                    # from bytes, not from the path: the session then has no directory to read files from
+                    session = ort.InferenceSession(model, options, providers=self.providers)
                     self._sessions[graph] = session
         return session
 

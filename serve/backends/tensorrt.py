@@ -155,7 +155,11 @@ class TensorRTBackend:
     def _engine(self, graph: str) -> _Engine:
         with self._lock:
             if graph not in self._engines:
-                self._engines[graph] = _Engine(self.trt, self.runtime, self.plan_dir / f"{graph}.plan")
+                rel = (self.plan_dir / f"{graph}.plan").relative_to(self.bundle.path).as_posix()
+                if rel not in self.bundle.manifest.files:  # a plan is foreign code to TensorRT: hashed ones only
+                    raise BackendUnavailable(f"{self.bundle.path}: {rel} is not among the files the manifest hashes; "
+                                             f"rebuild: aeserve export {self.bundle.path} --format tensorrt")
+                self._engines[graph] = _Engine(self.trt, self.runtime, self.bundle.file(rel))
             return self._engines[graph]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:

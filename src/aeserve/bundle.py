@@ -5,6 +5,11 @@ truth a runtime needs: input spec, baked-in preprocessing, energy spec, latent s
 threshold, training record, versions, the graphs' tensor names and the sha256 of every
 other file in the bundle. This module opens, verifies and writes bundles; it imports
 neither torch nor onnx.
+
+A bundle is untrusted input. Opening one never executes code (JSON, safetensors and ONNX
+only; no pickle), the manifest's size and nesting are bounded, and every path it names
+(``Bundle.file``) must stay inside the bundle: no absolute path, no ``..``, no symlink that
+leads out. Graphs must be listed among the hashed files.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+#: a manifest larger or more deeply nested than this is refused before it is parsed
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_MANIFEST_DEPTH = 32
 WEIGHTS = "weights.safetensors"
 #: graph name -> file name; the batch axis of every graph is dynamic.
 GRAPH_FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "energy": "energy.onnx"}
@@ -70,6 +78,44 @@ def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Manifest
     return manifest
 
 
+def _relative(rel: str, bundle: Path) -> str:
+    """``rel`` if it is a plain relative path (no absolute path, drive, ``..`` or NUL)."""
+    parts = str(rel).replace("\\", "/").split("/")
+    if not rel or str(rel).startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or "\0" in str(rel):
+        raise BundleError(f"{bundle}: {MANIFEST} names {str(rel)[:100]!r}, which is not a path inside the bundle")
+    return str(rel)
+
+
+def _inside(bundle: Path, path: Path, rel: str) -> Path:
+    """``path`` if it resolves (symlinks followed) inside ``bundle``."""
+    root = bundle.resolve()
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise BundleError(f"{bundle}: {str(rel)[:100]!r} leads outside the bundle (a symlink or a path out of it)")
+    return path
+
+
+def _check_nesting(text: str, source: Path) -> None:
+    """BundleError when JSON ``text`` nests arrays/objects deeper than MAX_MANIFEST_DEPTH (outside strings)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_MANIFEST_DEPTH:
+                raise BundleError(f"{source}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest")
+        elif ch in "]}":
+            depth -= 1
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A bundle directory and its typed manifest."""
@@ -86,19 +132,41 @@ class Bundle:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
+        _inside(path, manifest_path, MANIFEST)
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path}: {size} bytes, more than a manifest may hold ({MAX_MANIFEST_BYTES})")
         try:
-            data = json.loads(manifest_path.read_text("utf-8"))
+            text = manifest_path.read_text("utf-8")
+            _check_nesting(text, manifest_path)
+            data = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
         bundle = cls(path, Manifest.from_json(data, str(manifest_path)))
+        bundle.check_paths()
         if verify:
             bundle.verify()
         return bundle
 
+    def file(self, rel: str) -> Path:
+        """The bundle file ``rel`` names; BundleError when it would resolve outside the bundle."""
+        return _inside(self.path, self.path / _relative(rel, self.path), rel)
+
+    def check_paths(self) -> None:
+        """Every path the manifest names stays inside the bundle, and every graph is a hashed file."""
+        for rel in self.manifest.files:
+            self.file(rel)
+        for precision, graphs in self.manifest.graphs.items():
+            for name, record in graphs.items():
+                self.file(record.file)
+                if record.file not in self.manifest.files:
+                    raise BundleError(f"{self.path}: the {precision} {name} graph {record.file!r} is not among "
+                                      f"the files {MANIFEST} hashes")
+
     def verify(self) -> None:
         """Raise BundleError naming the first file that is missing or whose sha256 differs."""
         for rel, expected in self.manifest.files.items():
-            file = self.path / rel
+            file = self.file(rel)
             if not file.is_file():
                 raise BundleError(f"{self.path}: {rel} is listed in {MANIFEST} but missing")
             if sha256_file(file) != expected:

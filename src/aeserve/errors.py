@@ -7,6 +7,7 @@ column or graph, and what was expected. The CLI prints that line and exits 2.
     ├── BundleError         a bundle is missing, incomplete, tampered with, of an unknown kind/schema
     ├── InputError          unusable data or arguments: width, NaN/inf, text in a number column, file
     │   └── OptionError     a model option's value (``option`` names the config field)
+    ├── OutputError         an output cannot be written: full disk, file-size limit, read-only directory
     ├── BackendUnavailable  a backend cannot run here; says what to install
     └── ExportError         an exported graph disagrees with torch, or could not be written
 """
@@ -18,6 +19,7 @@ __all__ = [
     "BundleError",
     "InputError",
     "OptionError",
+    "OutputError",
     "BackendUnavailable",
     "ExportError",
 ]
@@ -42,6 +44,11 @@ class OptionError(InputError):
     def __init__(self, option: str, message: str):
         super().__init__(message)
         self.option = option
+
+
+class OutputError(AeserveError):
+    """An output cannot be written (disk full, file-size limit, read-only or missing directory);
+    nothing was written and the inputs are untouched."""
 
 
 class BackendUnavailable(AeserveError):

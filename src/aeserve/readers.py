@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -215,11 +216,22 @@ class _CountingFile(io.RawIOBase):
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    """The header row of a CSV, read as UTF-8 (BOM allowed); names must be distinct and non-empty
+    text, as pyarrow's reader needs them."""
+    with open(path, newline="", encoding="utf-8-sig", errors="strict") as fh:
         try:
-            return next(csv.reader(fh))
+            names = next(csv.reader(fh))
         except StopIteration:
             raise InputError(f"{path}: file is empty (expected a header row and data rows)") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: the header row is not UTF-8 text (byte {exc.start}); "
+                             "expected a CSV file with a header row") from None
+        except csv.Error as exc:
+            raise InputError(f"{path}: cannot parse the CSV header row ({exc})") from None
+    if not names or "\0" in "".join(names):
+        raise InputError(f"{path}: the header row holds no column names (or a NUL byte); "
+                         "expected a CSV file with a header row")
+    return names
 
 
 def _check_columns(path: Path, names: Sequence[str], features: Sequence[str], id_column: str | None) -> None:
@@ -285,16 +297,25 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[
             malformed.clear()
             ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
             yield Chunk(values[keep], ids[keep], str(path), bad, source.consumed)
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowException, OSError) as exc:
+        if not isinstance(exc, pa.ArrowInvalid):  # e.g. a header pyarrow reads differently from the csv module
+            raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
         if malformed:
             row = malformed[0] if malformed[0].number is not None else \
                 first_malformed_csv_row(path, convert) or malformed[0]
             raise InputError(f"{path}: cannot parse CSV ({describe_malformed(row)})") from None
         if "conversion error" in str(exc):
             _locate_bad_cell(path, features)  # raises with row and column
-        raise InputError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
     finally:
         source.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, printable and at most 200 characters."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def _locate_bad_cell(path: Path, features) -> None:
@@ -328,8 +349,8 @@ def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip) -> Itera
             values, keep, bad = convert_columns(table, features, rows, source=str(path), skip=skip)
             ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
             yield Chunk(values[keep], ids[keep], str(path), bad, int(size * parsed / total))
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
+    except (pa.ArrowException, OSError, ValueError, IndexError, TypeError) as exc:
+        raise InputError(f"{path}: cannot read Parquet ({_first_line(exc)})") from None
 
 
 def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
@@ -337,25 +358,40 @@ def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
     array is one row."""
     try:
         version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
-                                 else np.lib.format.read_array_header_2_0(fh))
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read .npy ({str(exc).splitlines()[0]})") from None
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)  # 3.0 differs only in the encoding
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read .npy ({_first_line(exc)})") from None
     if len(shape) == 1:
         shape = (1, shape[0]) if shape[0] else (0, 0)
-    if len(shape) != 2 or fortran or dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+    if len(shape) != 2 or fortran or dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_) \
+            or dtype.kind == "c":
         raise InputError(f"{path}: expected a numeric array (rows, features) in C order, "
                          f"got shape {shape} dtype {dtype}{' (Fortran order)' if fortran else ''}")
+    # the header is untrusted: it may promise more data than the file holds (checked before any allocation)
+    data_bytes = os.fstat(fh.fileno()).st_size - fh.tell()
+    if shape[0] * shape[1] * dtype.itemsize > data_bytes or (shape[1] == 0 and shape[0] > 0):
+        raise InputError(f"{path}: truncated: the header promises {shape[0]} rows of {shape[1]} columns "
+                         f"({shape[0] * shape[1] * dtype.itemsize} bytes), the file holds {data_bytes} bytes of data")
     return shape, dtype
 
 
-def _read_npy(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[Chunk]:
+def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=None) -> Iterator[Chunk]:
     if id_column is not None:
         raise InputError(f"{path}: .npy files have no named columns; --id-column needs .csv or .parquet")
     with open(path, "rb") as fh:
         shape, dtype = _npy_header(path, fh)
-        if shape[1] != len(features):
-            raise InputError(f"{path}: has {shape[1]} columns, expected {len(features)} ({preview(list(features))})")
+        pick = None
+        if npy_layout is not None and shape[1] == len(npy_layout) != len(features):
+            pick = [list(npy_layout).index(f) for f in features]  # e.g. z0..z3 of an encode's z0..z3, logvar0..3
+        elif shape[1] != len(features):
+            wider = f" or {len(npy_layout)} ({preview(list(npy_layout))})" if npy_layout else ""
+            raise InputError(f"{path}: has {shape[1]} columns, expected {len(features)} "
+                             f"({preview(list(features))}){wider}")
         done = 0
         while done < shape[0]:
             count = min(chunk_rows, shape[0] - done)
@@ -364,6 +400,8 @@ def _read_npy(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[
                 raise InputError(f"{path}: truncated: the header promises {shape[0]} rows, the data ends "
                                  f"after {done + block.size // shape[1]}")
             values = block.reshape(count, shape[1]).astype(np.float32, copy=False)
+            if pick is not None:
+                values = np.ascontiguousarray(values[:, pick])
             rows = np.arange(done + 1, done + count + 1)
             _, keep, bad = reject_non_finite(values, np.ones(count, dtype=bool), [], features=features, rows=rows,
                                              source=str(path), skip=skip)
@@ -399,11 +437,16 @@ _READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".npy": _read_npy}
 
 
 def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = None,
-                chunk_rows: int | None = None, skip: bool = False) -> Iterator[Chunk]:
+                chunk_rows: int | None = None, skip: bool = False,
+                npy_layout: Sequence[str] | None = None) -> Iterator[Chunk]:
     """Chunks of good rows of ``features`` from one file, in order (see the module docstring).
-    ``skip``: leave bad rows out and list them in each chunk's ``bad``, instead of raising."""
+    ``skip``: leave bad rows out and list them in each chunk's ``bad``, instead of raising.
+    ``npy_layout``: the column names of a .npy that is wider than ``features`` (a .npy has no
+    names of its own), so that such a file is read by name: ``aeserve encode`` of a VAE writes
+    z0.. then logvar0.., and ``decode`` reads the z columns of it."""
     if path.suffix.lower() not in _READERS:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
                          f"expected one of {', '.join(SUFFIXES)}")
+    extra = {"npy_layout": npy_layout} if path.suffix.lower() == ".npy" else {}
     return _READERS[path.suffix.lower()](path, list(features), id_column=id_column,
-                                         chunk_rows=chunk_rows or chunk_rows_for(len(features)), skip=skip)
+                                         chunk_rows=chunk_rows or chunk_rows_for(len(features)), skip=skip, **extra)

@@ -15,11 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from aeserve.atomic import atomic_path
+from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
 from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview
 
-__all__ = ["Table", "read_table", "write_table", "check_output_path", "check_finite", "SUFFIXES"]
+__all__ = ["Table", "read_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite",
+           "SUFFIXES"]
 
 
 @dataclass
@@ -95,13 +96,26 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def refuse_output_among_inputs(out: Path, inputs: Sequence[Path]) -> None:
+    """InputError when ``out`` (or its ``.errors.csv`` list) is one of ``inputs``: writing it
+    would destroy the data before it was read."""
+    targets = [out, out.with_name(out.name + ".errors.csv")]
+    for path in inputs:
+        for target in targets:
+            same = os.path.samefile(path, target) if target.exists() and path.exists() else \
+                path.resolve() == target.resolve()
+            if same:
+                raise InputError(f"{target}: is also an input; write the output to another file "
+                                 "(nothing was read or written)")
+
+
 def write_table(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
     """Write named 1-D columns to .csv/.parquet, or as a 2-D float32 .npy; atomically."""
     import pyarrow as pa
 
     path = Path(path)
     suffix = _suffix(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, output_errors(path):
         if suffix == ".npy":
             stacked = np.stack([np.asarray(v, dtype=np.float32) for v in columns.values()], axis=1)
             with open(tmp, "wb") as fh:

@@ -8,12 +8,14 @@ in :mod:`.options`. Stage code is imported inside each verb, so ``aeserve --help
 scoring verbs start without importing torch.
 
 Every user mistake (bad file, bad bundle, missing backend) prints one red line on stderr
-and exits with status 2; no traceback.
+and exits with status 2; no traceback. Ctrl-C exits 130 and SIGTERM 143, after removing the
+temporary output files (outputs are written atomically, so nothing partial is left).
 """
 
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from typing import Callable, Optional
 
@@ -23,7 +25,7 @@ from rich.markup import escape
 
 from aeserve.errors import AeserveError
 
-__all__ = ["app", "main", "user_errors", "err", "out"]
+__all__ = ["app", "main", "user_errors", "err", "out", "Terminated"]
 
 app = typer.Typer(
     name="aeserve",
@@ -39,8 +41,17 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console(soft_wrap=True, highlight=False)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt, so that ``finally`` blocks and
+    atomic writers clean up before the process exits with 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn AeserveError into one red line and exit code 2; Ctrl-C into exit 130."""
+    """Turn AeserveError into one red line and exit code 2; Ctrl-C into exit 130, SIGTERM 143."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -51,16 +62,23 @@ def user_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]: nothing was written")
             raise typer.Exit(130) from None
+        except Terminated:
+            err.print("[red]terminated[/]: nothing was written")
+            raise typer.Exit(143) from None
     return wrapper
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point: usage errors, like user errors, are one line and exit 2."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Abort:
         err.print("[red]interrupted[/]")
         code = 130
+    except Terminated:
+        err.print("[red]terminated[/]")
+        code = 143
     except Exception as exc:
         # Click's exception protocol (click, or the copy typer vendors): format_message + exit_code.
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

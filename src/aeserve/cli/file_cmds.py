@@ -4,6 +4,7 @@ streamed, without torch."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -76,6 +77,8 @@ def score(
     """
     if explain < 0:
         raise typer.BadParameter(f"must be >= 0, got {explain}", param_hint="--explain")
+    if threshold is not None and not math.isfinite(threshold):
+        raise typer.BadParameter(f"must be a finite number, got {threshold}", param_hint="--threshold")
     if engine == Engine.ray:
         if explain:
             raise typer.BadParameter("--explain runs with --engine local", param_hint="--explain")
@@ -93,6 +96,8 @@ def score(
     from aeserve.serve.files import score_file
 
     model = open_model(bundle, backend, batch_size=batch_size, device=device, precision=precision.value)
+    if explain > len(model.features):
+        raise typer.BadParameter(f"the model has {len(model.features)} features, got {explain}", param_hint="--explain")
     with row_progress(not (quiet or as_json), "scoring") as bar:
         summary = score_file(model, data, output, threshold=threshold, progress=progress_callback(bar),
                              id_column=id_column, on_error=on_error.value, explain=explain)

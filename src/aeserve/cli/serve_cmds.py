@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.markup import escape
 
 from aeserve.cli import app, err, user_errors
 from aeserve.cli.options import BACKEND_OPT, DEVICE_OPT, Backend, Device, open_model
+from aeserve.errors import InputError
 
 __all__ = ["serve"]
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command()
@@ -18,19 +23,29 @@ __all__ = ["serve"]
 def serve(
     bundles: list[Path] = typer.Argument(..., help="One or more bundle directories; each is served under its directory name.",
                                          show_default=False),
-    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network."),
-    port: int = typer.Option(8000, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network "
+                             "(use --token-file, and TLS, there)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     backend: Backend = BACKEND_OPT,
     device: Device = DEVICE_OPT,
-    max_batch: int = typer.Option(1024, help="Dynamic batching: most rows per backend call (1 disables it)."),
+    max_batch: int = typer.Option(1024, min=0, help="Dynamic batching: most rows per backend call (1 disables it)."),
     max_delay_ms: float = typer.Option(2.0, help="Dynamic batching: longest wait for more requests."),
-    max_queue_rows: int = typer.Option(65536, help="Rows that may wait; more get 503 instead of piling up."),
-    max_body_mb: float = typer.Option(64.0, help="Larger request bodies get 413."),
-    workers: int = typer.Option(1, help="Threads running backend calls."),
+    max_queue_rows: int = typer.Option(65536, min=1, help="Rows that may wait; more get 503 instead of piling up."),
+    max_body_mb: float = typer.Option(64.0, help="Larger request bodies get 413 (refused before they are read)."),
+    max_inflight_mb: float = typer.Option(256.0, help="Request bytes being read or decoded at once; more get 503, "
+                                          "so memory stays bounded however many clients send."),
+    max_connections: int = typer.Option(1000, min=1, help="Open connections and requests at once; more get 503."),
+    keep_alive_s: float = typer.Option(5.0, help="Close an idle keep-alive connection after this many seconds."),
+    workers: int = typer.Option(1, min=1, help="Threads running backend calls."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding a bearer token: every route "
+                                              "but /v2/health/* then needs `Authorization: Bearer TOKEN` (else 401)."),
+    ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM): serve HTTPS."),
+    ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM) of --ssl-certfile."),
 ) -> None:
     """Serve bundles over HTTP with the KServe v2 / Open Inference Protocol (JSON and binary
     tensors; works with tritonclient.http). Each bundle NAME is served as models NAME (score),
-    NAME-encode, NAME-decode and NAME-sample; /metrics gives Prometheus metrics.
+    NAME-encode, NAME-decode and NAME-sample; /metrics gives Prometheus metrics and
+    /openapi.json describes the routes.
 
     Example: `aeserve serve models/cancer-vae --port 8000 --max-batch 2048`
     """
@@ -42,16 +57,42 @@ def serve(
         from aeserve.errors import BackendUnavailable
 
         raise BackendUnavailable(f"serving needs {exc.name}: pip install 'aeserve[serve]'") from None
+    token = _read_token(token_file) if token_file else None
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("TLS needs both --ssl-certfile and --ssl-keyfile", param_hint="--ssl-certfile")
+    for path in (ssl_certfile, ssl_keyfile):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: no such file")
+    if not keep_alive_s > 0:
+        raise typer.BadParameter(f"must be > 0, got {keep_alive_s}", param_hint="--keep-alive-s")
+    config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
+                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token)
     models = {}
     for path in bundles:
         name = path.resolve().name
         if name in models:
             raise typer.BadParameter(f"two bundles are named {name!r}", param_hint="BUNDLES")
         models[name] = open_model(path, backend, device=device)
-    config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
-                          max_body_mb=max_body_mb, workers=workers)
-    err.print(f"serving {', '.join(models)} on http://{host}:{port}/v2 "
+    if host not in _LOOPBACK and token is None:
+        err.print(f"[yellow]warning[/]: serving on {escape(host)} without authentication: anyone who can reach "
+                  "the port can use the models; pass --token-file (and TLS with --ssl-certfile/--ssl-keyfile)")
+    scheme = "https" if ssl_certfile else "http"
+    err.print(f"serving {', '.join(models)} on {scheme}://{host}:{port}/v2 "
               f"(backend {escape(next(iter(models.values())).backend.describe())}; "
-              f"batching up to {max_batch} rows / {max_delay_ms:g} ms); Ctrl-C stops after in-flight requests")
+              f"batching up to {max_batch} rows / {max_delay_ms:g} ms"
+              f"{'; bearer token required' if token else ''}); Ctrl-C stops after in-flight requests")
     uvicorn.run(create_app(models, config), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
+                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+
+
+def _read_token(path: Path) -> str:
+    """The bearer token in ``path`` (surrounding whitespace dropped)."""
+    try:
+        token = path.read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the token file ({exc.__class__.__name__})") from None
+    if not token or any(ch.isspace() for ch in token) or not token.isprintable():
+        raise InputError(f"{path}: the token file must hold one token: printable, no spaces")
+    return token

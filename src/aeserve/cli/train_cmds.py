@@ -124,9 +124,10 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
                              image_shape=image_shape if arch == "conv" else (),
                              channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
                              latent=latent, members=members, activation=activation, cost=cost, **options)
+        fit_config = FitConfig(**fit)
     except OptionError as exc:
         raise typer.BadParameter(str(exc), param_hint=flag_for(exc.option)) from None
-    return config, FitConfig(**fit), table
+    return config, fit_config, table
 
 
 def _training_rows(data: Path, columns, drop, image_size):
@@ -135,6 +136,8 @@ def _training_rows(data: Path, columns, drop, image_size):
     from aeserve.tables import Table, read_table
 
     if not is_image_dir(data):
+        if image_size:
+            raise typer.BadParameter(f"applies to a folder of images; {data} is a table", param_hint="--image-size")
         return read_table(data, columns=csv_list(columns), drop=csv_list(drop)), ()
     files = image_files(data)
     size = int_list(image_size, "--image-size") if image_size else None
