@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aeserve.atomic import default_mode
@@ -34,6 +35,8 @@ def load_model(bundle: Bundle) -> EnergyAutoencoder:
         state = load_file(str(bundle.file(WEIGHTS)))
     except FileNotFoundError:
         raise BundleError(f"{bundle.path}: {WEIGHTS} is missing") from None
+    except SafetensorError as exc:  # not safetensors (a pickle, say): refused, never interpreted
+        raise BundleError(f"{bundle.path / WEIGHTS}: not a safetensors file ({exc})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

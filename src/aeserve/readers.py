@@ -364,8 +364,8 @@ def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)  # 3.0 differs only in the encoding
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read .npy ({_first_line(exc)})") from None
+    except Exception as exc:  # numpy parses the untrusted header with ast/tokenize: any of their errors
+        raise InputError(f"{path}: cannot read .npy ({type(exc).__name__}: {_first_line(exc)})") from None
     if len(shape) == 1:
         shape = (1, shape[0]) if shape[0] else (0, 0)
     if len(shape) != 2 or fortran or dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_) \

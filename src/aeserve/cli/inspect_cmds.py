@@ -131,7 +131,7 @@ def report(
 @user_errors
 def bench(
     bundle: Path = BUNDLE_ARG,
-    rows: int = typer.Option(100_000, help="Synthetic rows of the bundle's shape per run."),
+    rows: int = typer.Option(100_000, min=1, help="Synthetic rows of the bundle's shape per run."),
     batch_sizes: str = typer.Option("256,1024,4096", help="Batch sizes to try; the best is reported."),
     repeats: int = typer.Option(5, help="Timed runs per setting; the median counts."),
 ) -> None:
