@@ -52,6 +52,7 @@ DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32":
              "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 _NAMES = {np.dtype(v): k for k, v in DATATYPES.items()}
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes '²', which int() refuses
 #: routes that answer without a bearer token (liveness/readiness probes)
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 
@@ -177,9 +178,9 @@ def _is_count(value) -> bool:
 
 def _parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is not None:
-        if not header_length.strip().isdigit():
+        if not _DIGITS.fullmatch(header_length.strip()):
             raise RequestError(f"{HEADER_LENGTH} must be a non-negative integer, got {header_length[:40]!r}")
-        size = int(header_length)
+        size = int(header_length.strip())
         if size > len(body):
             raise RequestError(f"{HEADER_LENGTH} {size} exceeds the body's {len(body)} bytes")
         head, binary = body[:size], body[size:]
@@ -508,23 +509,33 @@ class BearerAuth:
 
 async def _read_body(request, max_body_mb: float, inflight: _Inflight, held: list[int]) -> bytes:
     """The body, refused with 413 above ``max_body_mb`` (from Content-Length, before reading) and
-    503 when the bytes in flight would pass their limit; ``held[0]`` counts what this request holds."""
+    with 503 when the bytes in flight would pass their limit; ``held[0]`` counts what this request
+    holds. A 503 body is read and dropped chunk by chunk (no memory kept), so that the client,
+    still sending, gets its answer instead of a reset connection."""
     limit = int(max_body_mb * (1 << 20))
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
+    busy = None
+    if declared is not None and _DIGITS.fullmatch(declared):
         if int(declared) > limit:
             raise RequestError(f"request body of {int(declared)} bytes exceeds --max-body-mb {max_body_mb:g}", 413)
-        if not inflight.take(int(declared)):
-            raise RequestError(f"server busy: {inflight.held} request bytes in flight; retry later", 503)
-        held[0] = int(declared)
+        if inflight.take(int(declared)):
+            held[0] = int(declared)
+        else:
+            busy = f"server busy: {inflight.held} request bytes in flight; retry later"
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise RequestError(f"request body exceeds --max-body-mb {max_body_mb:g}", 413)
+        if busy:
+            continue
         if size > held[0]:  # chunked (or lying) bodies are counted as they arrive
             if not inflight.take(size - held[0]):
-                raise RequestError(f"server busy: {inflight.held} request bytes in flight; retry later", 503)
+                busy = f"server busy: {inflight.held} request bytes in flight; retry later"
+                chunks.clear()
+                continue
             held[0] = size
         chunks.append(chunk)
+    if busy:
+        raise RequestError(busy, 503)
     return b"".join(chunks)

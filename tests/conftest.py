@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +49,54 @@ def bundles(tmp_path_factory, cancer):
         train_bundle(table, root / kind, config, FitConfig(epochs=150, seed=0))
         paths[kind] = root / kind
     return paths
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``aeserve serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str, scheme: str = "http", context=None):
+        self.port = _free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.base = f"{scheme}://{self.url}"
+        # stderr to a file, not a pipe: a server logging much would block on a full pipe
+        self._log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "aeserve", "serve", *args, "--port", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=self._log, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and self.process.poll() is None:
+            try:
+                if urllib.request.urlopen(f"{self.base}/v2/health/ready", timeout=1, context=context).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.log()}")
+
+    def log(self) -> str:
+        """What the server wrote on stderr so far."""
+        self._log.seek(0)
+        return self._log.read()
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(f"{self.base}{path}", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            self.process.kill()
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
 
 import aeserve
+
+from conftest import run_cli
 
 
 def _write_csv(path: Path, names: list[str], values: np.ndarray) -> Path:

@@ -6,9 +6,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,47 +18,9 @@ import pytest
 
 import aeserve
 
+from conftest import Server
+
 th = pytest.importorskip("tritonclient.http")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``aeserve serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, *args: str):
-        self.port = _free_port()
-        self.url = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "aeserve", "serve", *args, "--port", str(self.port)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=1).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not start: {self.process.stderr.read()}")
-
-    def post(self, path: str, body: bytes) -> tuple[int, dict]:
-        request = urllib.request.Request(f"http://{self.url}{path}", data=body, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            self.process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli
 
 import aeserve
 from aeserve.bundle import MANIFEST, Bundle, sha256_file, write_manifest
 from aeserve.errors import BundleError
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -319,19 +319,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _locate_bad_cell(path: Path, features) -> None:
-    """Re-read ``path`` with text columns to name the first cell that is not a number."""
+    """Re-read ``path`` with text columns to name the first cell that is not a number (raises
+    InputError with its row and column); returns when the re-read cannot tell (e.g. bytes
+    that are not UTF-8 text), leaving the caller's message."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
     convert = pacsv.ConvertOptions(include_columns=list(features), column_types={f: "string" for f in features},
                                    null_values=NULL_VALUES, strings_can_be_null=True)
     parsed = 0
-    for batch in pacsv.open_csv(path, convert_options=convert):
-        import pyarrow as pa
-
-        table = pa.Table.from_batches([batch])
-        convert_columns(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), source=str(path),
-                        skip=False)
-        parsed += table.num_rows
+    try:
+        for batch in pacsv.open_csv(path, convert_options=convert):
+            table = pa.Table.from_batches([batch])
+            convert_columns(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), source=str(path),
+                            skip=False)
+            parsed += table.num_rows
+    except (pa.ArrowException, OSError):
+        return
 
 
 def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[Chunk]:
