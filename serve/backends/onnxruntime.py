@@ -49,7 +49,7 @@ class OnnxRuntimeBackend:
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = self.threads
                     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    path = self.bundle.file(self.bundle.graph(graph, self.precision).file)
+                    path = self.bundle.graph_file(graph, self.precision)
                     model = path.read_bytes()
                     check_onnx_bytes(model, str(path))  # standard operator domains, no external data
                     # from bytes, not from the path: the session then has no directory to read files from

@@ -153,15 +153,21 @@ class Bundle:
         return _inside(self.path, self.path / _relative(rel, self.path), rel)
 
     def check_paths(self) -> None:
-        """Every path the manifest names stays inside the bundle, and every graph is a hashed file."""
+        """Every path the manifest names stays inside the bundle."""
         for rel in self.manifest.files:
             self.file(rel)
-        for precision, graphs in self.manifest.graphs.items():
-            for name, record in graphs.items():
+        for graphs in self.manifest.graphs.values():
+            for record in graphs.values():
                 self.file(record.file)
-                if record.file not in self.manifest.files:
-                    raise BundleError(f"{self.path}: the {precision} {name} graph {record.file!r} is not among "
-                                      f"the files {MANIFEST} hashes")
+
+    def graph_file(self, name: str, precision: str = "fp32") -> Path:
+        """The file of graph ``name`` for a runtime to load: inside the bundle and among the files
+        the manifest hashes (so ``verify`` has checked it); else BundleError."""
+        record = self.graph(name, precision)
+        if record.file not in self.manifest.files:
+            raise BundleError(f"{self.path}: the {precision} {name} graph {record.file!r} is not among the files "
+                              f"{MANIFEST} hashes; re-export it: aeserve export {self.path}")
+        return self.file(record.file)
 
     def verify(self) -> None:
         """Raise BundleError naming the first file that is missing or whose sha256 differs."""

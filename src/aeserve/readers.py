@@ -131,7 +131,8 @@ def convert_columns(table, features: Sequence[str], rows: np.ndarray, *, source:
                     try:
                         col[index] = float(cell)
                     except (TypeError, ValueError):
-                        reject(index, name, f"expected a number, got {str(cell)[:40]!r}")
+                        text = cell.decode("utf-8", "backslashreplace") if isinstance(cell, bytes) else str(cell)
+                        reject(index, name, f"expected a number, got {text[:40]!r}")
         values[:, j] = col
         if table.column(name).null_count:
             nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
@@ -216,19 +217,21 @@ class _CountingFile(io.RawIOBase):
 
 
 def _csv_header(path: Path) -> list[str]:
-    """The header row of a CSV, read as UTF-8 (BOM allowed); names must be distinct and non-empty
-    text, as pyarrow's reader needs them."""
-    with open(path, newline="", encoding="utf-8-sig", errors="strict") as fh:
+    """The header row of a CSV, which must be UTF-8 text (BOM allowed); names must be non-empty
+    text, as pyarrow's reader needs them. Bytes after the header are left to the reader."""
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         try:
             names = next(csv.reader(fh))
         except StopIteration:
             raise InputError(f"{path}: file is empty (expected a header row and data rows)") from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: the header row is not UTF-8 text (byte {exc.start}); "
-                             "expected a CSV file with a header row") from None
         except csv.Error as exc:
             raise InputError(f"{path}: cannot parse the CSV header row ({exc})") from None
-    if not names or "\0" in "".join(names):
+    text = "".join(names)
+    undecodable = next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+    if undecodable is not None:
+        raise InputError(f"{path}: the header row is not UTF-8 text (character {undecodable + 1} of its names); "
+                         "expected a CSV file with a header row")
+    if not names or "\0" in text:
         raise InputError(f"{path}: the header row holds no column names (or a NUL byte); "
                          "expected a CSV file with a header row")
     return names
@@ -319,13 +322,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _locate_bad_cell(path: Path, features) -> None:
-    """Re-read ``path`` with text columns to name the first cell that is not a number (raises
+    """Re-read ``path`` with byte-string columns (so that cells which are not UTF-8 are seen too)
+    to name the first cell that is not a number (raises
     InputError with its row and column); returns when the re-read cannot tell (e.g. bytes
     that are not UTF-8 text), leaving the caller's message."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    convert = pacsv.ConvertOptions(include_columns=list(features), column_types={f: "string" for f in features},
+    convert = pacsv.ConvertOptions(include_columns=list(features), column_types={f: pa.binary() for f in features},
                                    null_values=NULL_VALUES, strings_can_be_null=True)
     parsed = 0
     try:
