@@ -55,7 +55,8 @@ def main() -> dict:
     report: dict = {"python": sys.version.split()[0], "torch": torch.__version__,
                     "cuda_available": torch.cuda.is_available(), "onnxruntime": ort.__version__,
                     "ort_providers": ort.get_available_providers(),
-                    "import tensorrt": _try("tensorrt"), "import cuda.bindings": _try("cuda.bindings.runtime")}
+                    "import tensorrt": _try("tensorrt"), "import cuda.bindings": _try("cuda.bindings.runtime"),
+                    "import onnxscript": _try("onnxscript")}
     try:
         report["nvidia-smi"] = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version,memory.total", "--format=csv,noheader"],
@@ -65,6 +66,13 @@ def main() -> dict:
     if torch.cuda.is_available():
         report["gpu"] = torch.cuda.get_device_name(0)
     print(json.dumps(report, indent=2), flush=True)
+    if report["import cuda.bindings"].startswith("yes"):
+        report["cuda_bindings_buffer_round_trip"] = _buffer_round_trip()
+    if not report["import onnxscript"].startswith("yes"):  # say so now, not after a failed export
+        report["error"] = ("torch's dynamo ONNX exporter needs onnxscript, which does not import here; "
+                           "install it (pip install onnxscript) or carry it; nothing was trained")
+        _write(report)
+        return report
 
     rng = np.random.default_rng(0)
     data = rng.random((20_000, 784), dtype=np.float32)
@@ -117,10 +125,43 @@ def main() -> dict:
                     _median_rate(lambda model=trt_model: model.energy(rows), ROWS))
         except Exception as exc:  # record, do not hide, what TensorRT said
             report["tensorrt_error"] = f"{type(exc).__name__}: {exc}"
+    _write(report)
+    return report
+
+
+def _buffer_round_trip() -> str:
+    """The TensorRT backend's pinned + device buffers (cuda-bindings, no TensorRT): host ->
+    device -> another device buffer's host mirror, bytes compared."""
+    from cuda.bindings import runtime as cudart
+
+    from aeserve.serve.backends.tensorrt import _Buffer, _check
+
+    try:
+        data = np.random.default_rng(1).random((4096, 784), dtype=np.float32)
+        first, second = _Buffer(), _Buffer()
+        first.ensure(data.nbytes)
+        second.ensure(data.nbytes)
+        stream = _check(cudart.cudaStreamCreate())
+        first.host_array(data.shape, data.dtype)[...] = data
+        kinds = cudart.cudaMemcpyKind
+        _check(cudart.cudaMemcpyAsync(first.device, first.host, data.nbytes, kinds.cudaMemcpyHostToDevice, stream))
+        _check(cudart.cudaMemcpyAsync(second.device, first.device, data.nbytes, kinds.cudaMemcpyDeviceToDevice,
+                                      stream))
+        _check(cudart.cudaMemcpyAsync(second.host, second.device, data.nbytes, kinds.cudaMemcpyDeviceToHost, stream))
+        _check(cudart.cudaStreamSynchronize(stream))
+        same = np.array_equal(second.host_array(data.shape, data.dtype), data)
+        first.free()
+        second.free()
+        cudart.cudaStreamDestroy(stream)
+        return f"{'ok' if same else 'MISMATCH'}: {data.nbytes} bytes host->device->device->host"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+
+
+def _write(report: dict) -> None:
     out = Path(os.environ.get("OUT", ".")) / "gpu_check.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    return report
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 Written against the TensorRT 10/11 Python API: ``Builder`` + ``OnnxParser``, one
 optimisation profile over the batch axis, a workspace memory-pool limit, and a timing
-cache kept beside the plans so rebuilds are fast. FP16: TensorRT 10 by
-``BuilderFlag.FP16``; TensorRT 11 (always strongly typed, no precision flags) from an FP16
-ONNX graph made here (``fp16_graph``). Plans go to
-``tensorrt/<gpu>-sm<cc>-trt<version>/`` with ``build.json`` saying what they were built for.
+cache kept beside the plans so rebuilds are fast (a cache made on another device is refused
+by ``set_timing_cache``, which returns False: then a fresh one is used). FP16, on TensorRT 10
+and 11 alike: an FP16 ONNX graph made here (``fp16_graph``: MatMul/Gemm in FP16, I/O and the
+energy's reductions in FP32) built as a strongly typed network, so the builder cannot move the
+reductions to FP16 as ``BuilderFlag.FP16`` would let it. Plans go to
+``tensorrt/<gpu>-sm<cc>-trt<version>/``; ``record_plans`` writes ``build.json`` there and adds
+the build to the manifest (with the plans' sha256), which is where the runtime looks.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from aeserve.manifest import TensorRTBuild
 from aeserve.serve.gpu import GpuInfo, gpu_info, slug
 
 __all__ = ["Profile", "plan_dir_name", "trtexec_script", "fp16_graph", "build_tensorrt",
-           "TensorRTResult", "BUILD_JSON"]
+           "TensorRTResult", "BUILD_JSON", "record_plans", "network_flags"]
 
 BUILD_JSON = "build.json"
 TIMING_CACHE = "timing.cache"
@@ -64,27 +67,34 @@ def _input_width(bundle: Bundle, graph: str) -> int:
 
 
 def trtexec_script(bundle: Bundle, profile: Profile, fp16: bool, workspace_mb: int) -> str:
-    """A bash script that builds the same plans with ``trtexec`` on a GPU host."""
+    """A bash script that builds the same plans with ``trtexec`` on a GPU host. The plan
+    directory is named by the TensorRT version of ``trtexec`` itself (its banner), and the
+    plans are recorded in the bundle's manifest by ``aeserve`` on that host."""
     lines = [
         "#!/usr/bin/env bash",
         "# Build TensorRT plans for this bundle on the GPU host that will run them (needs trtexec,",
-        "# nvidia-smi and the tensorrt Python package, whose version names the plan directory).",
+        "# nvidia-smi, and aeserve, which runs the plans and records them in the bundle's manifest).",
         f"# Written by aeserve: profile batch {profile.min},{profile.opt},{profile.max}; "
         f"{'fp16' if fp16 else 'fp32'}; workspace {workspace_mb} MiB.",
         "set -euo pipefail",
         'cd "$(dirname "$0")/.."',
         "IFS=, read -r gpu cc < <(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader | head -n1)",
         "cc=${cc// /}",
-        "trt=$(python3 -c 'import tensorrt; print(tensorrt.__version__)')",
+        "# the version of the trtexec that builds the plans (banner: [TensorRT v101303] = 10.13.3)",
+        "banner=$(trtexec --help 2>&1 | grep -o 'TensorRT v[0-9.]*' | head -n1 || true)",
+        'v=${banner#TensorRT v}',
+        'if [[ "$v" == *.* ]]; then trt=$(echo "$v" | cut -d. -f1-3)',
+        'elif [[ -n "$v" ]]; then trt="$((10#$v / 10000)).$((10#$v / 100 % 100)).$((10#$v % 100))"',
+        'else echo "cannot tell the TensorRT version of trtexec (no [TensorRT vNNNNNN] banner)" >&2; exit 1; fi',
         "slug=$(echo \"$gpu\" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-|-$//g')",
         'out="tensorrt/${slug}-sm${cc/./}-trt${trt}"',
         'mkdir -p "$out"',
     ]
     if fp16:
         lines += [
-            "# TensorRT 10: fp32 graphs + --fp16; TensorRT 11: the fp16 graphs aeserve wrote, no flag",
-            'if [ "${trt%%.*}" -ge 11 ]; then onnx_dir=tensorrt/fp16/; fp16_flag=""; '
-            'else onnx_dir=""; fp16_flag="--fp16"; fi',
+            "# FP16: the fp16 graphs aeserve wrote (MatMul/Gemm in FP16, reductions in FP32), strongly typed;",
+            "# TensorRT 11 is always strongly typed, TensorRT 10 is told so",
+            'onnx_dir=tensorrt/fp16/; typed_flag=""; if [ "${trt%%.*}" -lt 11 ]; then typed_flag="--stronglyTyped"; fi',
         ]
     for graph, file in GRAPH_FILES.items():
         name, width = GRAPH_INPUTS[graph], _input_width(bundle, graph)
@@ -92,25 +102,59 @@ def trtexec_script(bundle: Bundle, profile: Profile, fp16: bool, workspace_mb: i
         onnx_file = f"${{onnx_dir}}{file}" if fp16 else file
         args = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine=$out/{graph}.plan",
                 f"--minShapes={low}", f"--optShapes={opt}", f"--maxShapes={high}",
-                f"--memPoolSize=workspace:{workspace_mb}M", f"--timingCacheFile=$out/{TIMING_CACHE}"]
+                f"--memPoolSize=workspace:{workspace_mb}M", f"--timingCacheFile=$out/{TIMING_CACHE}",
+                "--skipInference"]
         lines.append(" ".join(f'"{a}"' if "$" in a else shlex.quote(a) for a in args)
-                     + (" $fp16_flag" if fp16 else ""))
-    record = {"precision": "fp16" if fp16 else "fp32", "profile": asdict(profile),
-              "workspace_mb": workspace_mb, "built_with": "trtexec",
-              "plans": {g: {"file": f"{g}.plan", "onnx": f} for g, f in GRAPH_FILES.items()}}
+                     + (" $typed_flag" if fp16 else ""))
     lines += [
-        "# build.json tells the aeserve runtime which GPU and TensorRT these plans are for",
-        "GPU=\"$gpu\" CC=\"$cc\" TRT=\"$trt\" OUT=\"$out\" python3 - <<'PY'",
-        "import json, os",
-        f"record = json.loads({json.dumps(json.dumps(record))})",
-        "major, minor = os.environ['CC'].split('.')",
-        "record.update(gpu=os.environ['GPU'].strip(), compute_capability=[int(major), int(minor)],",
-        "              tensorrt=os.environ['TRT'])",
-        "open(os.path.join(os.environ['OUT'], 'build.json'), 'w').write(json.dumps(record, indent=2))",
-        "PY",
+        "# build.json and the manifest's record tell the aeserve runtime which GPU and TensorRT these plans are for",
+        f'python3 -c "import sys; from aeserve.export.tensorrt import record_plans; '
+        f"record_plans('.', sys.argv[1], gpu=sys.argv[2], compute_capability=sys.argv[3], tensorrt=sys.argv[4], "
+        f"precision='{'fp16' if fp16 else 'fp32'}', profile='{profile.min},{profile.opt},{profile.max}', "
+        f'workspace_mb={workspace_mb}, built_with=\'trtexec\')" "$out" "$gpu" "$cc" "$trt"',
         'echo "plans written to $out"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def record_plans(bundle_dir: str | Path, plan_dir: str | Path, *, gpu: str, compute_capability: str | tuple,
+                 tensorrt: str, precision: str, profile: str | Profile, workspace_mb: int,
+                 built_with: str = "tensorrt", seconds: dict[str, float] | None = None) -> Path:
+    """Record plans built in ``plan_dir`` (inside the bundle): ``build.json`` there, and a
+    TensorRT build in the manifest with the plans' sha256. The bundle is verified first, so
+    recording never blesses a file modified since the manifest was written."""
+    bundle = Bundle.open(bundle_dir)  # verifies every hashed file
+    try:
+        rel = Path(plan_dir).resolve().relative_to(bundle.path.resolve()).as_posix()
+    except ValueError:
+        raise ExportError(f"{plan_dir}: plans must be inside the bundle {bundle.path}") from None
+    out = bundle.file(rel)
+    if isinstance(compute_capability, str):
+        compute_capability = tuple(int(p) for p in compute_capability.strip().split("."))
+    profile = Profile.parse(profile) if isinstance(profile, str) else profile
+    plans = {}
+    for graph, file in GRAPH_FILES.items():
+        if not (out / f"{graph}.plan").is_file():
+            raise ExportError(f"{out}: {graph}.plan was not built")
+        plans[graph] = {"file": f"{graph}.plan", "onnx": file,
+                        **({"seconds": seconds[graph]} if seconds and graph in seconds else {})}
+    record = {"gpu": gpu.strip(), "compute_capability": list(compute_capability), "tensorrt": tensorrt,
+              "precision": precision, "profile": asdict(profile), "workspace_mb": workspace_mb,
+              "built_with": built_with, "plans": plans}
+    write_text_atomic(out / BUILD_JSON, json.dumps(record, indent=2) + "\n")
+    build = TensorRTBuild(precision=precision, plans=plans, gpu=gpu.strip(),
+                          compute_capability=tuple(compute_capability), tensorrt=tensorrt,
+                          details={"profile": asdict(profile), "workspace_mb": workspace_mb, "built_with": built_with})
+    m = bundle.manifest
+    bundle.write(dataclasses.replace(m, exports=dataclasses.replace(
+        m.exports, tensorrt={**m.exports.tensorrt, out.name: build})))
+    return out
+
+
+def network_flags(trt, fp16: bool) -> int:
+    """``create_network`` flags: strongly typed for FP16 (TensorRT 10 and 11), else none."""
+    strongly_typed = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return 1 << int(strongly_typed) if fp16 and strongly_typed is not None else 0
 
 
 def fp16_graph(model):
@@ -203,7 +247,7 @@ def build_tensorrt(directory: str | Path, profile: Profile = Profile(), *, fp16:
         if fp16:
             import onnx
 
-            for file in GRAPH_FILES.values():
+            for file in GRAPH_FILES.values():  # the graphs build.sh builds from, on TensorRT 10 and 11
                 with atomic_path(directory / "tensorrt" / "fp16" / file) as tmp:
                     onnx.save(fp16_graph(onnx.load(str(directory / file))), str(tmp))
         script = directory / "tensorrt" / "build.sh"
@@ -219,28 +263,28 @@ def _build_with_tensorrt(trt, bundle: Bundle, gpu: GpuInfo, *, profile: Profile,
                          workspace_mb: int) -> TensorRTResult:
     import onnx
 
-    major = int(trt.__version__.split(".")[0])
     out = bundle.path / "tensorrt" / plan_dir_name(gpu, trt.__version__)
     out.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     cache_path = out / TIMING_CACHE
-    plans = {}
+    seconds = {}
     for graph, file in GRAPH_FILES.items():
-        proto = onnx.load(str(bundle.path / file))
-        if fp16 and major >= 11:
+        proto = onnx.load(str(bundle.file(file)))
+        if fp16:
             proto = fp16_graph(proto)
-        network = builder.create_network(0)
+        network = builder.create_network(network_flags(trt, fp16))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(proto.SerializeToString()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ExportError(f"{file}: TensorRT's ONNX parser rejected it: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-        if fp16 and major < 11:
-            config.set_flag(trt.BuilderFlag.FP16)
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):  # made on another device: start afresh
+            cache = config.create_timing_cache(b"")
+            if not config.set_timing_cache(cache, ignore_mismatch=False):
+                raise ExportError(f"{file}: TensorRT refused even an empty timing cache")
         opt_profile = builder.create_optimization_profile()
         opt_profile.set_shape(GRAPH_INPUTS[graph], *profile.shapes(_input_width(bundle, graph)))
         config.add_optimization_profile(opt_profile)
@@ -250,15 +294,8 @@ def _build_with_tensorrt(trt, bundle: Bundle, gpu: GpuInfo, *, profile: Profile,
             raise ExportError(f"{file}: TensorRT failed to build a plan (see the TensorRT log above)")
         write_bytes_atomic(out / f"{graph}.plan", bytes(serialized))
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
-        plans[graph] = {"file": f"{graph}.plan", "onnx": file, "seconds": round(time.perf_counter() - started, 2)}
-    record = {"gpu": gpu.name, "compute_capability": list(gpu.compute_capability),
-              "tensorrt": trt.__version__, "precision": "fp16" if fp16 else "fp32",
-              "profile": asdict(profile), "workspace_mb": workspace_mb, "plans": plans}
-    write_text_atomic(out / BUILD_JSON, json.dumps(record, indent=2) + "\n")
-    m = bundle.manifest
-    build = TensorRTBuild(precision=record["precision"], plans=plans, gpu=gpu.name,
-                          compute_capability=tuple(gpu.compute_capability), tensorrt=trt.__version__,
-                          details={"profile": asdict(profile), "workspace_mb": workspace_mb})
-    bundle.write(dataclasses.replace(m, exports=dataclasses.replace(
-        m.exports, tensorrt={**m.exports.tensorrt, out.name: build})))
-    return TensorRTResult(True, out, f"built {len(plans)} plans in {out}")
+        seconds[graph] = round(time.perf_counter() - started, 2)
+    record_plans(bundle.path, out, gpu=gpu.name, compute_capability=tuple(gpu.compute_capability),
+                 tensorrt=trt.__version__, precision="fp16" if fp16 else "fp32", profile=profile,
+                 workspace_mb=workspace_mb, seconds=seconds)
+    return TensorRTResult(True, out, f"built {len(seconds)} plans in {out}")

@@ -1,9 +1,9 @@
 """Static check: can TensorRT's ONNX parser take this graph?
 
-The operator list is the "Y" rows of onnx-tensorrt's operator support matrix
-(docs/operators.md) restricted to operators that still exist in ONNX opset 20; the opset
-range is the one TensorRT 10.0 documents (9 to 20; later 10.x and 11.x releases extend
-the top). Also rejected: random operators (graphs must be deterministic) and any dynamic
+The operator list is the supported ("Y") rows of onnx-tensorrt's operator support matrix,
+``docs/operators.md`` on its ``release/10.13`` branch (TensorRT 10.13), restricted to
+operators that still exist in ONNX opset 20; the opset range is the one TensorRT 10.0
+documents (9 to 20; later 10.x and 11.x releases extend the top). Also rejected: random operators (graphs must be deterministic) and any dynamic
 axis other than the batch axis, which is what one optimisation profile can cover.
 """
 
@@ -15,16 +15,17 @@ OPSET_RANGE = (9, 20)
 
 SUPPORTED_OPS = frozenset("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast
-Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
-DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
-GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual
-GroupNormalization GRU HardSigmoid HardSwish Identity If InstanceNormalization IsInf IsNaN
-LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool
-MatMul Max MaxPool Mean Min Mod Mul Neg Not Or Pad Pow PRelu QuantizeLinear Range Reciprocal
-ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
-ReduceSumSquare Relu Reshape Resize RNN Round Scan ScatterElements ScatterND Selu Shape Sigmoid Sign
-Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
-ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Where Xor
+CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum
+DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
+Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+Greater GreaterOrEqual GridSample GroupNormalization GRU Hardmax HardSigmoid HardSwish Identity If
+InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop
+LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean MeanVarianceNormalization Min Mish Mod Mul
+Neg NonZero Not OneHot Or Pad Pow PRelu QuantizeLinear Range Reciprocal ReduceL1 ReduceL2
+ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare
+Relu Reshape Resize ReverseSequence RNN RoiAlign Round Scan ScatterElements ScatterND Selu Shape
+Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
+Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Where Xor
 """.split())
 
 #: ONNX TensorProto element types TensorRT takes (DOUBLE only with a lossy cast, so not here)

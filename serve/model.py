@@ -55,6 +55,18 @@ class Model:
         #: the encoder graph's outputs, the code first: ("z",), or a VAE's ("mu", "logvar")
         self.encoder_outputs = bundle.manifest.encoder_outputs
 
+    def close(self) -> None:
+        """Free what the backend holds (sessions, TensorRT engines, device memory)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return (f"Model(kind={self.kind!r}, features={len(self.features)}, latent={self.latent_size}, "
                 f"backend={self.backend.describe()!r})")

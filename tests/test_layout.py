@@ -82,3 +82,10 @@ def test_the_manifest_architecture_types_every_field_the_model_config_shares():
     from aeserve.train.config import ModelConfig
 
     assert {f.name for f in dataclasses.fields(ModelConfig)} == {f.name for f in dataclasses.fields(Architecture)}
+
+
+def test_gpu_extras_bring_cuda_bindings_for_cuda_12_and_13():
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("cuda-bindings>=12.6.1") for r in extras["gpu"])
+    assert "tensorrt-cu12>=10" in extras["gpu-cu12"] and "cuda-bindings>=12.6.1,<13" in extras["gpu-cu12"]

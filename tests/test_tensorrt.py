@@ -59,7 +59,9 @@ def _graph(op: str, opset: int = 20, batch: str = "batch", width: int | str = 3)
 
 def test_parser_check_rejects_what_tensorrt_cannot_take():
     assert tensorrt_problems(_graph("Relu")) == []
-    assert "operator Hardmax is not supported" in tensorrt_problems(_graph("Hardmax"))[0]
+    for supported in ("Hardmax", "CastLike", "Mish", "Shrink", "NonZero", "MeanVarianceNormalization"):
+        assert not any("operator" in p for p in tensorrt_problems(_graph(supported))), supported  # 10.x operators.md
+    assert "operator StringNormalizer is not supported" in tensorrt_problems(_graph("StringNormalizer"))[0]
     assert "random operator RandomNormalLike" in tensorrt_problems(_graph("RandomNormalLike"))[0]
     assert "opset 21 is outside" in tensorrt_problems(_graph("Relu", opset=21))[0]
     assert any("axis 1 is dynamic" in p for p in tensorrt_problems(_graph("Relu", width="w")))
@@ -79,26 +81,31 @@ def test_fp16_graph_keeps_io_types_and_stays_close(bundles, cancer, tmp_path):
 
 
 def _fake_gpu_host(tmp_path, trt_version: str = "10.13.3"):
-    """nvidia-smi, trtexec and a tensorrt module that only say what a GPU host would say."""
+    """nvidia-smi and a trtexec that only say what a GPU host would say; trtexec's banner
+    carries its version ([TensorRT v101303] for 10.13.3), as the real one's does. The Python
+    tensorrt module there is another version: the plans must be named by trtexec's."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    major, minor, patch = (int(p) for p in trt_version.split("."))
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
-    (bin_dir / "trtexec").write_text(textwrap.dedent("""\
+    (bin_dir / "trtexec").write_text(textwrap.dedent(f"""\
         #!/bin/sh
-        for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${a#--saveEngine=}";; esac; done
+        echo "&&&& RUNNING TensorRT.trtexec [TensorRT v{major * 10000 + minor * 100 + patch}] [b9] # trtexec $*"
+        [ "$1" = "--help" ] && exit 0
+        for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${{a#--saveEngine=}}";; esac; done
         echo "$@" >> "$(dirname "$0")/calls"
         """))
     for tool in ("nvidia-smi", "trtexec"):
         (bin_dir / tool).chmod(0o755)
     module = tmp_path / "site" / "tensorrt"
     module.mkdir(parents=True)
-    (module / "__init__.py").write_text(f"__version__ = {trt_version!r}\n")
+    (module / "__init__.py").write_text("__version__ = '9.9.9'\n")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(tmp_path / "site"))
     return bin_dir, env
 
 
-@pytest.mark.parametrize("trt_version,fp16_args", [("10.13.3", "--fp16"), ("11.4.0", "fp16/")])
-def test_build_sh_builds_plans_the_runtime_finds(bundles, tmp_path, trt_version, fp16_args):
+@pytest.mark.parametrize("trt_version,typed", [("10.13.3", True), ("11.4.0", False)])
+def test_build_sh_builds_plans_the_runtime_finds(bundles, tmp_path, trt_version, typed):
     bundle_dir = tmp_path / "b"
     shutil.copytree(bundles["ae"], bundle_dir)
     result = build_tensorrt(bundle_dir, Profile(1, 256, 2048), fp16=True, workspace_mb=512)
@@ -111,13 +118,16 @@ def test_build_sh_builds_plans_the_runtime_finds(bundles, tmp_path, trt_version,
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     calls = (bin_dir / "calls").read_text().splitlines()
-    assert len(calls) == 3 and all(fp16_args in call for call in calls)
+    assert len(calls) == 3 and all("--onnx=tensorrt/fp16/" in call and "--skipInference" in call for call in calls)
+    assert all(("--stronglyTyped" in call) == typed and "--fp16" not in call for call in calls)
     expected = bundle_dir / "tensorrt" / plan_dir_name(H100, trt_version)
     assert sorted(p.name for p in expected.iterdir()) == ["build.json", "decoder.plan", "encoder.plan", "energy.plan"]
     record = json.loads((expected / "build.json").read_text())
     assert record["compute_capability"] == [9, 0] and record["precision"] == "fp16"
-    bundle = Bundle.open(bundle_dir)  # the plans do not break the sha256 check
-    assert find_plan_dir(bundle, H100, trt_version) == expected
+    bundle = Bundle.open(bundle_dir)  # the plans are recorded with their sha256
+    assert f"tensorrt/{expected.name}/energy.plan" in bundle.manifest.files
+    assert bundle.manifest.exports.tensorrt[expected.name].tensorrt == trt_version
+    assert find_plan_dir(bundle, H100, trt_version + ".7") == expected  # the Python package's 4-part version
     with pytest.raises(BackendUnavailable, match=r"built for NVIDIA H100 80GB HBM3 sm90 .*rebuild: aeserve export"):
         find_plan_dir(bundle, GpuInfo("NVIDIA L4", (8, 9)), trt_version)
     with pytest.raises(BackendUnavailable, match="rebuild"):

@@ -39,6 +39,12 @@ class TorchBackend:
         out = dict(zip(record.outputs, out if isinstance(out, tuple) else (out,)))
         return [out[name].cpu().numpy() for name in (outputs or record.outputs)]
 
+    def close(self) -> None:
+        """Drop the modules (and, on a GPU, the memory they hold)."""
+        self.modules = {}
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def describe(self) -> str:
         """torch version and device."""
         return f"torch {torch.__version__} ({self.device})"

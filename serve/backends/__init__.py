@@ -3,8 +3,10 @@
 A backend is created from a verified ``Bundle`` and exposes ``run(graph, feeds)`` which
 returns the graph's outputs (manifest order) as numpy arrays. Modules are imported only
 when a backend is created, so listing backends never imports torch or onnxruntime.
-``auto`` prefers TensorRT (plans for this GPU), then ONNX Runtime with CUDA, then ONNX
-Runtime on the CPU, and records why it chose what it chose.
+``auto`` prefers TensorRT (plans for this GPU and TensorRT version), then ONNX Runtime with
+CUDA, then ONNX Runtime on the CPU, and records why it chose what it chose; a backend that
+fails while starting (a plan that does not deserialise, a CUDA provider whose libraries do not
+load) is skipped with its reason. Backends free what they hold with ``close()``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Backend(Protocol):
 
     def describe(self) -> str:
         """One line: library, version and device."""
+
+    def close(self) -> None:
+        """Free sessions, engines and device memory (the backend cannot run afterwards)."""
 
 
 @dataclass(frozen=True)
@@ -106,17 +111,39 @@ def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
     raise BackendUnavailable("no runtime backend can run this bundle: " + "; ".join(skipped))
 
 
-def create_backend(name: str, bundle: Bundle, **options) -> Backend:
-    """Instantiate backend ``name`` (``auto`` allowed) for ``bundle``; sets ``.reason``."""
-    chosen, reason = choose_backend(name, bundle)
-    spec = _BACKENDS[chosen]
-    why_not = _why_not(spec, bundle)
-    if why_not is not None:
-        raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
+def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict) -> Backend:
     module_name, attr = spec.target.split(":")
-    backend = getattr(importlib.import_module(module_name), attr)(bundle, **options)
-    backend.reason = reason
-    return backend
+    return getattr(importlib.import_module(module_name), attr)(bundle, **options)
+
+
+def create_backend(name: str, bundle: Bundle, **options) -> Backend:
+    """Instantiate backend ``name`` (``auto`` allowed) for ``bundle``; sets ``.reason``. With
+    ``auto``, a backend that fails to start (BackendUnavailable) is skipped for the next one."""
+    if name != "auto":
+        chosen, reason = choose_backend(name, bundle)
+        why_not = _why_not(_BACKENDS[chosen], bundle)
+        if why_not is not None:
+            raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
+        backend = _instantiate(_BACKENDS[chosen], bundle, options)
+        backend.reason = reason
+        return backend
+    skipped = []
+    for candidate in list_backends():
+        spec = _BACKENDS[candidate]
+        if not spec.auto:
+            continue
+        why_not = _why_not(spec, bundle)
+        if why_not is None:
+            try:
+                backend = _instantiate(spec, bundle, options)
+            except BackendUnavailable as exc:
+                why_not = f"it failed to start: {exc}"
+            else:
+                backend.reason = ("auto: " + ("; ".join(skipped) + " -> " if skipped else "")
+                                  + f"{candidate} is available")
+                return backend
+        skipped.append(f"not {candidate} ({why_not})")
+    raise BackendUnavailable("no runtime backend can run this bundle: " + "; ".join(skipped))
 
 
 def _needs_graphs(bundle: Bundle) -> str | None:
@@ -126,16 +153,26 @@ def _needs_graphs(bundle: Bundle) -> str | None:
 
 
 def _needs_plans(bundle: Bundle) -> str | None:
-    if not (bundle.path / "tensorrt").is_dir() or not any((bundle.path / "tensorrt").glob("*/build.json")):
+    """None when the bundle has plans for this GPU and TensorRT version (the same matching as
+    the backend's ``find_plan_dir``), else why not."""
+    if not bundle.manifest.exports.tensorrt:
         return "no TensorRT plans in the bundle (aeserve export --format tensorrt)"
     from aeserve.serve.gpu import gpu_info
 
-    return None if gpu_info() is not None else "no NVIDIA GPU visible"
+    gpu = gpu_info()
+    if gpu is None:
+        return "no NVIDIA GPU visible"
+    import tensorrt
+
+    from aeserve.serve.backends.tensorrt import match_plans
+
+    return match_plans(bundle, gpu, tensorrt.__version__)[1] or None
 
 
 register_backend(BackendSpec(
     name="tensorrt", target="aeserve.serve.backends.tensorrt:TensorRTBackend",
-    requires=("tensorrt", "cuda.bindings"), install="pip install 'aeserve[gpu]'", priority=10,
+    requires=("tensorrt", "cuda.bindings"),
+    install="pip install 'aeserve[gpu]' on CUDA 13 hosts, 'aeserve[gpu-cu12]' on CUDA 12 hosts", priority=10,
     unusable=_needs_plans))
 register_backend(BackendSpec(
     name="onnxruntime", target="aeserve.serve.backends.onnxruntime:OnnxRuntimeBackend",
