@@ -14,9 +14,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import Server
 
 import aeserve
+
+from conftest import Server
 
 pytest.importorskip("uvicorn")
 SECONDS = float(os.environ.get("AESERVE_SOAK_SECONDS", "600"))

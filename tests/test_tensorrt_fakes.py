@@ -48,10 +48,13 @@ def rows(cancer):
     return np.concatenate([cancer["test_normal"], cancer["anomalies"]])  # 312 rows
 
 
-def _built(bundles, tmp_path, fp16: bool = False, profile: Profile = Profile(4, 64, 256)) -> Path:
+PROFILE = Profile(4, 64, 256)
+
+
+def _built(bundles, tmp_path, fp16: bool = False) -> Path:
     target = tmp_path / "b"
     shutil.copytree(bundles["ae"], target)
-    result = build_tensorrt(target, profile, fp16=fp16, require_tensorrt=True)
+    result = build_tensorrt(target, PROFILE, fp16=fp16, require_tensorrt=True)
     assert result.built, result.message
     return target
 
@@ -169,7 +172,7 @@ def test_a_timing_cache_from_another_device_is_replaced(fake_gpu, bundles, tmp_p
     trt, _ = fake_gpu
     bundle_dir = _built(bundles, tmp_path)
     trt.FAKE.reject_timing_cache = True  # the cache file now "comes from another device"
-    assert build_tensorrt(bundle_dir, Profile(4, 64, 256), require_tensorrt=True).built
+    assert build_tensorrt(bundle_dir, PROFILE, require_tensorrt=True).built
 
 
 def test_onnxruntime_without_its_cuda_libraries_does_not_fall_back_silently(bundles, rows, monkeypatch):
