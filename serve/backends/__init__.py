@@ -93,12 +93,10 @@ def _why_not(spec: BackendSpec, bundle: Bundle) -> str | None:
     return spec.unusable(bundle)
 
 
-def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
-    """Resolve ``name`` (``auto`` allowed) to (backend, why it was chosen)."""
-    if name != "auto":
-        if name not in _BACKENDS:
-            raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(list_backends())}")
-        return name, "asked for"
+def _auto(bundle: Bundle, start: Callable[[BackendSpec], tuple[object, str | None]]) -> tuple[str, object, str]:
+    """Walk the backends ``auto`` may take, in preference order: the first whose libraries are
+    here, which can run ``bundle`` and which ``start`` accepts -> (name, what start made, why).
+    ``start(spec)`` returns (value, None), or (None, why it cannot)."""
     skipped = []
     for candidate in list_backends():
         spec = _BACKENDS[candidate]
@@ -106,9 +104,22 @@ def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
             continue
         reason = _why_not(spec, bundle)
         if reason is None:
-            return candidate, "auto: " + ("; ".join(skipped) + " -> " if skipped else "") + f"{candidate} is available"
+            made, reason = start(spec)
+            if reason is None:
+                why = "auto: " + ("; ".join(skipped) + " -> " if skipped else "") + f"{candidate} is available"
+                return candidate, made, why
         skipped.append(f"not {candidate} ({reason})")
     raise BackendUnavailable("no runtime backend can run this bundle: " + "; ".join(skipped))
+
+
+def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
+    """Resolve ``name`` (``auto`` allowed) to (backend, why it was chosen), without starting it."""
+    if name != "auto":
+        if name not in _BACKENDS:
+            raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(list_backends())}")
+        return name, "asked for"
+    chosen, _, reason = _auto(bundle, lambda spec: (None, None))
+    return chosen, reason
 
 
 def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict) -> Backend:
@@ -125,25 +136,16 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
         if why_not is not None:
             raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
         backend = _instantiate(_BACKENDS[chosen], bundle, options)
-        backend.reason = reason
-        return backend
-    skipped = []
-    for candidate in list_backends():
-        spec = _BACKENDS[candidate]
-        if not spec.auto:
-            continue
-        why_not = _why_not(spec, bundle)
-        if why_not is None:
+    else:
+        def start(spec: BackendSpec):
             try:
-                backend = _instantiate(spec, bundle, options)
+                return _instantiate(spec, bundle, options), None
             except BackendUnavailable as exc:
-                why_not = f"it failed to start: {exc}"
-            else:
-                backend.reason = ("auto: " + ("; ".join(skipped) + " -> " if skipped else "")
-                                  + f"{candidate} is available")
-                return backend
-        skipped.append(f"not {candidate} ({why_not})")
-    raise BackendUnavailable("no runtime backend can run this bundle: " + "; ".join(skipped))
+                return None, f"it failed to start: {exc}"
+
+        _, backend, reason = _auto(bundle, start)
+    backend.reason = reason
+    return backend
 
 
 def _needs_graphs(bundle: Bundle) -> str | None:
