@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-pyod", action="store_true")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--skip-auroc", action="store_true", help="skip the int8 AUROC check (3 trainings)")
     args = parser.parse_args()
 
     import torch
@@ -86,15 +87,23 @@ def main() -> None:
         "torch": statistics.median(_torch_mm_gflops(*s) for s in layer_shapes for _ in range(3))}
     batches = (256, 512, 1024, 2048, 4096)
 
-    def aeserve_fn(precision):
+    def aeserve_fn(precision, backend="onnxruntime"):
         def make(batch):
-            model = aeserve.load(work / "mlp", backend="onnxruntime", batch_size=batch,
+            model = aeserve.load(work / "mlp", backend=backend, batch_size=batch,
                                  **({"precision": precision} if precision != "fp32" else {}))
             return lambda: model.energy(rows)
         return make
 
     report["aeserve_fp32"] = best_over_batches(aeserve_fn("fp32"), rows, batches, args.repeats)
     report["aeserve_int8"] = best_over_batches(aeserve_fn("int8"), rows, batches, args.repeats)
+    from aeserve.serve.backends import available_backends
+
+    has_openvino = "openvino" in available_backends()
+    if has_openvino:
+        report["openvino_fp32"] = best_over_batches(aeserve_fn("fp32", "openvino"), rows, batches, args.repeats)
+    chosen = aeserve.load(work / "mlp")  # backend="auto": on a CPU, measured (and cached) by aeserve
+    report["auto_choice"] = {"backend": chosen.backend_name, "reason": chosen.backend_reason,
+                             "batch": chosen.batch_size}
     auto_model = aeserve.load(work / "mlp", backend="onnxruntime")  # batch size chosen by aeserve
     report["aeserve_fp32_auto"] = (auto_model.batch_size,
                                    median_rate(lambda: auto_model.energy(rows), len(rows), args.repeats))
@@ -133,7 +142,10 @@ def main() -> None:
     # median printed
     contenders = {"aeserve_fp32": aeserve_fn("fp32")(auto_model.batch_size),
                   "aeserve_int8": aeserve_fn("int8")(auto_model.batch_size),
+                  "aeserve_auto": lambda: chosen.energy(rows),
                   "torch_eager": torch_fn(torch_model)(report["torch_eager"][0])}
+    if has_openvino:
+        contenders["openvino_fp32"] = aeserve_fn("fp32", "openvino")(report["openvino_fp32"][0])
     if "torch_compile" in report:
         contenders["torch_compile"] = torch_fn(compiled)(report["torch_compile"][0])
     if "pyod_defaults" in report:
@@ -164,7 +176,7 @@ def main() -> None:
     report["csv"] = {"rows": len(csv_rows), "MB": csv_path.stat().st_size / 1e6, "parse_s": parse,
                      "compute_s": compute, "end_to_end_s": end_to_end,
                      "ratio": statistics.median(e / (p + c) for p, c, e in rounds)}
-    report["auroc_fp32_int8_digits"] = _auroc_change(work)
+    report["auroc_fp32_int8_digits"] = [] if args.skip_auroc else _auroc_change(work)
     _print(report, flops)
     (work / "throughput.json").write_text(json.dumps(report, indent=2))
 
@@ -233,6 +245,10 @@ def _print(report: dict, flops: float) -> None:
     print(line("aeserve onnxruntime fp32", r32, b32))
     print(line("aeserve onnxruntime int8", r8, b8))
     print(line("aeserve fp32, automatic batch", report["aeserve_fp32_auto"][1], report["aeserve_fp32_auto"][0]))
+    if "openvino_fp32" in report:
+        print(line("aeserve openvino fp32", report["openvino_fp32"][1], report["openvino_fp32"][0]))
+    print(f"auto chose {report['auto_choice']['backend']} (batch {report['auto_choice']['batch']}): "
+          f"{report['auto_choice']['reason']}")
     peers = {"torch eager": report["torch_eager"]}
     if "torch_compile" in report:
         peers["torch.compile"] = report["torch_compile"]
@@ -246,6 +262,13 @@ def _print(report: dict, flops: float) -> None:
         return statistics.median(r[top] / r[bottom] for r in rounds)
 
     print(f"ratios (target in brackets), median over {len(rounds)} side-by-side rounds:")
+    backends = [k for k in ("aeserve_fp32", "openvino_fp32", "aeserve_int8", "aeserve_auto") if k in rounds[0]]
+    fp32 = [k for k in ("aeserve_fp32", "openvino_fp32") if k in rounds[0]]
+    for key in backends:  # each backend against the fastest fp32 backend of the same round, and the ceiling
+        to_fastest = statistics.median(r[key] / max(r[k] for k in fp32) for r in rounds)
+        to_ceiling = statistics.median(r[key] * flops / 1e9 / r["ceiling"] for r in rounds)
+        target = {"aeserve_auto": "  [>= 0.95 of the fastest]", "aeserve_int8": "  [>= 2.3 x fp32]"}.get(key, "")
+        print(f"  {key:24s} {to_fastest:5.2f}x the fastest fp32 backend, {to_ceiling:5.2f}x the MatMul ceiling{target}")
     print(f"  fp32 / MatMul ceiling     {statistics.median(r['aeserve_fp32'] * flops / 1e9 / r['ceiling'] for r in rounds):5.2f}x  [>= 0.8]")
     targets = {"torch_eager": ("torch eager", 2.0), "torch_compile": ("torch.compile", 1.8),
                "pyod_defaults": ("PyOD AutoEncoder (defaults)", 6.0)}
@@ -258,7 +281,7 @@ def _print(report: dict, flops: float) -> None:
           "if both did nothing else")
     print(f"  int8 / fp32               {ratio('aeserve_int8', 'aeserve_fp32'):5.2f}x  [>= 2]")
     pairs = report["auroc_fp32_int8_digits"]
-    changes = [a8 - a32 for a32, a8 in pairs]
+    changes = [a8 - a32 for a32, a8 in pairs] or [float("nan")]
     print(f"  AUROC change int8 - fp32, digits: median {statistics.median(changes):+.4f} over {len(pairs)} "
           f"trainings  [|change| <= 0.005]  ("
           + ", ".join(f"{a32:.4f} -> {a8:.4f}" for a32, a8 in pairs) + ")")

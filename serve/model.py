@@ -96,8 +96,12 @@ class Model:
         return array
 
     def _run(self, graph: str, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
-        parts = [self.backend.run(graph, {GRAPH_INPUTS[graph]: x[rows]}, outputs)
-                 for rows in row_batches(len(x), self.batch_size)]
+        batches = [{GRAPH_INPUTS[graph]: x[rows]} for rows in row_batches(len(x), self.batch_size)]
+        run_batches = getattr(self.backend, "run_batches", None)  # several batches in flight (OpenVINO)
+        if run_batches is not None and len(batches) > 1:
+            parts = run_batches(graph, batches, outputs)
+        else:
+            parts = [self.backend.run(graph, feeds, outputs) for feeds in batches]
         if not parts:
             return [np.empty((0,), np.float32) for _ in (outputs or [None])]
         return [np.concatenate(outputs) for outputs in zip(*parts)]
@@ -175,9 +179,10 @@ def load(path: str | os.PathLike, backend: str = "auto", batch_size: int | None 
          **backend_options) -> Model:
     """Open and verify the bundle at ``path`` and run it on ``backend``.
 
-    ``backend``: ``auto`` (TensorRT plans for this GPU, else onnxruntime with CUDA, else
-    onnxruntime on the CPU), ``tensorrt``, ``onnxruntime`` or ``torch`` (the reference, from
-    the weights; imports torch). ``device`` (onnxruntime, torch): auto, cpu or cuda.
+    ``backend``: ``auto`` (TensorRT plans for this GPU, else onnxruntime with CUDA; on a CPU the
+    fastest installed CPU backend, measured once per machine and bundle), ``tensorrt``,
+    ``onnxruntime``, ``openvino`` or ``torch`` (the reference, from the weights; imports torch).
+    ``device``: auto, cpu or cuda; ``hint`` (OpenVINO): throughput or latency.
     ``batch_size`` defaults to ``auto_batch_size(bundle)``.
     """
     bundle = Bundle.open(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# measured backend choices (serve/backends/measured.py) go to a cache of this test run, which
+# the CLI subprocesses share, never to the user's ~/.cache
+os.environ.setdefault("AESERVE_CACHE_DIR", tempfile.mkdtemp(prefix="aeserve-test-cache-"))
 
 KINDS = ("ae", "dae", "cae", "vae", "lvm")
 

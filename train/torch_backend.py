@@ -20,7 +20,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, bundle: Bundle, device: str = "cpu"):
+    def __init__(self, bundle: Bundle, device: str = "cpu", precision: str = "fp32"):
+        if precision != "fp32":
+            raise BackendUnavailable(f"torch backend: fp32 only; {precision} graphs run on onnxruntime")
         device = "cpu" if device == "auto" else device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("torch backend: --device cuda asked for, but torch sees no CUDA GPU")

@@ -4,7 +4,9 @@ A backend is created from a verified ``Bundle`` and exposes ``run(graph, feeds)`
 returns the graph's outputs (manifest order) as numpy arrays. Modules are imported only
 when a backend is created, so listing backends never imports torch or onnxruntime.
 ``auto`` prefers TensorRT (plans for this GPU and TensorRT version), then ONNX Runtime with
-CUDA, then ONNX Runtime on the CPU, and records why it chose what it chose; a backend that
+CUDA; on a machine without a GPU it times the installed CPU backends (ONNX Runtime, OpenVINO)
+on a short probe and keeps the fastest, cached per machine and bundle
+(``aeserve.serve.backends.measured``). It records why it chose what it chose; a backend that
 fails while starting (a plan that does not deserialise, a CUDA provider whose libraries do not
 load) is skipped with its reason. Backends free what they hold with ``close()``.
 """
@@ -54,6 +56,8 @@ class BackendSpec:
     # bundle -> None when usable, else why not (checked after ``requires``)
     unusable: Callable[[Bundle], str | None] = lambda bundle: None
     auto: bool = True          # may ``auto`` choose it
+    cpu: bool = False          # a CPU backend: on a machine without a GPU, ``auto`` times these and keeps the fastest
+    options: tuple[str, ...] = ("device", "precision")  # the load options it takes; others are not passed to it
 
 
 _BACKENDS: dict[str, BackendSpec] = {}
@@ -118,13 +122,41 @@ def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
         if name not in _BACKENDS:
             raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(list_backends())}")
         return name, "asked for"
+    specs = _measure_on_cpu(bundle, {})
+    if specs:
+        from aeserve.serve.backends.measured import cached_choice
+
+        names = [s.name for s in specs]
+        cached = cached_choice(bundle, names, {s.name: s.requires[0] for s in specs})
+        if cached is not None:
+            return cached
+        return names[0], f"auto: {', '.join(names)} are timed on the first load on this machine, the fastest kept"
     chosen, _, reason = _auto(bundle, lambda spec: (None, None))
     return chosen, reason
 
 
 def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict) -> Backend:
     module_name, attr = spec.target.split(":")
-    return getattr(importlib.import_module(module_name), attr)(bundle, **options)
+    taken = {k: v for k, v in options.items() if k in spec.options}
+    return getattr(importlib.import_module(module_name), attr)(bundle, **taken)
+
+
+def _measure_on_cpu(bundle: Bundle, options: dict) -> list[BackendSpec]:
+    """The CPU backends ``auto`` should time against each other: at least two can run the bundle,
+    no GPU is wanted or visible. Empty when the preference walk decides instead."""
+    device = options.get("device", "auto")
+    if device not in ("auto", "cpu"):
+        return []
+    specs = [_BACKENDS[n] for n in list_backends() if _BACKENDS[n].auto and _BACKENDS[n].cpu]
+    specs = [s for s in specs if _why_not(s, bundle) is None]
+    if len(specs) < 2:
+        return []
+    if device == "auto":
+        from aeserve.serve.gpu import gpu_info
+
+        if gpu_info() is not None:
+            return []
+    return specs
 
 
 def create_backend(name: str, bundle: Bundle, **options) -> Backend:
@@ -136,6 +168,13 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
         if why_not is not None:
             raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
         backend = _instantiate(_BACKENDS[chosen], bundle, options)
+    elif _measure_on_cpu(bundle, options):
+        from aeserve.serve.backends.measured import choose_by_measurement
+
+        specs = _measure_on_cpu(bundle, options)
+        backend, reason = choose_by_measurement(
+            bundle, [s.name for s in specs], {s.name: s.requires[0] for s in specs},
+            start=lambda name: _instantiate(_BACKENDS[name], bundle, options))
     else:
         def start(spec: BackendSpec):
             try:
@@ -179,7 +218,11 @@ register_backend(BackendSpec(
 register_backend(BackendSpec(
     name="onnxruntime", target="aeserve.serve.backends.onnxruntime:OnnxRuntimeBackend",
     requires=("onnxruntime",), install="pip install 'aeserve[cpu]', or 'aeserve[gpu]' for CUDA",
-    priority=20, unusable=_needs_graphs))
+    priority=20, unusable=_needs_graphs, cpu=True, options=("device", "precision", "providers", "threads")))
+register_backend(BackendSpec(
+    name="openvino", target="aeserve.serve.backends.openvino:OpenVinoBackend", requires=("openvino",),
+    install="pip install 'aeserve[openvino]'", priority=30, unusable=_needs_graphs, cpu=True,
+    options=("device", "precision", "hint", "threads")))
 # The reference backend rebuilds the torch model from the weights; used only when asked for.
 register_backend(BackendSpec(
     name="torch", target="aeserve.train.torch_backend:TorchBackend", requires=("torch",),

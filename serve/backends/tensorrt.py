@@ -221,7 +221,12 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, device: str = "auto", precision: str = "fp32"):
+        if device == "cpu":
+            raise BackendUnavailable("tensorrt runs on the GPU; --device cpu needs another backend")
+        if precision != "fp32":
+            raise BackendUnavailable(f"tensorrt: the plans carry their own precision; {precision} graphs run on "
+                                     "onnxruntime")
         try:
             import tensorrt as trt
             from cuda.bindings import runtime  # noqa: F401

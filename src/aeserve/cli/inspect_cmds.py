@@ -148,7 +148,7 @@ def bench(
 
     opened = Bundle.open(bundle)
     here = available_backends()
-    plan = [(b, "fp32") for b in ("onnxruntime", "torch") if b in here]
+    plan = [(b, "fp32") for b in ("onnxruntime", "openvino", "torch") if b in here]
     if "onnxruntime" in here and opened.manifest.graph("energy", "int8") is not None:
         plan.insert(1, ("onnxruntime", "int8"))
     shapes = ceiling_shapes(opened)

@@ -118,14 +118,15 @@ def progress_callback(bar):
 
 
 def open_model(bundle: Path, backend: str, *, batch_size: int = 0, device: Device = Device.auto,
-               precision: str = "fp32"):
-    """aeserve.load with the verbs' flags; BadParameter for a flag combination that cannot work."""
+               precision: str = "fp32", hint: str = "throughput"):
+    """aeserve.load with the verbs' flags; BadParameter for a flag combination that cannot work.
+    ``hint``: throughput (files) or latency (the server), for backends that take one (OpenVINO)."""
     from aeserve.serve.model import load
 
     backend = getattr(backend, "value", backend)
     if batch_size < 0:
         raise typer.BadParameter("must be >= 1, or 0 for automatic", param_hint="--batch-size")
-    options = {} if device == Device.auto or backend == "tensorrt" else {"device": device.value}
+    options = {"hint": hint} if device == Device.auto else {"device": device.value, "hint": hint}
     if precision != "fp32":
         if backend not in ("auto", "onnxruntime"):
             raise typer.BadParameter("int8 graphs run on onnxruntime", param_hint="--precision")

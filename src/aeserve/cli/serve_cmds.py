@@ -72,7 +72,7 @@ def serve(
         name = path.resolve().name
         if name in models:
             raise typer.BadParameter(f"two bundles are named {name!r}", param_hint="BUNDLES")
-        models[name] = open_model(path, backend, device=device)
+        models[name] = open_model(path, backend, device=device, hint="latency")
     if host not in _LOOPBACK and token is None:
         err.print(f"[yellow]warning[/]: serving on {escape(host)} without authentication: anyone who can reach "
                   "the port can use the models; pass --token-file (and TLS with --ssl-certfile/--ssl-keyfile)")

@@ -1,0 +1,113 @@
+"""OpenVINO backend: the bundle's ONNX graphs compiled for the CPU by OpenVINO, no conversion
+step for the user.
+
+Each graph is read from its bytes (after the bundle's ONNX checks, as for ONNX Runtime) and
+compiled with ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run bf16 on CPUs
+that have it, which changes the energies. ``hint="throughput"`` (file scoring) runs batches
+through an ``AsyncInferQueue`` so that several are in flight; ``hint="latency"`` (the server)
+runs one request per call. Infer requests are per thread, so ``run`` is thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import openvino as ov
+
+from aeserve.bundle import Bundle
+from aeserve.errors import BackendUnavailable
+from aeserve.onnx_guard import check_onnx_bytes
+
+__all__ = ["OpenVinoBackend"]
+
+HINTS = {"throughput": "THROUGHPUT", "latency": "LATENCY"}
+
+
+class OpenVinoBackend:
+    """Runs the bundle's fp32 ONNX graphs with OpenVINO on the CPU."""
+
+    name = "openvino"
+
+    def __init__(self, bundle: Bundle, device: str = "auto", *, precision: str = "fp32", hint: str = "throughput",
+                 threads: int = 0):
+        if device not in ("auto", "cpu"):
+            raise BackendUnavailable(f"openvino runs on the CPU here; --device {device} needs another backend")
+        if precision != "fp32":
+            raise BackendUnavailable(f"openvino: {precision} graphs run on onnxruntime (--backend onnxruntime)")
+        if hint not in HINTS:
+            raise BackendUnavailable(f"openvino: unknown hint {hint!r}; use throughput or latency")
+        bundle.graph("energy")  # BundleError now, not at the first call
+        self.bundle, self.hint, self.threads = bundle, hint, threads
+        self.core = ov.Core()
+        self._compiled: dict[str, ov.CompiledModel] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _model(self, graph: str) -> ov.CompiledModel:
+        compiled = self._compiled.get(graph)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(graph)
+                if compiled is None:
+                    path = self.bundle.graph_file(graph)
+                    data = path.read_bytes()
+                    check_onnx_bytes(data, str(path))
+                    config = {"PERFORMANCE_HINT": HINTS[self.hint], "INFERENCE_PRECISION_HINT": "f32"}
+                    if self.threads:
+                        config["INFERENCE_NUM_THREADS"] = self.threads
+                    try:
+                        compiled = self.core.compile_model(self.core.read_model(data, b""), "CPU", config)
+                    except RuntimeError as exc:
+                        raise BackendUnavailable(f"{path}: OpenVINO could not compile it "
+                                                 f"({str(exc).splitlines()[0][:200]})") from None
+                    self._compiled[graph] = compiled
+        return compiled
+
+    def _request(self, graph: str) -> ov.InferRequest:
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        if graph not in requests:
+            requests[graph] = self._model(graph).create_infer_request()
+        return requests[graph]
+
+    def _outputs(self, graph: str, outputs: list[str] | None) -> list[str]:
+        return outputs or list(self.bundle.graph(graph).outputs)
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The ``outputs`` of ``graph`` (default: all, in the graph record's order)."""
+        request = self._request(graph)
+        request.infer(feeds)
+        return [request.get_tensor(name).data.copy() for name in self._outputs(graph, outputs)]
+
+    def run_batches(self, graph: str, batches: list[dict[str, np.ndarray]],
+                    outputs: list[str] | None = None) -> list[list[np.ndarray]]:
+        """``run`` for several batches with up to the compiled model's optimal number of
+        requests in flight (AsyncInferQueue); results in batch order."""
+        names = self._outputs(graph, outputs)
+        if len(batches) < 2 or self.hint != "throughput":
+            return [self.run(graph, feeds, names) for feeds in batches]
+        compiled = self._model(graph)
+        jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        results: list[list[np.ndarray] | None] = [None] * len(batches)
+
+        def done(request: ov.InferRequest, index: int) -> None:
+            results[index] = [request.get_tensor(name).data.copy() for name in names]
+
+        queue = ov.AsyncInferQueue(compiled, min(jobs, len(batches)))
+        queue.set_callback(done)
+        for index, feeds in enumerate(batches):
+            queue.start_async(feeds, index)
+        queue.wait_all()
+        return results
+
+    def describe(self) -> str:
+        """OpenVINO version, device, hint and precision."""
+        return f"openvino {ov.__version__} (CPU, {self.hint}, f32)"
+
+    def close(self) -> None:
+        """Drop the compiled models and their requests."""
+        with self._lock:
+            self._compiled.clear()
+            self._local = threading.local()
