@@ -3,8 +3,8 @@ step for the user.
 
 Each graph is read from its bytes (after the bundle's ONNX checks, as for ONNX Runtime) and
 compiled with ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run bf16 on CPUs
-that have it, which changes the energies. ``hint="throughput"`` (file scoring) runs batches
-through an ``AsyncInferQueue`` so that several are in flight; ``hint="latency"`` (the server)
+that have it, which changes the energies. ``hint="throughput"`` (file scoring) keeps several
+batches in flight on a pool of asynchronous infer requests; ``hint="latency"`` (the server)
 runs one request per call. Infer requests are per thread, so ``run`` is thread-safe.
 """
 
@@ -84,23 +84,39 @@ class OpenVinoBackend:
     def run_batches(self, graph: str, batches: list[dict[str, np.ndarray]],
                     outputs: list[str] | None = None) -> list[list[np.ndarray]]:
         """``run`` for several batches with up to the compiled model's optimal number of
-        requests in flight (AsyncInferQueue); results in batch order."""
+        requests in flight; results in batch order. Requests are started and waited for from
+        this thread (no Python callbacks on OpenVINO's threads: those need the GIL, and a
+        compiled model destroyed while one waits for it never finishes joining its threads)."""
         names = self._outputs(graph, outputs)
         if len(batches) < 2 or self.hint != "throughput":
             return [self.run(graph, feeds, names) for feeds in batches]
-        compiled = self._model(graph)
-        jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        results: list[list[np.ndarray] | None] = [None] * len(batches)
-
-        def done(request: ov.InferRequest, index: int) -> None:
-            results[index] = [request.get_tensor(name).data.copy() for name in names]
-
-        queue = ov.AsyncInferQueue(compiled, min(jobs, len(batches)))
-        queue.set_callback(done)
-        for index, feeds in enumerate(batches):
-            queue.start_async(feeds, index)
-        queue.wait_all()
+        pool = self._pool(graph)
+        results: list[list[np.ndarray]] = []
+        in_flight: list[ov.InferRequest] = []
+        for feeds in batches:
+            if len(in_flight) == len(pool):  # the oldest request's slot is needed: collect it
+                results.append(self._collect(in_flight.pop(0), names))
+            request = pool[(len(results) + len(in_flight)) % len(pool)]
+            request.start_async(feeds)
+            in_flight.append(request)
+        results.extend(self._collect(request, names) for request in in_flight)
         return results
+
+    @staticmethod
+    def _collect(request: ov.InferRequest, names: list[str]) -> list[np.ndarray]:
+        request.wait()
+        return [request.get_tensor(name).data.copy() for name in names]
+
+    def _pool(self, graph: str) -> list[ov.InferRequest]:
+        """This thread's requests for ``graph``: as many as OpenVINO finds optimal for throughput."""
+        pools = getattr(self._local, "pools", None)
+        if pools is None:
+            pools = self._local.pools = {}
+        if graph not in pools:
+            compiled = self._model(graph)
+            jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            pools[graph] = [compiled.create_infer_request() for _ in range(jobs)]
+        return pools[graph]
 
     def describe(self) -> str:
         """OpenVINO version, device, hint and precision."""
