@@ -87,3 +87,19 @@ def test_auto_on_a_cpu_measures_once_then_reuses_the_cached_choice(bundles, tmp_
     (tmp_path / "backend-choice.json").write_text("{not json")  # a damaged cache: measured again
     assert "measured now" in aeserve.load(bundles["vae"]).backend_reason
     assert aeserve.load(bundles["vae"], device="cpu").backend_name in ("onnxruntime", "openvino")
+
+
+def test_models_made_and_dropped_in_a_loop_do_not_hang(bundles):
+    """A compiled model destroyed after batches ran asynchronously must not wait for the GIL
+    (AsyncInferQueue callbacks did: the benchmark's batch sweep hung)."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, aeserve\n"
+              "rows = np.random.default_rng(0).random((6000, 30), dtype=np.float32)\n"
+              "for batch in (256, 512, 1024, 256, 512):\n"
+              f"    model = aeserve.load({str(bundles['ae'])!r}, backend='openvino', batch_size=batch)\n"
+              "    model.energy(rows)\n"
+              "print('done')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0 and "done" in result.stdout, result.stderr

@@ -299,7 +299,7 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[
                           f"expected {r.expected_columns} fields, got {r.actual_columns}") for r in malformed] + bad
             malformed.clear()
             ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
-            yield Chunk(values[keep], ids[keep], str(path), bad, source.consumed)
+            yield Chunk(*_kept(keep, values, ids), str(path), bad, source.consumed)
     except (pa.ArrowException, OSError) as exc:
         if not isinstance(exc, pa.ArrowInvalid):  # e.g. a header pyarrow reads differently from the csv module
             raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
@@ -356,7 +356,7 @@ def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip) -> Itera
             parsed += table.num_rows
             values, keep, bad = convert_columns(table, features, rows, source=str(path), skip=skip)
             ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
-            yield Chunk(values[keep], ids[keep], str(path), bad, int(size * parsed / total))
+            yield Chunk(*_kept(keep, values, ids), str(path), bad, int(size * parsed / total))
     except (pa.ArrowException, OSError, ValueError, IndexError, TypeError) as exc:
         raise InputError(f"{path}: cannot read Parquet ({_first_line(exc)})") from None
 
@@ -414,7 +414,14 @@ def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=N
             _, keep, bad = reject_non_finite(values, np.ones(count, dtype=bool), [], features=features, rows=rows,
                                              source=str(path), skip=skip)
             done += count
-            yield Chunk(values[keep], rows[keep], str(path), bad, fh.tell())
+            yield Chunk(*_kept(keep, values, rows), str(path), bad, fh.tell())
+
+
+def _kept(keep: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``arrays`` without the rows ``keep`` drops; no copy when it drops none (a mask always copies)."""
+    if keep.all():
+        return arrays
+    return tuple(array[keep] for array in arrays)
 
 
 def _parquet_file(path: Path):
