@@ -294,7 +294,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
         return columns
 
     try:
-        with atomic_path(out) as tmp:
+        with atomic_path(out, clean_stale=True) as tmp:
             writer = TableWriter(tmp, out)
             id_dtype = np.dtype(np.int64) if id_column is None and not images else np.dtype(object)
             try:

@@ -97,16 +97,19 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, *, clean_stale: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
 
     On any exception the temporary file is removed and ``target`` is left untouched. A
     directory that cannot be written is an OutputError before anything is done.
+    ``clean_stale`` first removes temporaries of ``target`` that a killed run left (it lists
+    the directory, so it is asked for by the verbs' outputs, not by every small file).
     """
     target = Path(target)
     with output_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
+        if clean_stale:
+            remove_stale_temporaries(target)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
     tmp = Path(tmp_name)

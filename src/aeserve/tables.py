@@ -115,7 +115,7 @@ def write_table(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> N
 
     path = Path(path)
     suffix = _suffix(path)
-    with atomic_path(path) as tmp, output_errors(path):
+    with atomic_path(path, clean_stale=True) as tmp, output_errors(path):
         if suffix == ".npy":
             stacked = np.stack([np.asarray(v, dtype=np.float32) for v in columns.values()], axis=1)
             with open(tmp, "wb") as fh:
