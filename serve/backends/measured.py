@@ -3,7 +3,7 @@
 The fastest CPU path differs from machine to machine (AMD or Intel, with or without AMX) and
 from library version to version. So the first time a bundle is loaded with ``auto`` on a
 machine without a GPU, every installed CPU backend that can run it is started and timed on
-a short probe (rows drawn around the bundle's own preprocessing shift and scale); the
+a short probe (the manifest's ``typical_rows``: rows like the training data); the
 fastest is kept. The result is cached in the user's cache directory (``$AESERVE_CACHE_DIR``,
 else ``$XDG_CACHE_HOME/aeserve``, else ``~/.cache/aeserve``; never inside the bundle), keyed
 by the CPU model, the libraries' versions and the energy graph's sha256, so later loads
@@ -80,13 +80,6 @@ def _write_cache(key: str, entry: dict) -> None:
         write_text_atomic(cache_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _probe(bundle: Bundle) -> np.ndarray:
-    pre = bundle.manifest.preprocessing
-    rng = np.random.default_rng(0)
-    rows = rng.standard_normal((PROBE_ROWS, bundle.n_features)).astype(np.float32)
-    return (rows * np.asarray(pre.scale, np.float32) + np.asarray(pre.shift, np.float32)).astype(np.float32)
-
-
 def _rate(backend, rows: np.ndarray) -> float:
     """Median rows/s of the energy graph over the probe, after one warm-up pass."""
     batches = [{"y": rows[i:i + PROBE_BATCH]} for i in range(0, len(rows), PROBE_BATCH)]
@@ -129,7 +122,7 @@ def choose_by_measurement(bundle: Bundle, candidates: list[str], requires: dict[
             return start(cached[0]), cached[1]
         except BackendUnavailable:
             pass  # measure again below
-    rows = _probe(bundle)
+    rows = bundle.manifest.preprocessing.typical_rows(PROBE_ROWS)  # like the training data, in raw units
     started, rates, failed = {}, {}, []
     for name in candidates:
         try:

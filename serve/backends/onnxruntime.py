@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
-from aeserve.onnx_guard import check_onnx_bytes
+from aeserve.onnx_guard import checked_graph_bytes
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -70,10 +70,7 @@ class OnnxRuntimeBackend:
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = self.threads
                     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    path = self.bundle.graph_file(graph, self.precision)
-                    model = path.read_bytes()
-                    check_onnx_bytes(model, str(path))  # standard operator domains, no external data
-                    # from bytes, not from the path: the session then has no directory to read files from
+                    model = checked_graph_bytes(self.bundle, graph, self.precision)
                     session = ort.InferenceSession(model, options, providers=self.providers)
                     self._sessions[graph] = session
         return session

@@ -17,7 +17,7 @@ import openvino as ov
 
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
-from aeserve.onnx_guard import check_onnx_bytes
+from aeserve.onnx_guard import checked_graph_bytes
 
 __all__ = ["OpenVinoBackend"]
 
@@ -50,16 +50,14 @@ class OpenVinoBackend:
             with self._lock:
                 compiled = self._compiled.get(graph)
                 if compiled is None:
-                    path = self.bundle.graph_file(graph)
-                    data = path.read_bytes()
-                    check_onnx_bytes(data, str(path))
+                    data = checked_graph_bytes(self.bundle, graph)
                     config = {"PERFORMANCE_HINT": HINTS[self.hint], "INFERENCE_PRECISION_HINT": "f32"}
                     if self.threads:
                         config["INFERENCE_NUM_THREADS"] = self.threads
                     try:
                         compiled = self.core.compile_model(self.core.read_model(data, b""), "CPU", config)
                     except RuntimeError as exc:
-                        raise BackendUnavailable(f"{path}: OpenVINO could not compile it "
+                        raise BackendUnavailable(f"{self.bundle.graph_file(graph)}: OpenVINO could not compile it "
                                                  f"({str(exc).splitlines()[0][:200]})") from None
                     self._compiled[graph] = compiled
         return compiled

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from aeserve.errors import BundleError
 
-__all__ = ["ALLOWED_DOMAINS", "check_onnx_bytes"]
+__all__ = ["ALLOWED_DOMAINS", "check_onnx_bytes", "checked_graph_bytes"]
 
 #: operator domains a bundle's graph may use ("" is the default ai.onnx domain)
 ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
@@ -158,3 +158,13 @@ def check_onnx_bytes(data: bytes, where: str) -> None:
         raise BundleError(f"{where}: not a valid ONNX model ({exc})") from None
     if not has_graph:
         raise BundleError(f"{where}: not a valid ONNX model (no graph)")
+
+
+def checked_graph_bytes(bundle, graph: str, precision: str = "fp32") -> bytes:
+    """The bytes of ``bundle``'s ``graph`` for a runtime to load: a hashed file inside the
+    bundle (``Bundle.graph_file``) that passes ``check_onnx_bytes``. Runtimes load these bytes,
+    not the path, so that the graph has no directory to read other files from."""
+    path = bundle.graph_file(graph, precision)
+    data = path.read_bytes()
+    check_onnx_bytes(data, str(path))
+    return data
