@@ -72,7 +72,8 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
 
     summary = _run(model, sources, out, expect=model.features, fn=fn, progress=progress, id_column=id_column,
                    on_error=on_error)
-    summary.extra = {"anomalies": anomalies[0], "threshold": limit}
+    # with no input row, the one call was stream_verb's probe for the output columns: nothing to count
+    summary.extra = {"anomalies": anomalies[0] if summary.rows else 0, "threshold": limit}
     return summary
 
 

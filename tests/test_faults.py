@@ -4,6 +4,7 @@ partial output, no temporary file left behind, and the input untouched."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import signal
@@ -78,8 +79,10 @@ def test_no_input_rows_give_a_valid_empty_file_with_the_usual_columns(tmp_path, 
     full = _write_csv(tmp_path / "some.csv", cancer["names"], cancer["test_normal"][:5])
     out_empty, out_full = tmp_path / f"e{suffix}", tmp_path / f"f{suffix}"
     for data, out in ((empty, out_empty), (full, out_full)):
-        result = run_cli("score", bundles["vae"], data, "-o", out, "-q")
+        result = run_cli("score", bundles["vae"], data, "-o", out, "--json")
         assert result.returncode == 0, result.stderr
+        if data == empty:
+            assert json.loads(result.stdout)["rows"] == 0 and json.loads(result.stdout)["anomalies"] == 0
     table, reference = _read(out_empty), _read(out_full)
     assert table.num_rows == 0 and reference.num_rows == 5
     assert table.schema.names == reference.schema.names
