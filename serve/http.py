@@ -79,13 +79,12 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         """Refuse limits out of range (NaN included) before a server starts."""
-        checks = {"max_batch": self.max_batch >= 0, "max_delay_ms": self.max_delay_ms >= 0,
-                  "max_queue_rows": self.max_queue_rows >= 1, "max_body_mb": self.max_body_mb > 0,
-                  "workers": self.workers >= 1, "max_inflight_mb": self.max_inflight_mb >= self.max_body_mb}
-        for name, ok in checks.items():
+        checks = [("max_batch", self.max_batch >= 0, ">= 0"), ("max_delay_ms", self.max_delay_ms >= 0, ">= 0"),
+                  ("max_queue_rows", self.max_queue_rows >= 1, ">= 1"), ("max_body_mb", self.max_body_mb > 0, "> 0"),
+                  ("workers", self.workers >= 1, ">= 1"),
+                  ("max_inflight_mb", self.max_inflight_mb >= self.max_body_mb, f">= max_body_mb ({self.max_body_mb:g})")]
+        for name, ok, need in checks:
             if not ok:
-                need = {"max_inflight_mb": f">= max_body_mb ({self.max_body_mb:g})", "max_body_mb": "> 0",
-                        "max_queue_rows": ">= 1", "workers": ">= 1"}.get(name, ">= 0")
                 raise InputError(f"{name} must be {need}, got {getattr(self, name)}")
         if self.token is not None and not self.token:
             raise InputError("the bearer token is empty")
@@ -194,9 +193,8 @@ def _parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]
         raise RequestError("request JSON is nested too deeply") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError("request must be a JSON object with an 'inputs' list")
-    for key in ("parameters",):
-        if not isinstance(request.get(key) or {}, dict):
-            raise RequestError(f"request '{key}' must be a JSON object")
+    if not isinstance(request.get("parameters") or {}, dict):
+        raise RequestError("request 'parameters' must be a JSON object")
     if not isinstance(request.get("outputs") or [], list):
         raise RequestError("request 'outputs' must be a list")
     return request, binary

@@ -255,8 +255,8 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                             dtype=object), str(pending_images[-1]), nbytes=pending_images[-1].stat().st_size)
                 pending_images = []
             if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
-                yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows or batch_rows, skip=skip,
-                                       npy_layout=npy_layout)
+                yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows or batch_rows,
+                                       skip=skip, npy_layout=npy_layout)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
         # Re-batch across chunk and file boundaries into exactly batch_rows rows per call, so

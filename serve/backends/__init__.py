@@ -168,10 +168,9 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
         if why_not is not None:
             raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
         backend = _instantiate(_BACKENDS[chosen], bundle, options)
-    elif _measure_on_cpu(bundle, options):
+    elif specs := _measure_on_cpu(bundle, options):
         from aeserve.serve.backends.measured import choose_by_measurement
 
-        specs = _measure_on_cpu(bundle, options)
         backend, reason = choose_by_measurement(
             bundle, [s.name for s in specs], {s.name: s.requires[0] for s in specs},
             start=lambda name: _instantiate(_BACKENDS[name], bundle, options))

@@ -103,7 +103,11 @@ def _rate(backend, rows: np.ndarray) -> float:
 
 def cached_choice(bundle: Bundle, candidates: list[str], requires: dict[str, str]) -> tuple[str, str] | None:
     """(backend, why) when a measured choice for this machine and bundle is cached; else None."""
-    cached = _read_cache().get(_key(bundle, candidates, requires))
+    return _cached(_key(bundle, candidates, requires), candidates)
+
+
+def _cached(key: str, candidates: list[str]) -> tuple[str, str] | None:
+    cached = _read_cache().get(key)
     if isinstance(cached, dict) and cached.get("backend") in candidates and isinstance(cached.get("rates"), dict):
         return cached["backend"], (f"auto: {_describe(cached['rates'], cached['backend'])} "
                                    f"(measured on {cpu_model()}, cached in {cache_path()})")
@@ -116,7 +120,7 @@ def choose_by_measurement(bundle: Bundle, candidates: list[str], requires: dict[
     ``start(name)`` makes a backend or raises BackendUnavailable; ``requires`` maps each
     candidate to the module whose version keys the cache."""
     key = _key(bundle, candidates, requires)
-    cached = cached_choice(bundle, candidates, requires)
+    cached = _cached(key, candidates)
     if cached is not None:
         try:
             return start(cached[0]), cached[1]
