@@ -104,7 +104,30 @@ def split(normal: np.ndarray, anomalies: np.ndarray, seed: int, contaminated: bo
 OVERRIDES: dict[str, dict] = {"model": {}, "fit": {}, "train": {}}
 
 
-def aeserve_contender(kind: str):
+#: with --int8: also score every aeserve model with its int8 graphs (same training, same rows)
+INT8_VARIANTS = {"int8": ("onnxruntime", "int8"), "int8-static": ("openvino", "int8")}
+
+
+def _int8_scores(path: Path, test: np.ndarray) -> dict[str, np.ndarray | str]:
+    """variant -> scores of ``test`` on that int8 path, or why it was refused (export checks)."""
+    import aeserve
+    from aeserve.errors import ExportError
+    from aeserve.export.openvino_int8 import quantize_static_int8
+    from aeserve.export.quantize import quantize_int8
+
+    out: dict[str, np.ndarray | str] = {}
+    for variant, quantize in (("int8", quantize_int8), ("int8-static", quantize_static_int8)):
+        try:
+            quantize(path)
+        except ExportError as exc:
+            out[variant] = str(exc)
+            continue
+        backend, precision = INT8_VARIANTS[variant]
+        out[variant] = aeserve.load(path, backend=backend, precision=precision).energy(test)["energy"]
+    return out
+
+
+def aeserve_contender(kind: str, int8: bool = False):
     def run(train: np.ndarray, test: np.ndarray, seed: int):
         import aeserve
         from aeserve.tables import Table
@@ -118,12 +141,15 @@ def aeserve_contender(kind: str):
             model_options = {k: v for k, v in OVERRIDES["model"].items()
                              if k in _shared_fields() or k in _option_names(kind)}
             train_bundle(table, Path(tmp) / "m", ModelConfig(kind=kind, n_features=train.shape[1], **model_options),
-                         FitConfig(seed=seed, **OVERRIDES["fit"]), export=False, **OVERRIDES["train"])
+                         FitConfig(seed=seed, **OVERRIDES["fit"]), export=int8, **OVERRIDES["train"])
             fit_s = time.perf_counter() - started
             model = aeserve.load(Path(tmp) / "m", backend="torch")
             started = time.perf_counter()
             scores = model.energy(test)["energy"]
-            return scores, fit_s, len(test) / (time.perf_counter() - started)
+            rate = len(test) / (time.perf_counter() - started)
+            if not int8:
+                return scores, fit_s, rate
+            return scores, fit_s, rate, _int8_scores(Path(tmp) / "m", test)
     return run
 
 
@@ -168,8 +194,8 @@ def pyod_contender(name: str):
     return run
 
 
-def contender(name: str):
-    return aeserve_contender(name) if name in AESERVE_KINDS else pyod_contender(name)
+def contender(name: str, int8: bool = False):
+    return aeserve_contender(name, int8) if name in AESERVE_KINDS else pyod_contender(name)
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -193,8 +219,9 @@ def _finite(scores: np.ndarray) -> np.ndarray:
 
 
 def run_benchmark(sets: list[str], contenders: list[str], seeds: int, settings: list[str],
-                  log=print) -> list[dict]:
-    """One record per (setting, set, contender, seed)."""
+                  log=print, int8: bool = False) -> list[dict]:
+    """One record per (setting, set, contender, seed); with ``int8``, also ``KIND@int8`` and
+    ``KIND@int8-static`` records for each aeserve kind whose int8 graphs the export accepted."""
     import torch
 
     torch.set_num_threads(1)
@@ -205,14 +232,20 @@ def run_benchmark(sets: list[str], contenders: list[str], seeds: int, settings: 
             normal, anomalies = data[name]
             for seed in range(seeds):
                 train, test, labels = split(normal, anomalies, seed, setting == "contaminated")
+                done = len(records)
                 for who in contenders:
-                    scores, fit_s, rate = contender(who)(train, test, seed)
-                    records.append({"setting": setting, "set": name, "contender": who, "seed": seed,
-                                    "auroc": auroc(scores, labels), "aupr": aupr(scores, labels),
-                                    "fit_s": fit_s, "rows_per_s": rate, "train_rows": len(train),
-                                    "test_rows": len(test)})
+                    scores, fit_s, rate, *extra = contender(who, int8)(train, test, seed)
+                    variants = {who: scores, **{f"{who}@{k}": v for k, v in (extra[0] if extra else {}).items()}}
+                    for label, variant in variants.items():
+                        if isinstance(variant, str):
+                            log(f"  {label}: refused at export ({variant})")
+                            continue
+                        records.append({"setting": setting, "set": name, "contender": label, "seed": seed,
+                                        "auroc": auroc(variant, labels), "aupr": aupr(variant, labels),
+                                        "fit_s": fit_s, "rows_per_s": rate, "train_rows": len(train),
+                                        "test_rows": len(test)})
                 log(f"{setting} {name} seed {seed}: " + "  ".join(
-                    f"{r['contender']} {r['auroc']:.3f}" for r in records[-len(contenders):]))
+                    f"{r['contender']} {r['auroc']:.3f}" for r in records[done:]))
     return records
 
 
@@ -273,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fit-options", default="{}", help="JSON: FitConfig overrides")
     parser.add_argument("--train-options", default="{}", help="JSON: train_bundle overrides")
     parser.add_argument("--report", type=Path, nargs="+", help="print the tables of saved --json records; run nothing")
+    parser.add_argument("--int8", action="store_true",
+                        help="also score each aeserve model with its int8 graphs (onnxruntime dynamic, OpenVINO "
+                             "static) and print the AUROC change against fp32")
     args = parser.parse_args(argv)
     if args.report:
         records = [r for path in args.report for r in json.loads(path.read_text())]
@@ -291,10 +327,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = args.settings.split(",")
     print(f"# quality: {len(sets)} sets x {args.seeds} seeds x {settings}; CPU {_cpu()}; "
           f"python {sys.version.split()[0]}; aeserve overrides {OVERRIDES}", flush=True)
-    records = run_benchmark(sets, contenders, args.seeds, settings, log=lambda s: print(s, flush=True))
+    records = run_benchmark(sets, contenders, args.seeds, settings, log=lambda s: print(s, flush=True),
+                            int8=args.int8)
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
-    print_tables(records, contenders, settings)
+    print_tables(records, list(dict.fromkeys(r["contender"] for r in records)), settings)
 
 
 def print_tables(records: list[dict], contenders: list[str], settings: list[str]) -> None:
@@ -306,6 +343,26 @@ def print_tables(records: list[dict], contenders: list[str], settings: list[str]
         print(markdown(records, contenders, setting, "aupr"))
     print()
     print(cost_table(records, contenders))
+    if any("@" in c for c in contenders):
+        print()
+        print(int8_table(records))
+
+
+def int8_table(records: list[dict]) -> str:
+    """AUROC change of each int8 variant against fp32, same training and rows: mean ± std over
+    the (set, seed) pairs where the export accepted the variant, and the worst change."""
+    fp32 = {(r["setting"], r["set"], r["seed"], r["contender"]): r["auroc"] for r in records}
+    lines = ["| int8 variant | accepted | AUROC change vs fp32 (mean ± std) | largest change |",
+             "| --- | --- | --- | --- |"]
+    for variant in dict.fromkeys(r["contender"] for r in records if "@" in r["contender"]):
+        base = variant.split("@")[0]
+        changes = [r["auroc"] - fp32[(r["setting"], r["set"], r["seed"], base)]
+                   for r in records if r["contender"] == variant]
+        tried = sum(1 for r in records if r["contender"] == base)
+        worst = max(changes, key=abs)
+        lines.append(f"| {variant} | {len(changes)}/{tried} | {statistics.fmean(changes):+.4f} ± "
+                     f"{statistics.pstdev(changes):.4f} | {worst:+.4f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import aeserve
-from aeserve.errors import BundleError, ExportError
+from aeserve.errors import BackendUnavailable, ExportError
 from aeserve.evaluation import auroc
 from aeserve.export.quantize import quantize_int8
 from aeserve.serve.bench import dense_flops_per_row
@@ -22,13 +22,13 @@ def int8_bundle(bundles, tmp_path_factory):
     shutil.copytree(bundles["ae"], path)
     result = run_cli("export", path, "--quantize", "int8")
     assert result.returncode == 0, result.stderr
-    assert "quantised to int8" in result.stderr and "WARNING" not in result.stderr
+    assert "quantised onnxruntime dynamic int8" in result.stderr and "WARNING" not in result.stderr
     return path
 
 
 def test_int8_scores_stay_close_and_rank_the_same(int8_bundle, cancer):
     fp32 = aeserve.load(int8_bundle)
-    int8 = aeserve.load(int8_bundle, precision="int8")
+    int8 = aeserve.load(int8_bundle, backend="onnxruntime", precision="int8")
     assert "int8" in int8.backend.describe()
     rows = np.concatenate([cancer["test_normal"], cancer["anomalies"]])
     a, b = fp32.energy(rows)["energy"], int8.energy(rows)["energy"]
@@ -44,8 +44,10 @@ def test_int8_cli_and_missing_graphs(int8_bundle, bundles, tmp_path):
     np.save(tmp_path / "rows.npy", np.zeros((3, 30), dtype=np.float32) + 10)
     result = run_cli("score", int8_bundle, tmp_path / "rows.npy", "--precision", "int8", "-o", tmp_path / "o.csv")
     assert result.returncode == 0 and "int8" in result.stderr
-    with pytest.raises(BundleError, match="--quantize int8"):
+    with pytest.raises(BackendUnavailable, match="--quantize int8"):
         aeserve.load(bundles["vae"], precision="int8")
+    with pytest.raises(BackendUnavailable, match="no int8 graphs for onnxruntime"):
+        aeserve.load(bundles["vae"], backend="onnxruntime", precision="int8")
 
 
 def test_quantisation_is_refused_when_energies_stray(bundles, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,7 +16,16 @@ import aeserve
 from aeserve.atomic import default_mode
 from aeserve.bundle import write_manifest
 from aeserve.errors import InputError
-from aeserve.manifest import SCHEMA_VERSION, Architecture, DataRecord, ImageSpec, InputSpec, Manifest, TrainingRecord
+from aeserve.manifest import (
+    SCHEMA_VERSION,
+    Architecture,
+    DataRecord,
+    ImageSpec,
+    InputSpec,
+    KeptRows,
+    Manifest,
+    TrainingRecord,
+)
 from aeserve.tables import Table
 from aeserve.train.calibrate import latent_sampler, quantile_threshold
 from aeserve.train.config import ModelConfig
@@ -24,7 +34,9 @@ from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
 from aeserve.train.registry import build_model
 from aeserve.train.weights import save_weights
 
-__all__ = ["TrainResult", "train_bundle", "replace_directory"]
+__all__ = ["TrainResult", "train_bundle", "replace_directory", "KEPT_ROWS", "keep_rows"]
+
+KEPT_ROWS = "rows.safetensors"
 
 
 @dataclass
@@ -51,15 +63,32 @@ def replace_directory(built: Path, target: Path, force: bool) -> None:
         built.rename(target)
 
 
+def keep_rows(directory: Path, values: np.ndarray, split, n: int, seed: int) -> KeptRows | None:
+    """Write up to ``n`` training and ``n`` validation rows (raw units, drawn with ``seed``) as
+    ``rows.safetensors``; static int8 calibrates on the first and is checked on the second."""
+    if n <= 0:
+        return None
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    chosen = {name: np.sort(rng.choice(rows, min(n, rows.size), replace=False))
+              for name, rows in (("train", split.train), ("validation", split.val))}
+    save_file({name: np.ascontiguousarray(values[rows], np.float32) for name, rows in chosen.items()},
+              str(directory / KEPT_ROWS), metadata={"what": "rows kept for int8 calibration, raw units"})
+    (directory / KEPT_ROWS).chmod(default_mode())
+    return KeptRows(file=KEPT_ROWS, train=int(chosen["train"].size), validation=int(chosen["validation"].size))
+
+
 def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config: FitConfig,
                  *, quantile: float = 0.99, val_fraction: float = 0.1, scaling: str = "standard",
-                 name: str | None = None,
+                 name: str | None = None, kept_rows: int = 1024,
                  export: bool = True, force: bool = False,
                  on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
     """Fit ``config.kind`` on ``table`` and write a bundle to ``out``; export ONNX unless told not to.
 
     The bundle is assembled in a temporary sibling directory and renamed into place, so a
-    failed or interrupted run never leaves a half-written bundle.
+    failed or interrupted run never leaves a half-written bundle. It keeps ``kept_rows``
+    training and validation rows (``rows.safetensors``) for static int8 calibration; 0 keeps none.
     """
     out = Path(out)
     if out.exists() and not force:  # before training, not after it
@@ -108,6 +137,10 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     built.chmod(default_mode(directory=True))
     try:
         save_weights(model, built)
+        kept = keep_rows(built, values, split, kept_rows, fit_config.seed)
+        if kept is not None:
+            manifest = dataclasses.replace(
+                manifest, training=dataclasses.replace(manifest.training, kept_rows=kept))
         write_manifest(built, manifest)
         if export:
             from aeserve.export.onnx import export_onnx

@@ -6,7 +6,10 @@ when a backend is created, so listing backends never imports torch or onnxruntim
 ``auto`` prefers TensorRT (plans for this GPU and TensorRT version), then ONNX Runtime with
 CUDA; on a machine without a GPU it times the installed CPU backends (ONNX Runtime, OpenVINO)
 on a short probe and keeps the fastest, cached per machine and bundle
-(``aeserve.serve.backends.measured``). It records why it chose what it chose; a backend that
+(``aeserve.serve.backends.measured``). Each backend lists the precisions it runs and the
+graph set each needs (ONNX Runtime int8: the dynamic int8 ONNX graphs; OpenVINO int8: the
+static int8 IR; OpenVINO bf16: the fp32 graphs in bf16 arithmetic); ``precision="auto"``
+times every (backend, precision) pair the bundle allows, bf16 only where the CPU has AMX. It records why it chose what it chose; a backend that
 fails while starting (a plan that does not deserialise, a CUDA provider whose libraries do not
 load) is skipped with its reason. Backends free what they hold with ``close()``.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from aeserve.bundle import Bundle
@@ -25,7 +28,10 @@ if TYPE_CHECKING:  # numpy stays out of `aeserve --help`, which lists the backen
     import numpy as np
 
 __all__ = ["Backend", "BackendSpec", "register_backend", "list_backends", "available_backends",
-           "create_backend", "choose_backend"]
+           "create_backend", "choose_backend", "PRECISIONS"]
+
+#: what ``precision`` may be: one of these, or ``auto`` (the fastest the bundle allows, measured)
+PRECISIONS = ("fp32", "int8", "bf16")
 
 
 class Backend(Protocol):
@@ -58,6 +64,8 @@ class BackendSpec:
     auto: bool = True          # may ``auto`` choose it
     cpu: bool = False          # a CPU backend: on a machine without a GPU, ``auto`` times these and keeps the fastest
     options: tuple[str, ...] = ("device", "precision")  # the load options it takes; others are not passed to it
+    # precision -> the manifest's graph set it runs (fp32, int8, int8-static)
+    precisions: dict[str, str] = field(default_factory=lambda: {"fp32": "fp32"})
 
 
 _BACKENDS: dict[str, BackendSpec] = {}
@@ -90,14 +98,24 @@ def available_backends() -> list[str]:
     return [name for name in list_backends() if not _missing(_BACKENDS[name])]
 
 
-def _why_not(spec: BackendSpec, bundle: Bundle) -> str | None:
+_EXPORT_HINT = {"int8": "aeserve export BUNDLE --quantize int8",
+                "int8-static": "aeserve export BUNDLE --quantize int8, with nncf installed"}
+
+
+def _why_not(spec: BackendSpec, bundle: Bundle, precision: str = "fp32") -> str | None:
     missing = _missing(spec)
     if missing:
         return f"{spec.name} needs {', '.join(missing)} ({spec.install})"
+    if precision not in spec.precisions:
+        return f"{spec.name} runs {', '.join(spec.precisions)}, not {precision}"
+    graphs = spec.precisions[precision]
+    if graphs != "fp32" and bundle.manifest.graph("energy", graphs) is None:
+        return f"no {graphs} graphs for {spec.name} ({_EXPORT_HINT[graphs].replace('BUNDLE', str(bundle.path))})"
     return spec.unusable(bundle)
 
 
-def _auto(bundle: Bundle, start: Callable[[BackendSpec], tuple[object, str | None]]) -> tuple[str, object, str]:
+def _auto(bundle: Bundle, start: Callable[[BackendSpec], tuple[object, str | None]],
+          precision: str = "fp32") -> tuple[str, object, str]:
     """Walk the backends ``auto`` may take, in preference order: the first whose libraries are
     here, which can run ``bundle`` and which ``start`` accepts -> (name, what start made, why).
     ``start(spec)`` returns (value, None), or (None, why it cannot)."""
@@ -106,7 +124,7 @@ def _auto(bundle: Bundle, start: Callable[[BackendSpec], tuple[object, str | Non
         spec = _BACKENDS[candidate]
         if not spec.auto:
             continue
-        reason = _why_not(spec, bundle)
+        reason = _why_not(spec, bundle, precision)
         if reason is None:
             made, reason = start(spec)
             if reason is None:
@@ -116,72 +134,102 @@ def _auto(bundle: Bundle, start: Callable[[BackendSpec], tuple[object, str | Non
     raise BackendUnavailable("no runtime backend can run this bundle: " + "; ".join(skipped))
 
 
-def choose_backend(name: str, bundle: Bundle) -> tuple[str, str]:
+def choose_backend(name: str, bundle: Bundle, precision: str = "fp32") -> tuple[str, str]:
     """Resolve ``name`` (``auto`` allowed) to (backend, why it was chosen), without starting it."""
     if name != "auto":
         if name not in _BACKENDS:
             raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(list_backends())}")
         return name, "asked for"
-    specs = _measure_on_cpu(bundle, {})
-    if specs:
+    pairs = _measure_on_cpu(bundle, {}, precision)
+    if pairs:
         from aeserve.serve.backends.measured import cached_choice
 
-        names = [s.name for s in specs]
-        cached = cached_choice(bundle, names, {s.name: s.requires[0] for s in specs})
+        labels = [_label(spec, p) for spec, p in pairs]
+        cached = cached_choice(bundle, labels, {_label(s, p): s.requires[0] for s, p in pairs})
         if cached is not None:
-            return cached
-        return names[0], f"auto: {', '.join(names)} are timed on the first load on this machine, the fastest kept"
-    chosen, _, reason = _auto(bundle, lambda spec: (None, None))
+            return cached[0].split("/")[0], cached[1]
+        return pairs[0][0].name, (f"auto: {', '.join(labels)} are timed on the first load on this machine, "
+                                  "the fastest kept")
+    chosen, _, reason = _auto(bundle, lambda spec: (None, None), "fp32" if precision == "auto" else precision)
     return chosen, reason
 
 
-def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict) -> Backend:
+def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict, precision: str = "fp32") -> Backend:
     module_name, attr = spec.target.split(":")
     taken = {k: v for k, v in options.items() if k in spec.options}
+    if precision != "fp32":
+        taken["precision"] = precision
     return getattr(importlib.import_module(module_name), attr)(bundle, **taken)
 
 
-def _measure_on_cpu(bundle: Bundle, options: dict) -> list[BackendSpec]:
-    """The CPU backends ``auto`` should time against each other: at least two can run the bundle,
-    no GPU is wanted or visible. Empty when the preference walk decides instead."""
+def _label(spec: BackendSpec, precision: str) -> str:
+    """How a (backend, precision) candidate is named in measurements and the cache."""
+    return spec.name if precision == "fp32" else f"{spec.name}/{precision}"
+
+
+def _candidate_precisions(precision: str) -> list[str]:
+    """``precision`` itself, or for ``auto`` every precision worth timing on this CPU (bf16
+    only with AMX: without it OpenVINO emulates bf16 and is slower than fp32)."""
+    if precision != "auto":
+        return [precision]
+    from aeserve.serve.backends.measured import cpu_has_amx
+
+    return ["fp32", "int8", *(["bf16"] if cpu_has_amx() else [])]
+
+
+def _measure_on_cpu(bundle: Bundle, options: dict, precision: str = "fp32",
+                    names: list[str] | None = None) -> list[tuple[BackendSpec, str]]:
+    """The (CPU backend, precision) pairs ``auto`` should time against each other: at least
+    two can run the bundle, no GPU is wanted or visible. Empty when the preference walk decides
+    instead. ``names`` limits the backends (an explicit ``--backend`` with ``precision=auto``)."""
     device = options.get("device", "auto")
     if device not in ("auto", "cpu"):
         return []
-    specs = [_BACKENDS[n] for n in list_backends() if _BACKENDS[n].auto and _BACKENDS[n].cpu]
-    specs = [s for s in specs if _why_not(s, bundle) is None]
-    if len(specs) < 2:
+    specs = [_BACKENDS[n] for n in (names or list_backends())
+             if (names is not None or _BACKENDS[n].auto) and _BACKENDS[n].cpu]
+    pairs = [(s, p) for s in specs for p in _candidate_precisions(precision) if _why_not(s, bundle, p) is None]
+    if len(pairs) < 2:
         return []
-    if device == "auto":
+    if device == "auto" and names is None:
         from aeserve.serve.gpu import gpu_info
 
         if gpu_info() is not None:
             return []
-    return specs
+    return pairs
 
 
 def create_backend(name: str, bundle: Bundle, **options) -> Backend:
     """Instantiate backend ``name`` (``auto`` allowed) for ``bundle``; sets ``.reason``. With
-    ``auto``, a backend that fails to start (BackendUnavailable) is skipped for the next one."""
-    if name != "auto":
-        chosen, reason = choose_backend(name, bundle)
-        why_not = _why_not(_BACKENDS[chosen], bundle)
-        if why_not is not None:
-            raise BackendUnavailable(f"backend {chosen!r} cannot run {bundle.path}: {why_not}")
-        backend = _instantiate(_BACKENDS[chosen], bundle, options)
-    elif specs := _measure_on_cpu(bundle, options):
+    ``auto``, a backend that fails to start (BackendUnavailable) is skipped for the next one.
+    ``precision``: fp32 (default), int8, bf16 (OpenVINO), or auto (the fastest the bundle allows)."""
+    precision = options.pop("precision", "fp32")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise BackendUnavailable(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+    names = None if name == "auto" else [choose_backend(name, bundle)[0]]
+    if pairs := _measure_on_cpu(bundle, options, precision, names):
         from aeserve.serve.backends.measured import choose_by_measurement
 
+        by_label = {_label(spec, p): (spec, p) for spec, p in pairs}
         backend, reason = choose_by_measurement(
-            bundle, [s.name for s in specs], {s.name: s.requires[0] for s in specs},
-            start=lambda name: _instantiate(_BACKENDS[name], bundle, options))
+            bundle, list(by_label), {label: spec.requires[0] for label, (spec, _) in by_label.items()},
+            start=lambda label: _instantiate(by_label[label][0], bundle, options, by_label[label][1]))
+    elif name != "auto":
+        spec = _BACKENDS[names[0]]
+        wanted = "fp32" if precision == "auto" else precision
+        why_not = _why_not(spec, bundle, wanted)
+        if why_not is not None:
+            raise BackendUnavailable(f"backend {spec.name!r} cannot run {bundle.path}: {why_not}")
+        backend, reason = _instantiate(spec, bundle, options, wanted), "asked for"
     else:
+        wanted = "fp32" if precision == "auto" else precision
+
         def start(spec: BackendSpec):
             try:
-                return _instantiate(spec, bundle, options), None
+                return _instantiate(spec, bundle, options, wanted), None
             except BackendUnavailable as exc:
                 return None, f"it failed to start: {exc}"
 
-        _, backend, reason = _auto(bundle, start)
+        _, backend, reason = _auto(bundle, start, wanted)
     backend.reason = reason
     return backend
 
@@ -217,11 +265,13 @@ register_backend(BackendSpec(
 register_backend(BackendSpec(
     name="onnxruntime", target="aeserve.serve.backends.onnxruntime:OnnxRuntimeBackend",
     requires=("onnxruntime",), install="pip install 'aeserve[cpu]', or 'aeserve[gpu]' for CUDA",
-    priority=20, unusable=_needs_graphs, cpu=True, options=("device", "precision", "providers", "threads")))
+    priority=20, unusable=_needs_graphs, cpu=True, options=("device", "precision", "providers", "threads"),
+    precisions={"fp32": "fp32", "int8": "int8"}))
 register_backend(BackendSpec(
     name="openvino", target="aeserve.serve.backends.openvino:OpenVinoBackend", requires=("openvino",),
     install="pip install 'aeserve[openvino]'", priority=30, unusable=_needs_graphs, cpu=True,
-    options=("device", "precision", "hint", "threads")))
+    options=("device", "precision", "hint", "threads"),
+    precisions={"fp32": "fp32", "int8": "int8-static", "bf16": "fp32"}))
 # The reference backend rebuilds the torch model from the weights; used only when asked for.
 register_backend(BackendSpec(
     name="torch", target="aeserve.train.torch_backend:TorchBackend", requires=("torch",),

@@ -8,6 +8,10 @@ fastest is kept. The result is cached in the user's cache directory (``$AESERVE_
 else ``$XDG_CACHE_HOME/aeserve``, else ``~/.cache/aeserve``; never inside the bundle), keyed
 by the CPU model, the libraries' versions and the energy graph's sha256, so later loads
 start only the chosen backend. ``Model.backend_reason`` says what was measured.
+
+Candidates are (backend, precision) pairs labelled ``openvino`` or ``onnxruntime/int8``. A
+reduced-precision candidate is kept only if its probe energies rank rows as the fp32 ones
+do (Spearman >= 0.999): int8 graphs were checked at export, bf16 arithmetic was not.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ import numpy as np
 from aeserve.atomic import write_text_atomic
 from aeserve.bundle import Bundle
 from aeserve.errors import AeserveError, BackendUnavailable
+from aeserve.evaluation import rank_correlation
 
-__all__ = ["cache_path", "cpu_model", "choose_by_measurement", "cached_choice", "PROBE_ROWS", "PROBE_BATCH"]
+__all__ = ["cache_path", "cpu_model", "cpu_has_amx", "choose_by_measurement", "cached_choice", "PROBE_ROWS",
+           "PROBE_BATCH", "MIN_RANK_AGREEMENT"]
 
 PROBE_ROWS = 8192
 PROBE_BATCH = 1024
 _REPEATS = 3
+MIN_RANK_AGREEMENT = 0.999
 
 
 def cache_path() -> Path:
@@ -48,6 +55,15 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX tiles for bf16 (``amx_bf16`` among /proc/cpuinfo's flags)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return "amx_bf16" in line.split(":", 1)[1].split()
+    return False
 
 
 def _library_version(module: str) -> str:
@@ -80,25 +96,23 @@ def _write_cache(key: str, entry: dict) -> None:
         write_text_atomic(cache_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _rate(backend, rows: np.ndarray) -> float:
-    """Median rows/s of the energy graph over the probe, after one warm-up pass."""
+def _rate(backend, rows: np.ndarray) -> tuple[float, np.ndarray]:
+    """(median rows/s of the energy graph over the probe after one warm-up pass, the energies)."""
     batches = [{"y": rows[i:i + PROBE_BATCH]} for i in range(0, len(rows), PROBE_BATCH)]
     run_batches = getattr(backend, "run_batches", None)
 
-    def once() -> None:
+    def once() -> list:
         if run_batches is not None:
-            run_batches("energy", batches, ["energy"])
-        else:
-            for feeds in batches:
-                backend.run("energy", feeds, ["energy"])
+            return run_batches("energy", batches, ["energy"])
+        return [backend.run("energy", feeds, ["energy"]) for feeds in batches]
 
-    once()
+    energies = np.concatenate([outputs[0] for outputs in once()])
     times = []
     for _ in range(_REPEATS):
         started = time.perf_counter()
         once()
         times.append(time.perf_counter() - started)
-    return len(rows) / float(np.median(times))
+    return len(rows) / float(np.median(times)), energies
 
 
 def cached_choice(bundle: Bundle, candidates: list[str], requires: dict[str, str]) -> tuple[str, str] | None:
@@ -127,14 +141,23 @@ def choose_by_measurement(bundle: Bundle, candidates: list[str], requires: dict[
         except BackendUnavailable:
             pass  # measure again below
     rows = bundle.manifest.preprocessing.typical_rows(PROBE_ROWS)  # like the training data, in raw units
-    started, rates, failed = {}, {}, []
-    for name in candidates:
+    started, rates, failed, reference = {}, {}, [], None
+    for name in sorted(candidates, key=lambda label: "/" in label):  # fp32 first: the reference energies
         try:
             backend = start(name)
-            rates[name] = round(_rate(backend, rows))
-            started[name] = backend
+            rate, energies = _rate(backend, rows)
         except BackendUnavailable as exc:
             failed.append(f"not {name} ({exc})")
+            continue
+        if "/" not in name and reference is None:
+            reference = energies
+        agreement = rank_correlation(reference, energies) if reference is not None and "/" in name else 1.0
+        if agreement < MIN_RANK_AGREEMENT:
+            failed.append(f"not {name} (ranks the probe rows differently from fp32: Spearman {agreement:.4f})")
+            getattr(backend, "close", lambda: None)()
+            continue
+        rates[name] = round(rate)
+        started[name] = backend
     if not started:
         raise BackendUnavailable("no CPU backend can run this bundle: " + "; ".join(failed))
     best = max(rates, key=rates.get)

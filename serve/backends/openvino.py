@@ -3,7 +3,9 @@ step for the user.
 
 Each graph is read from its bytes (after the bundle's ONNX checks, as for ONNX Runtime) and
 compiled with ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run bf16 on CPUs
-that have it, which changes the energies. ``hint="throughput"`` (file scoring) keeps several
+that have it, which changes the energies. ``precision="int8"`` runs the static int8 IR
+graphs NNCF wrote at export (``aeserve export --quantize int8``); ``precision="bf16"`` runs
+the fp32 graphs with bf16 arithmetic, which is fast only where the CPU has AMX. ``hint="throughput"`` (file scoring) keeps several
 batches in flight on a pool of asynchronous infer requests; ``hint="latency"`` (the server)
 runs one request per call. Infer requests are per thread, so ``run`` is thread-safe.
 """
@@ -22,10 +24,12 @@ from aeserve.onnx_guard import checked_graph_bytes
 __all__ = ["OpenVinoBackend"]
 
 HINTS = {"throughput": "THROUGHPUT", "latency": "LATENCY"}
+#: precision -> (the manifest's graph set, OpenVINO's inference precision)
+PRECISIONS = {"fp32": ("fp32", "f32"), "int8": ("int8-static", "f32"), "bf16": ("fp32", "bf16")}
 
 
 class OpenVinoBackend:
-    """Runs the bundle's fp32 ONNX graphs with OpenVINO on the CPU."""
+    """Runs the bundle's ONNX graphs (or its static int8 IR) with OpenVINO on the CPU."""
 
     name = "openvino"
 
@@ -33,12 +37,16 @@ class OpenVinoBackend:
                  threads: int = 0):
         if device not in ("auto", "cpu"):
             raise BackendUnavailable(f"openvino runs on the CPU here; --device {device} needs another backend")
-        if precision != "fp32":
-            raise BackendUnavailable(f"openvino: {precision} graphs run on onnxruntime (--backend onnxruntime)")
+        if precision not in PRECISIONS:
+            raise BackendUnavailable(f"openvino: unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
         if hint not in HINTS:
             raise BackendUnavailable(f"openvino: unknown hint {hint!r}; use throughput or latency")
-        bundle.graph("energy")  # BundleError now, not at the first call
-        self.bundle, self.hint, self.threads = bundle, hint, threads
+        self.graphs, self.inference_precision = PRECISIONS[precision]
+        if bundle.manifest.graph("energy", self.graphs) is None and precision == "int8":
+            raise BackendUnavailable(f"openvino: {bundle.path} has no static int8 graphs; run `aeserve export "
+                                     f"{bundle.path} --quantize int8` with nncf installed")
+        bundle.graph("energy", self.graphs)  # BundleError now, not at the first call
+        self.bundle, self.hint, self.threads, self.precision = bundle, hint, threads, precision
         self.core = ov.Core()
         self._compiled: dict[str, ov.CompiledModel] = {}
         self._local = threading.local()
@@ -50,17 +58,28 @@ class OpenVinoBackend:
             with self._lock:
                 compiled = self._compiled.get(graph)
                 if compiled is None:
-                    data = checked_graph_bytes(self.bundle, graph)
-                    config = {"PERFORMANCE_HINT": HINTS[self.hint], "INFERENCE_PRECISION_HINT": "f32"}
+                    config = {"PERFORMANCE_HINT": HINTS[self.hint],
+                              "INFERENCE_PRECISION_HINT": self.inference_precision}
                     if self.threads:
                         config["INFERENCE_NUM_THREADS"] = self.threads
                     try:
-                        compiled = self.core.compile_model(self.core.read_model(data, b""), "CPU", config)
+                        compiled = self.core.compile_model(self._read(graph), "CPU", config)
                     except RuntimeError as exc:
-                        raise BackendUnavailable(f"{self.bundle.graph_file(graph)}: OpenVINO could not compile it "
-                                                 f"({str(exc).splitlines()[0][:200]})") from None
+                        raise BackendUnavailable(f"{self.bundle.graph_file(graph, self.graphs)}: OpenVINO could "
+                                                 f"not compile it ({str(exc).splitlines()[0][:200]})") from None
                     self._compiled[graph] = compiled
         return compiled
+
+    def _read(self, graph: str) -> ov.Model:
+        """The graph as an OpenVINO model: ONNX bytes after the bundle's checks, or IR (.xml and
+        its .bin, both hashed by the manifest) for the static int8 graphs."""
+        if self.graphs == "fp32":
+            return self.core.read_model(checked_graph_bytes(self.bundle, graph), b"")
+        xml = self.bundle.graph(graph, self.graphs).file
+        if not xml.endswith(".xml"):
+            raise BackendUnavailable(f"{self.bundle.path}: {xml!r} is not OpenVINO IR (.xml)")
+        return self.core.read_model(self.bundle.hashed_file(xml).read_bytes(),
+                                    self.bundle.hashed_file(xml[:-4] + ".bin").read_bytes())
 
     def _request(self, graph: str) -> ov.InferRequest:
         requests = getattr(self._local, "requests", None)
@@ -71,7 +90,7 @@ class OpenVinoBackend:
         return requests[graph]
 
     def _outputs(self, graph: str, outputs: list[str] | None) -> list[str]:
-        return outputs or list(self.bundle.graph(graph).outputs)
+        return outputs or list(self.bundle.graph(graph, self.graphs).outputs)
 
     def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """The ``outputs`` of ``graph`` (default: all, in the graph record's order)."""
@@ -118,7 +137,8 @@ class OpenVinoBackend:
 
     def describe(self) -> str:
         """OpenVINO version, device, hint and precision."""
-        return f"openvino {ov.__version__} (CPU, {self.hint}, f32)"
+        what = {"fp32": "f32", "int8": "static int8", "bf16": "bf16"}[self.precision]
+        return f"openvino {ov.__version__} (CPU, {self.hint}, {what})"
 
     def close(self) -> None:
         """Drop the compiled models and their requests."""

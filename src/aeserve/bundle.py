@@ -169,6 +169,34 @@ class Bundle:
                               f"{MANIFEST} hashes; re-export it: aeserve export {self.path}")
         return self.file(record.file)
 
+    def hashed_file(self, rel: str) -> Path:
+        """The bundle file ``rel`` if the manifest hashes it (so ``verify`` has checked it); else BundleError."""
+        if rel not in self.manifest.files:
+            raise BundleError(f"{self.path}: {rel!r} is not among the files {MANIFEST} hashes; "
+                              f"re-export it: aeserve export {self.path}")
+        return self.file(rel)
+
+    def kept_rows(self):
+        """(train, validation) rows kept at training for int8 calibration, raw units, each
+        (n, width) float32; None when the bundle keeps none (``aeserve train --keep-rows 0``)."""
+        record = self.manifest.training.kept_rows if self.manifest.training else None
+        if record is None:
+            return None
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(str(self.hashed_file(record.file)))
+            train, validation = tensors["train"], tensors["validation"]
+        except (SafetensorError, KeyError, OSError) as exc:
+            raise BundleError(f"{self.path / record.file}: not the kept rows "
+                              f"(safetensors tensors train and validation): {exc}") from None
+        for name, rows in (("train", train), ("validation", validation)):
+            if rows.ndim != 2 or rows.shape[1] != self.n_features or rows.dtype.name != "float32":
+                raise BundleError(f"{self.path / record.file}: {name} is {rows.dtype.name} {rows.shape}, "
+                                  f"expected float32 (rows, {self.n_features})")
+        return train, validation
+
     def verify(self) -> None:
         """Raise BundleError naming the first file that is missing or whose sha256 differs."""
         for rel, expected in self.manifest.files.items():
@@ -217,6 +245,6 @@ class Bundle:
         """The record of graph ``name`` (file, inputs, outputs), or BundleError saying how to export it."""
         record = self.manifest.graph(name, precision)
         if record is None:
-            hint = "--quantize int8" if precision == "int8" else "--format onnx"
+            hint = "--quantize int8" if precision.startswith("int8") else "--format onnx"
             raise BundleError(f"{self.path}: has no {precision} {name} graph; run `aeserve export {self.path} {hint}`")
         return record

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["auroc", "roc_curve", "pr_curve", "average_precision", "rates_at"]
+__all__ = ["auroc", "roc_curve", "pr_curve", "average_precision", "rates_at", "rank_correlation"]
 
 
 def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
@@ -53,3 +53,13 @@ def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[s
     flagged = np.asarray(scores) > threshold
     return {"false_positive_rate": float(flagged[~labels].mean()) if (~labels).any() else float("nan"),
             "true_positive_rate": float(flagged[labels].mean()) if labels.any() else float("nan")}
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two score vectors (Pearson's on their ranks; ties broken
+    by position); 0 when either is constant."""
+    if len(a) < 2:
+        return 1.0
+    ranks = [np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64) for x in (a, b)]
+    value = np.corrcoef(*ranks)[0, 1]
+    return float(value) if np.isfinite(value) else 0.0

@@ -17,10 +17,11 @@ Layout of schema 2::
     latent         size, sampler, mean, cholesky (sampling: z = mean + cholesky @ eps)
     threshold      value, method, provenance (how and on what it was calibrated)
     training       data (source, rows, train_rows, val_rows, sha256), epochs_run, best_epoch,
-                   stopped, settings (optimiser and fit options), history
+                   stopped, settings (optimiser and fit options), history, kept_rows? (file,
+                   train, validation: rows kept for int8 calibration)
     versions       library -> version
-    graphs         precision (fp32, int8) -> graph (encoder, decoder, energy) -> file, inputs, outputs
-    exports        onnx, int8, tensorrt (plan directory -> build record), triton
+    graphs         precision (fp32, int8, int8-static) -> graph (encoder, decoder, energy) -> file, inputs, outputs
+    exports        onnx, int8, int8_static, tensorrt (plan directory -> build record), triton
     files          path inside the bundle -> sha256
 """
 
@@ -49,6 +50,7 @@ __all__ = [
     "LatentSampler",
     "Threshold",
     "DataRecord",
+    "KeptRows",
     "TrainingRecord",
     "GraphRecord",
     "TensorRTCheck",
@@ -207,8 +209,20 @@ class DataRecord:
 
 
 @dataclass(frozen=True)
+class KeptRows:
+    """A few training and validation rows kept in the bundle (raw units, safetensors tensors
+    ``train`` and ``validation``): static int8 calibrates on the first and is checked on the
+    second. ``aeserve train --keep-rows 0`` keeps none."""
+
+    file: str
+    train: int
+    validation: int
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
-    """How training went: data, epochs, why it stopped, the fit settings, per-epoch energies."""
+    """How training went: data, epochs, why it stopped, the fit settings, per-epoch energies,
+    and the rows kept for calibration (None when none were kept)."""
 
     data: DataRecord
     epochs_run: int
@@ -216,6 +230,7 @@ class TrainingRecord:
     stopped: str
     settings: dict[str, Any] = field(default_factory=dict)
     history: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    kept_rows: KeptRows | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +301,7 @@ class Exports:
 
     onnx: OnnxExport | None = None
     int8: Int8Export | None = None
+    int8_static: Int8Export | None = None  # OpenVINO IR quantised by NNCF on the kept rows
     tensorrt: dict[str, TensorRTBuild] = field(default_factory=dict)
     triton: TritonExport | None = None
 

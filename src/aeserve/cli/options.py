@@ -44,8 +44,9 @@ Backend = choices("Backend", ["auto", *list_backends()], "Runtime backend for th
 EnergyMode = choices("EnergyMode", ("point", "free"),
                       "What the score is: the energy at the inferred code, or a free energy over many codes.")
 Device = choices("Device", ("auto", "cpu", "cuda"), "Where onnxruntime / torch run (TensorRT is always the GPU).")
-Precision = choices("Precision", ("fp32", "int8"),
-                     "Which graphs run: fp32, or the int8 ones `aeserve export --quantize int8` wrote.")
+Precision = choices("Precision", ("fp32", "int8", "bf16", "auto"),
+                     "Which graphs run: fp32, the int8 ones `aeserve export --quantize int8` wrote, bf16 "
+                     "arithmetic (OpenVINO), or auto: the fastest the bundle allows, measured.")
 OnError = choices("OnError", ("fail", "skip"), "What to do with a bad row.")
 ExportFormat = choices("ExportFormat", ("onnx", "tensorrt", "triton"), "What ``aeserve export`` writes.")
 Engine = choices("Engine", ("local", "ray"), "Where ``score`` runs: this process, or a Ray cluster through Ray Data.")
@@ -65,7 +66,10 @@ DATA_HELP = "Input files, globs or directories of .csv, .parquet, .npy (read in 
 BACKEND_OPT = typer.Option(Backend.auto, "--backend", "-b", help="Runtime backend; auto picks the fastest installed.")
 BATCH_OPT = typer.Option(0, "--batch-size", help="Rows per backend call; 0 = chosen from the model's widest layer.")
 DEVICE_OPT = typer.Option(Device.auto, "--device", help="onnxruntime/torch device; auto = CUDA when available.")
-PRECISION_OPT = typer.Option(Precision.fp32, "--precision", help="int8: the quantised graphs (onnxruntime).")
+PRECISION_OPT = typer.Option(Precision.fp32, "--precision",
+                             help="fp32 (exact); int8: the graphs `aeserve export --quantize int8` wrote (onnxruntime "
+                                  "dynamic, openvino static); bf16: openvino on AMX CPUs; auto: the fastest of these "
+                                  "the bundle has, timed once per machine.")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or summary line.")
 JSON_OPT = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
 
@@ -128,9 +132,7 @@ def open_model(bundle: Path, backend: str, *, batch_size: int = 0, device: Devic
         raise typer.BadParameter("must be >= 1, or 0 for automatic", param_hint="--batch-size")
     options = {"hint": hint} if device == Device.auto else {"device": device.value, "hint": hint}
     if precision != "fp32":
-        if backend not in ("auto", "onnxruntime"):
-            raise typer.BadParameter("int8 graphs run on onnxruntime", param_hint="--precision")
-        backend, options["precision"] = "onnxruntime", precision
+        options["precision"] = precision
     return load(bundle, backend=backend, batch_size=batch_size or None, **options)
 
 

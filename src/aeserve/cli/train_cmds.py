@@ -66,6 +66,10 @@ def train(
     quantile: float = typer.Option(0.99, help="Threshold = this quantile of validation energies."),
     columns: Optional[str] = typer.Option(None, help="Comma-separated feature columns to use (default: all)."),
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out (ids, labels)."),
+    keep_rows: int = typer.Option(1024, "--keep-rows", min=0,
+                                  help="Training and validation rows (up to this many of each) kept in the bundle "
+                                       "for static int8 calibration (export --quantize int8); 0 keeps none, for "
+                                       "data that must not leave the training machine."),
     no_export: bool = typer.Option(False, "--no-export", help="Write weights only; export later."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
     quiet: bool = QUIET_OPT,
@@ -98,13 +102,53 @@ def train(
         err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
                   f"{table.values.shape[1]} features")
     result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
-                                  export=not no_export, force=force, quiet=quiet)
+                                  kept_rows=keep_rows, export=not no_export, force=force, quiet=quiet)
     if not quiet:
         fit = result.fit
         err.print(f"[green]saved[/] {escape(str(result.path))}: best epoch {fit.best_epoch}/"
                   f"{len(fit.val_energy)} ({fit.stopped}), val energy {min(fit.val_energy):.4g}, "
                   f"threshold {result.threshold:.4g} ({quantile} quantile)"
                   + ("" if no_export else "; ONNX graphs exported and checked"))
+
+
+def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) -> None:
+    """--quantize int8: onnxruntime's dynamic int8, then OpenVINO's static int8 when NNCF is
+    installed; each refused on its own when its energies stray. Fails only when both are refused."""
+    import importlib.util
+
+    from aeserve.errors import ExportError
+    from aeserve.export.quantize import quantize_int8
+
+    calibration = None
+    if calibration_data is not None:
+        from aeserve.bundle import Bundle
+        from aeserve.tables import read_table
+
+        calibration = read_table(calibration_data, expect=Bundle.open(bundle).features).values
+    makers = {"onnxruntime dynamic int8": lambda: quantize_int8(bundle)}
+    if importlib.util.find_spec("nncf") and importlib.util.find_spec("openvino"):
+        from aeserve.export.openvino_int8 import quantize_static_int8
+
+        makers["OpenVINO static int8"] = lambda: quantize_static_int8(bundle, calibration)
+    elif not quiet:
+        err.print("[yellow]note[/]: OpenVINO static int8 skipped: pip install 'aeserve[openvino]' nncf")
+    refused = []
+    for what, make in makers.items():
+        try:
+            errors = make()
+        except ExportError as exc:
+            refused.append(str(exc))
+            if not quiet:
+                err.print(f"[yellow]refused[/] {what}: {escape(str(exc))}")
+            continue
+        if not quiet:
+            err.print(f"[green]quantised[/] {what}: energy median relative error "
+                      f"{errors['energy_median_relative_error']:.2%}, Spearman vs fp32 "
+                      f"{errors['energy_rank_agreement']:.4f}")
+    if len(refused) == len(makers):
+        raise ExportError(refused[0] if len(refused) == 1 else "; ".join(refused))
+    if not quiet:
+        err.print("score with --precision int8 (or auto: the fastest, measured)")
 
 
 def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size, columns,
@@ -183,7 +227,14 @@ def export(
     max_batch_size: int = typer.Option(8192, help="triton: max_batch_size of each model."),
     use_plans: bool = typer.Option(False, "--use-plans", help="triton: ship the TensorRT plans instead of ONNX."),
     quantize: Optional[Precision] = typer.Option(None, "--quantize",
-                                                 help="onnx: also write int8 graphs (dynamic quantisation), if safe."),
+                                                 help="onnx: int8 writes int8 graphs, each kept only if its energies "
+                                                      "rank rows as fp32 does: onnxruntime dynamic, and (with nncf "
+                                                      "installed) OpenVINO static, calibrated on the rows the "
+                                                      "bundle kept from training."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",
+                                                    help="--quantize int8: rows to calibrate static int8 on (.csv, "
+                                                         ".parquet, .npy with the bundle's features), for a bundle "
+                                                         "trained with --keep-rows 0."),
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Export a bundle's encoder, decoder and energy graphs: ONNX (checked against torch), or
@@ -205,16 +256,12 @@ def export(
     if format == ExportFormat.onnx:
         from aeserve.export.onnx import export_onnx
 
-        if quantize == Precision.int8:
-            from aeserve.export.quantize import quantize_int8
-
+        if quantize is not None:
+            if quantize != Precision.int8:
+                raise typer.BadParameter("only int8 is a quantisation", param_hint="--quantize")
             if not (bundle / "energy.onnx").is_file():
                 export_onnx(bundle)
-            errors = quantize_int8(bundle)
-            if not quiet:
-                err.print(f"[green]quantised[/] to int8: energy median relative error "
-                          f"{errors['energy_median_relative_error']:.2%}, rank agreement "
-                          f"{errors['energy_rank_agreement']:.4f}; use --precision int8")
+            _quantize(bundle, calibration_data, quiet=quiet)
             return
         parity = export_onnx(bundle)
         if not quiet:
