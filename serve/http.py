@@ -38,6 +38,7 @@ import numpy as np
 import aeserve
 from aeserve.errors import InputError
 from aeserve.manifest import CONTRIBUTIONS
+from aeserve.serve import fastjson
 from aeserve.serve.batching import Batcher, QueueFull
 from aeserve.serve.metrics import Metrics
 from aeserve.serve.model import Model
@@ -76,12 +77,16 @@ class ServerConfig:
     workers: int = 1               # threads running backend calls
     max_inflight_mb: float = 256.0  # request bytes being read or decoded at once; more get 503
     token: str | None = field(default=None, repr=False)  # bearer token every route but OPEN_PATHS needs
+    grpc_port: int | None = None   # also serve KServe v2 over gRPC on this port (None: no gRPC)
+    grpc_host: str = "127.0.0.1"
+    grpc_tls: tuple[bytes, bytes] | None = field(default=None, repr=False)  # (certificate, key) PEM for gRPC
 
     def __post_init__(self) -> None:
         """Refuse limits out of range (NaN included) before a server starts."""
         checks = [("max_batch", self.max_batch >= 0, ">= 0"), ("max_delay_ms", self.max_delay_ms >= 0, ">= 0"),
                   ("max_queue_rows", self.max_queue_rows >= 1, ">= 1"), ("max_body_mb", self.max_body_mb > 0, "> 0"),
                   ("workers", self.workers >= 1, ">= 1"),
+                  ("grpc_port", self.grpc_port is None or 0 <= self.grpc_port <= 65535, "in 0..65535"),
                   ("max_inflight_mb", self.max_inflight_mb >= self.max_body_mb, f">= max_body_mb ({self.max_body_mb:g})")]
         for name, ok, need in checks:
             if not ok:
@@ -186,11 +191,9 @@ def _parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]
     else:
         head, binary = body, b""
     try:
-        request = json.loads(head)
+        request = fastjson.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"request is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise RequestError("request JSON is nested too deeply") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError("request must be a JSON object with an 'inputs' list")
     if not isinstance(request.get("parameters") or {}, dict):
@@ -231,7 +234,7 @@ def _decode_tensor(tensor, specs: dict, endpoint: Endpoint, binary: bytes, offse
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
         return name, array, offset + size
     data = tensor.get("data")
-    if not isinstance(data, list):
+    if not isinstance(data, (list, np.ndarray)):  # an array: typed gRPC contents
         raise RequestError(f"input {name!r}: needs 'data' (a list) or parameters.binary_data_size")
     try:
         array = np.asarray(data, dtype=dtype)
@@ -290,7 +293,7 @@ def _encode_outputs(request: dict, outputs: dict[str, np.ndarray], endpoint: End
             if flat.dtype.kind == "f" and not np.isfinite(flat).all():
                 # JSON has no inf/NaN: saturate to the dtype's largest finite value (binary keeps inf)
                 flat = np.nan_to_num(flat, nan=np.finfo(flat.dtype).max)
-            entry["data"] = flat.tolist()
+            entry["data"] = fastjson.tensor_data(flat)
         entries.append(entry)
     response = {"model_name": endpoint.name, "model_version": "1", "outputs": entries}
     if "id" in request:
@@ -359,6 +362,18 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
                 await endpoint.batcher.stop()
         executor.shutdown(wait=True)
 
+    async def run_endpoint(endpoint: Endpoint, payload: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of one decoded request: optional outputs alone, else through the model's
+        batcher (or straight to the executor when batching is off). HTTP and gRPC share it."""
+        loop = asyncio.get_running_loop()
+        if endpoint.wants_optional(payload):
+            return await loop.run_in_executor(executor, endpoint.run_optional, inputs)
+        if endpoint.batcher is not None:
+            return await endpoint.batcher.submit(next(iter(inputs.values())))
+        outputs = await loop.run_in_executor(executor, endpoint.run, inputs)
+        metrics.observe("aeserve_batch_rows", len(next(iter(outputs.values()))), model=endpoint.name)
+        return outputs
+
     def error(message: str, status: int, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"error": _public(message)}, status_code=status, headers=headers)
 
@@ -401,24 +416,16 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
             endpoint = endpoint_or_404(request)
             body = await _read_body(request, config.max_body_mb, inflight, held)
             payload, inputs = decode_request(body, request.headers.get(HEADER_LENGTH), endpoint)
-            if endpoint.wants_optional(payload):
-                loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(executor, endpoint.run_optional, inputs)
-            elif endpoint.batcher is not None:
-                outputs = await endpoint.batcher.submit(next(iter(inputs.values())))
-            else:
-                loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(executor, endpoint.run, inputs)
-                metrics.observe("aeserve_batch_rows", len(next(iter(outputs.values()))), model=name)
+            outputs = await run_endpoint(endpoint, payload, inputs)
             del body, inputs
             rows = len(next(iter(outputs.values())))
             response, raw = _encode_outputs(payload, outputs, endpoint)
             metrics.inc("aeserve_rows_total", rows, model=name)
             if raw:
-                head = json.dumps(response).encode()
+                head = fastjson.dumps(response)
                 return Response(head + raw, media_type="application/octet-stream",
                                 headers={HEADER_LENGTH: str(len(head))})
-            return JSONResponse(response)
+            return Response(fastjson.dumps(response), media_type="application/json")
         except RequestError as exc:
             status = exc.status
             return error(str(exc), status)
@@ -472,7 +479,14 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
     @asynccontextmanager
     async def lifespan(app):
         await startup()
+        grpc_server = None
+        if config.grpc_port is not None:
+            from aeserve.serve.grpc_server import start_grpc
+
+            grpc_server = await start_grpc(endpoints, run_endpoint, state, metrics, config)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(grace=10)
         await shutdown()
 
     app = Starlette(routes=routes, lifespan=lifespan,

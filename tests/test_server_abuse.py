@@ -128,8 +128,9 @@ def test_lying_content_lengths_and_clients_that_vanish(server):
     ({"inputs": [{"name": "y", "datatype": "FP32", "shape": [1, FEATURES], "parameters": {"binary_data_size": 999}}]},
      True, "binary_data_size"),
     ({"inputs": [{"name": "y", "datatype": "FP32", "shape": [-1, FEATURES], "data": [1.0] * FEATURES}]}, False, "shape"),
+    # orjson reads 10**30 as a float ("not a count"), json as an int ("values for shape"): both name the shape
     ({"inputs": [{"name": "y", "datatype": "FP32", "shape": [10**30, FEATURES], "data": [1.0] * FEATURES}]}, False,
-     "values for shape"),
+     "shape"),
     ({"inputs": [{"name": "y", "datatype": "FP32", "shape": [2**62, 2**62], "data": [1.0]}]}, False, "shape"),
     ({"inputs": [{"name": "y", "datatype": "INT64", "shape": [1, FEATURES], "data": [1] * FEATURES}]}, False,
      "datatype"),

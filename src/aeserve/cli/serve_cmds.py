@@ -26,6 +26,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network "
                              "(use --token-file, and TLS, there)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", min=0, max=65535,
+                                            help="Also serve KServe v2 over gRPC on this port (same host, models, "
+                                                 "batching, token and TLS; works with tritonclient.grpc)."),
     backend: Backend = BACKEND_OPT,
     device: Device = DEVICE_OPT,
     max_batch: int = typer.Option(1024, min=0, help="Dynamic batching: most rows per backend call (1 disables it)."),
@@ -43,7 +46,7 @@ def serve(
     ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM) of --ssl-certfile."),
 ) -> None:
     """Serve bundles over HTTP with the KServe v2 / Open Inference Protocol (JSON and binary
-    tensors; works with tritonclient.http). Each bundle NAME is served as models NAME (score),
+    tensors; works with tritonclient.http), and over gRPC with --grpc-port (tritonclient.grpc). Each bundle NAME is served as models NAME (score),
     NAME-encode, NAME-decode and NAME-sample; /metrics gives Prometheus metrics and
     /openapi.json describes the routes.
 
@@ -65,8 +68,19 @@ def serve(
             raise InputError(f"{path}: no such file")
     if not keep_alive_s > 0:
         raise typer.BadParameter(f"must be > 0, got {keep_alive_s}", param_hint="--keep-alive-s")
+    if grpc_port is not None:
+        try:
+            import grpc  # noqa: F401
+        except ImportError:
+            from aeserve.errors import BackendUnavailable
+
+            raise BackendUnavailable("--grpc-port needs grpcio: pip install 'aeserve[grpc]'") from None
+        if grpc_port == port:
+            raise typer.BadParameter(f"the HTTP server uses port {port}", param_hint="--grpc-port")
+    tls = (ssl_certfile.read_bytes(), ssl_keyfile.read_bytes()) if ssl_certfile and ssl_keyfile else None
     config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
-                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token)
+                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token,
+                          grpc_port=grpc_port, grpc_host=host, grpc_tls=tls)
     models = {}
     for path in bundles:
         name = path.resolve().name
@@ -80,7 +94,9 @@ def serve(
     err.print(f"serving {', '.join(models)} on {scheme}://{host}:{port}/v2 "
               f"(backend {escape(next(iter(models.values())).backend.describe())}; "
               f"batching up to {max_batch} rows / {max_delay_ms:g} ms"
-              f"{'; bearer token required' if token else ''}); Ctrl-C stops after in-flight requests")
+              f"{'; bearer token required' if token else ''})"
+              + (f"; gRPC on {host}:{grpc_port}" if grpc_port is not None else "")
+              + "; Ctrl-C stops after in-flight requests")
     uvicorn.run(create_app(models, config), host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
