@@ -59,6 +59,9 @@ def main() -> None:
     from aeserve.train.pipeline import train_bundle
 
     work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
+    import os
+
+    os.environ["AESERVE_CACHE_DIR"] = str(work / "cache")  # auto measures now, not from an older run's cache
     rng = np.random.default_rng(0)
     train = rng.random((20_000, 784), dtype=np.float32)
     rows = rng.random((args.rows, 784), dtype=np.float32)
@@ -135,6 +138,12 @@ def main() -> None:
         return make
 
     report["torch_eager"] = best_over_batches(torch_fn(torch_model), rows, batches, args.repeats)
+    # the torch reference backend (API, checks and batching included) against the same Linear
+    # layers in a plain nn.Sequential, which computes no energy: the backend's overhead bound
+    linears = [m for m in torch_model.modules() if isinstance(m, torch.nn.Linear)]
+    plain = torch.nn.Sequential(*[layer for i, lin in enumerate(linears)
+                                  for layer in ((lin, torch.nn.ReLU()) if i < len(linears) - 1 else (lin,))]).eval()
+    reference = aeserve.load(work / "mlp", backend="torch")
     if not args.skip_compile:
         compiled = torch.compile(torch_model, dynamic=False)
         report["torch_compile"] = best_over_batches(torch_fn(compiled), rows, (1024, 2048, 4096), args.repeats)
@@ -158,7 +167,9 @@ def main() -> None:
                   "aeserve_int8": aeserve_fn("int8", "onnxruntime")(auto_model.batch_size),
                   "aeserve_auto": lambda: chosen.energy(rows),
                   "aeserve_auto_precision": lambda: fastest.energy(rows),
-                  "torch_eager": torch_fn(torch_model)(report["torch_eager"][0])}
+                  "torch_eager": torch_fn(torch_model)(report["torch_eager"][0]),
+                  "torch_backend": lambda: reference.energy(rows),
+                  "torch_plain_layers": torch_fn(plain)(reference.batch_size)}
     if has_openvino:
         contenders["openvino_fp32"] = aeserve_fn("fp32", "openvino")(report["openvino_fp32"][0])
     if has_static_int8:
@@ -304,6 +315,8 @@ def _print(report: dict, flops: float) -> None:
     print(f"  GEMM bound on fp32 / torch: the model's layer shapes run at {gemm['onnxruntime']:.0f} GFLOP/s in "
           f"onnxruntime, {gemm['torch']:.0f} in torch.mm: {gemm['onnxruntime'] / gemm['torch']:.2f}x at most "
           "if both did nothing else")
+    print(f"  torch backend / plain nn.Sequential of its layers {ratio('torch_backend', 'torch_plain_layers'):5.2f}x"
+          "  (the backend also computes the energy)")
     print(f"  int8 / fp32 (onnxruntime)  {ratio('aeserve_int8', 'aeserve_fp32'):5.2f}x  [>= 2.3]")
     if "openvino_int8" in rounds[0]:
         print(f"  int8 / fp32 (openvino)     {ratio('openvino_int8', 'openvino_fp32'):5.2f}x  [>= 2.3]")

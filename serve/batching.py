@@ -38,6 +38,8 @@ class Batcher:
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._stopped = False
+        self._busy = False  # a batch taken from the queue is running
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -45,14 +47,18 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._work())
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the worker."""
-        while self._queue:
+        """Finish what is queued, then stop the worker. A request submitted afterwards (one that
+        picked this model just before a reload replaced it) runs alone, on this model."""
+        self._stopped = True
+        while self._queue or self._busy:  # cancelling mid-batch would leave its requests waiting forever
             await asyncio.sleep(0.001)
         if self._task:
             self._task.cancel()
 
     async def submit(self, rows: np.ndarray) -> Outputs:
         """Queue ``rows`` (n, width); resolve to this request's slice of the batch outputs."""
+        if self._stopped:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, rows)
         if self._queued_rows + len(rows) > self.max_queue_rows and self._queued_rows:
             raise QueueFull(f"{self._queued_rows} rows already queued (limit {self.max_queue_rows})")
         future = asyncio.get_running_loop().create_future()
@@ -83,6 +89,7 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             while self._queue:
+                self._busy = True
                 batch = self._take()
                 arrays = [rows for rows, _ in batch]
                 sizes = [len(a) for a in arrays]
@@ -92,6 +99,7 @@ class Batcher:
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
+                    self._busy = False
                     continue
                 if self.on_batch:
                     self.on_batch(sum(sizes))
@@ -99,3 +107,4 @@ class Batcher:
                 for (_, future), start, stop in zip(batch, offsets[:-1], offsets[1:]):
                     if not future.done():
                         future.set_result({k: v[start:stop] for k, v in outputs.items()})
+                self._busy = False

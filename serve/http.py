@@ -31,6 +31,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -134,6 +135,11 @@ class Endpoint:
                    for item in request.get("outputs") or [])
 
 
+def endpoint_names(name: str) -> list[str]:
+    """The models one bundle NAME is served as: NAME (score), NAME-encode, NAME-decode, NAME-sample."""
+    return [name, f"{name}-encode", f"{name}-decode", f"{name}-sample"]
+
+
 def endpoints_for(name: str, model: Model, max_sample_rows: int = 65536) -> list[Endpoint]:
     """The score/encode/decode/sample models of one bundle (``NAME-sample`` answers at most
     ``max_sample_rows`` rows per request)."""
@@ -162,14 +168,15 @@ def endpoints_for(name: str, model: Model, max_sample_rows: int = 65536) -> list
         seed = int(inputs["seed"].reshape(-1)[0]) if "seed" in inputs else 0
         return {"y": model.sample(n, seed)}
 
+    score_name, encode_name, decode_name, sample_name = endpoint_names(name)
     return [
-        Endpoint(name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])], score,
+        Endpoint(score_name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])], score,
                  optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, d])] if explains else [],
                  run_optional=explain if explains else None),
-        Endpoint(f"{name}-encode", [TensorSpec("y", "FP32", [-1, d])],
+        Endpoint(encode_name, [TensorSpec("y", "FP32", [-1, d])],
                  [TensorSpec(o, "FP32", [-1, k]) for o in encode_outputs], encode),
-        Endpoint(f"{name}-decode", [TensorSpec("z", "FP32", [-1, k])], [TensorSpec("y_tilde", "FP32", [-1, d])], decode),
-        Endpoint(f"{name}-sample", [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
+        Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], [TensorSpec("y_tilde", "FP32", [-1, d])], decode),
+        Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
                  [TensorSpec("y", "FP32", [-1, d])], sample, batched=False),
     ]
 
@@ -327,7 +334,9 @@ class _Inflight:
         self.held -= size
 
 
-def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
+def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), *,
+               paths: dict[str, Path] | None = None, loader: Callable[[Path], Model] | None = None,
+               poll_s: float | None = None):
     """A Starlette app serving ``models`` (bundle name -> runtime Model)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -336,30 +345,57 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
     from starlette.routing import Route
 
     from aeserve.serve.openapi import openapi_document
+    from aeserve.serve.repository import Repository
 
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="aeserve-infer")
-    endpoints = {e.name: e for name, model in models.items()
-                 for e in endpoints_for(name, model, max_sample_rows=config.max_queue_rows)}
+    endpoints: dict[str, Endpoint] = {}  # shared with the gRPC service; the repository swaps entries
     state = {"ready": False}
     inflight = _Inflight(int(config.max_inflight_mb * (1 << 20)))
-    document = openapi_document(sorted(endpoints), aeserve.__version__)
+    retiring: set[asyncio.Task] = set()
+
+    def start_batcher(endpoint: Endpoint) -> None:
+        if endpoint.batched and config.max_batch > 1:
+            endpoint.batcher = Batcher(
+                lambda rows, e=endpoint: e.run({e.inputs[0].name: rows}), executor, max_batch=config.max_batch,
+                max_delay=config.max_delay_ms / 1000.0, max_queue_rows=config.max_queue_rows,
+                on_batch=lambda n, e=endpoint: metrics.observe("aeserve_batch_rows", n, model=e.name))
+            endpoint.batcher.start()
+
+    def retire(old: list[Endpoint]) -> None:
+        """Let the replaced endpoints' batchers finish what they hold, then stop them."""
+        for endpoint in old:
+            if endpoint.batcher is not None:
+                task = asyncio.get_running_loop().create_task(endpoint.batcher.stop())
+                retiring.add(task)
+                task.add_done_callback(retiring.discard)
+
+    def install(name: str, model: Model) -> None:
+        new = endpoints_for(name, model, max_sample_rows=config.max_queue_rows)
+        for endpoint in new:
+            start_batcher(endpoint)
+        old = [endpoints[e.name] for e in new if e.name in endpoints]
+        endpoints.update({e.name: e for e in new})  # one update: a request sees old or new, never neither
+        retire(old)
+
+    def remove(name: str) -> None:
+        retire([endpoints.pop(n) for n in endpoint_names(name) if n in endpoints])
+
+    repository = Repository(paths or {name: model.bundle.path for name, model in models.items()},
+                            loader or aeserve.load, install, remove)
 
     async def startup() -> None:
-        for endpoint in endpoints.values():
-            if endpoint.batched and config.max_batch > 1:
-                endpoint.batcher = Batcher(
-                    lambda rows, e=endpoint: e.run({e.inputs[0].name: rows}), executor, max_batch=config.max_batch,
-                    max_delay=config.max_delay_ms / 1000.0, max_queue_rows=config.max_queue_rows,
-                    on_batch=lambda n, e=endpoint: metrics.observe("aeserve_batch_rows", n, model=e.name))
-                endpoint.batcher.start()
+        for name, model in models.items():
+            repository.adopt(name, model)
         state["ready"] = True
 
     async def shutdown() -> None:
         state["ready"] = False
-        for endpoint in endpoints.values():
+        for endpoint in list(endpoints.values()):
             if endpoint.batcher:
                 await endpoint.batcher.stop()
+        for task in list(retiring):
+            await task
         executor.shutdown(wait=True)
 
     async def run_endpoint(endpoint: Endpoint, payload: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -452,7 +488,40 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document)
+        return JSONResponse(openapi_document(sorted(endpoints), aeserve.__version__))
+
+    async def repository_index(request: Request) -> Response:
+        body = await request.body()
+        try:
+            options = fastjson.loads(body) if body.strip() else {}
+        except ValueError:
+            return error("the index request must be a JSON object such as {\"ready\": true}", 400)
+        ready_only = isinstance(options, dict) and options.get("ready") is True
+        return JSONResponse(repository.index(ready_only))
+
+    def known(request: Request) -> str:
+        name = request.path_params["name"]
+        if name not in repository.entries:
+            raise RequestError(f"no bundle {name[:80]!r} in the repository; it holds "
+                               f"{', '.join(sorted(repository.entries))}", 404)
+        return name
+
+    async def repository_load(request: Request) -> Response:
+        try:
+            name = known(request)
+            await repository.load(name)
+        except RequestError as exc:
+            return error(str(exc), exc.status)
+        except aeserve.AeserveError as exc:
+            return error(f"{name}: {exc}", 400)
+        return JSONResponse({})
+
+    async def repository_unload(request: Request) -> Response:
+        try:
+            repository.unload(known(request))
+        except RequestError as exc:
+            return error(str(exc), exc.status)
+        return JSONResponse({})
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         reason = {404: "no such route; see /openapi.json", 405: "method not allowed on this route"}
@@ -471,6 +540,9 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
         Route("/metrics", metrics_page),
         Route("/openapi.json", openapi),
     ]
@@ -479,12 +551,16 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
     @asynccontextmanager
     async def lifespan(app):
         await startup()
-        grpc_server = None
+        grpc_server = watcher = None
         if config.grpc_port is not None:
             from aeserve.serve.grpc_server import start_grpc
 
             grpc_server = await start_grpc(endpoints, run_endpoint, state, metrics, config)
+        if poll_s:
+            watcher = asyncio.get_running_loop().create_task(repository.watch(poll_s))
         yield
+        if watcher is not None:
+            watcher.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=10)
         await shutdown()
@@ -492,6 +568,7 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig()):
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.metrics = metrics
+    app.state.repository = repository
     if config.token is not None:
         return BearerAuth(app, config.token)
     return app

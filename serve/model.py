@@ -55,6 +55,14 @@ class Model:
         #: the encoder graph's outputs, the code first: ("z",), or a VAE's ("mu", "logvar")
         self.encoder_outputs = bundle.manifest.encoder_outputs
 
+    def preload(self) -> "Model":
+        """Load every graph now rather than at its first call (backends that load lazily), so
+        that files changing on disk later cannot reach this model; returns the model."""
+        preload = getattr(self.backend, "preload", None)
+        if preload is not None:
+            preload()
+        return self
+
     def close(self) -> None:
         """Free what the backend holds (sessions, TensorRT engines, device memory)."""
         close = getattr(self.backend, "close", None)

@@ -1,7 +1,20 @@
-"""The torch reference backend: the same graph modules that export traces, run eagerly."""
+"""The torch reference backend: the same graph modules that export traces, run eagerly.
+
+Eager torch allocates a fresh tensor for every intermediate (a 1024 × 784 batch: 3.2 MB each).
+glibc's malloc hands such blocks back to the kernel when they are freed and takes them again
+on the next call, so every elementwise op of the energy (preprocessing, residual, square) and
+every bias copy paid page faults: the energy graph ran at 0.63x a plain ``nn.Sequential`` of
+the same layers. At start-up the backend therefore asks glibc (``mallopt``) to serve blocks
+below 64 MiB from the heap and keep up to 256 MiB of freed memory for reuse; measured on a
+784-256-32-256-784 AE, 51k rows: 0.63x -> 0.94x the plain layers. It is a process-wide
+setting (what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc), made only on glibc.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import threading
 
 import numpy as np
@@ -12,7 +25,23 @@ from aeserve.errors import BackendUnavailable
 from aeserve.train.graphs import graph_io, graph_modules
 from aeserve.train.weights import load_model
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "keep_freed_memory"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory(mmap_below: int = 64 << 20, keep: int = 256 << 20) -> bool:
+    """Ask glibc's malloc to serve blocks under ``mmap_below`` bytes from the heap and keep up
+    to ``keep`` freed bytes instead of returning them to the kernel. False where the C library
+    is not glibc (nothing changes there)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
 
 
 class TorchBackend:
@@ -27,6 +56,8 @@ class TorchBackend:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("torch backend: --device cuda asked for, but torch sees no CUDA GPU")
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         model = load_model(bundle).to(self.device)
         self.modules = graph_modules(model)
         self.io = graph_io(model)

@@ -75,6 +75,11 @@ class OnnxRuntimeBackend:
                     self._sessions[graph] = session
         return session
 
+    def preload(self) -> None:
+        """Create every graph's session now, not at its first call (a server loads before it swaps)."""
+        for graph in self.bundle.manifest.graphs.get(self.precision, {}):
+            self._session(graph)
+
     def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """The ``outputs`` of ``graph`` (default: all, in the graph record's order); ONNX Runtime
         computes only what they need."""

@@ -19,7 +19,7 @@ import openvino as ov
 
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
-from aeserve.onnx_guard import checked_graph_bytes
+from aeserve.onnx_guard import check_hash, checked_graph_bytes
 
 __all__ = ["OpenVinoBackend"]
 
@@ -78,8 +78,15 @@ class OpenVinoBackend:
         xml = self.bundle.graph(graph, self.graphs).file
         if not xml.endswith(".xml"):
             raise BackendUnavailable(f"{self.bundle.path}: {xml!r} is not OpenVINO IR (.xml)")
-        return self.core.read_model(self.bundle.hashed_file(xml).read_bytes(),
-                                    self.bundle.hashed_file(xml[:-4] + ".bin").read_bytes())
+        files = {rel: self.bundle.hashed_file(rel).read_bytes() for rel in (xml, xml[:-4] + ".bin")}
+        for rel, data in files.items():
+            check_hash(self.bundle, rel, data)
+        return self.core.read_model(*files.values())
+
+    def preload(self) -> None:
+        """Compile every graph now, not at its first call (a server loads before it swaps)."""
+        for graph in self.bundle.manifest.graphs.get(self.graphs, {}):
+            self._model(graph)
 
     def _request(self, graph: str) -> ov.InferRequest:
         requests = getattr(self._local, "requests", None)

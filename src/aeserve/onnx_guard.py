@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from aeserve.errors import BundleError
 
-__all__ = ["ALLOWED_DOMAINS", "check_onnx_bytes", "checked_graph_bytes"]
+__all__ = ["ALLOWED_DOMAINS", "check_onnx_bytes", "checked_graph_bytes", "check_hash"]
 
 #: operator domains a bundle's graph may use ("" is the default ai.onnx domain)
 ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
@@ -166,5 +166,17 @@ def checked_graph_bytes(bundle, graph: str, precision: str = "fp32") -> bytes:
     not the path, so that the graph has no directory to read other files from."""
     path = bundle.graph_file(graph, precision)
     data = path.read_bytes()
+    check_hash(bundle, bundle.graph(graph, precision).file, data)
     check_onnx_bytes(data, str(path))
     return data
+
+
+def check_hash(bundle, rel: str, data: bytes) -> None:
+    """BundleError unless ``data`` (bundle file ``rel`` as just read) has the sha256 the manifest
+    records: runtimes load graphs lazily, and a file changed after ``Bundle.open`` verified it
+    (a re-export or retrain in place) must not be mixed into a model opened before."""
+    import hashlib
+
+    if hashlib.sha256(data).hexdigest() != bundle.manifest.files.get(rel):
+        raise BundleError(f"{bundle.path / rel}: sha256 does not match manifest.json any more (changed after the "
+                          "bundle was opened); load the bundle again")

@@ -40,6 +40,10 @@ def serve(
     max_connections: int = typer.Option(1000, min=1, help="Open connections and requests at once; more get 503."),
     keep_alive_s: float = typer.Option(5.0, help="Close an idle keep-alive connection after this many seconds."),
     workers: int = typer.Option(1, min=1, help="Threads running backend calls."),
+    poll: Optional[float] = typer.Option(None, "--poll", help="Every SECONDS, reload a bundle whose manifest.json "
+                                         "changed (retrained or re-exported in place): verified beside the old one, "
+                                         "then swapped in; a bundle that fails verification is not. POST "
+                                         "/v2/repository/models/NAME/load reloads one now."),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding a bearer token: every route "
                                               "but /v2/health/* then needs `Authorization: Bearer TOKEN` (else 401)."),
     ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM): serve HTTPS."),
@@ -66,6 +70,8 @@ def serve(
     for path in (ssl_certfile, ssl_keyfile):
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file")
+    if poll is not None and not poll > 0:
+        raise typer.BadParameter(f"must be > 0 seconds, got {poll}", param_hint="--poll")
     if not keep_alive_s > 0:
         raise typer.BadParameter(f"must be > 0, got {keep_alive_s}", param_hint="--keep-alive-s")
     if grpc_port is not None:
@@ -81,12 +87,15 @@ def serve(
     config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
                           max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token,
                           grpc_port=grpc_port, grpc_host=host, grpc_tls=tls)
-    models = {}
+    models, paths = {}, {}
     for path in bundles:
         name = path.resolve().name
         if name in models:
             raise typer.BadParameter(f"two bundles are named {name!r}", param_hint="BUNDLES")
-        models[name] = open_model(path, backend, device=device, hint="latency")
+        models[name], paths[name] = open_model(path, backend, device=device, hint="latency").preload(), path
+
+    def loader(path: Path):
+        return open_model(path, backend, device=device, hint="latency").preload()
     if host not in _LOOPBACK and token is None:
         err.print(f"[yellow]warning[/]: serving on {escape(host)} without authentication: anyone who can reach "
                   "the port can use the models; pass --token-file (and TLS with --ssl-certfile/--ssl-keyfile)")
@@ -96,8 +105,9 @@ def serve(
               f"batching up to {max_batch} rows / {max_delay_ms:g} ms"
               f"{'; bearer token required' if token else ''})"
               + (f"; gRPC on {host}:{grpc_port}" if grpc_port is not None else "")
+              + (f"; reloading changed bundles every {poll:g} s" if poll else "")
               + "; Ctrl-C stops after in-flight requests")
-    uvicorn.run(create_app(models, config), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(models, config, paths=paths, loader=loader, poll_s=poll), host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
