@@ -1,5 +1,6 @@
 """Dynamic batching: coalesce concurrent requests into one backend call, then split back.
 
+``on_batch(rows, queue seconds of each request, compute seconds)`` reports every batch.
 Requests wait at most ``max_delay`` seconds for company, a batch holds at most
 ``max_batch`` rows (a larger request runs alone), and at most ``max_queue_rows`` rows may
 wait: beyond that ``submit`` raises ``QueueFull`` at once (the server answers 503).
@@ -8,6 +9,7 @@ wait: beyond that ``submit`` raises ``QueueFull`` at once (the server answers 50
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import Executor
 from typing import Callable
 
@@ -27,14 +29,14 @@ class Batcher:
 
     def __init__(self, fn: Callable[[np.ndarray], Outputs], executor: Executor, *, max_batch: int = 1024,
                  max_delay: float = 0.002, max_queue_rows: int = 65536,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int, list[float], float], None] | None = None):
         self.fn = fn
         self.executor = executor
         self.max_batch = max(1, max_batch)
         self.max_delay = max_delay
         self.max_queue_rows = max_queue_rows
         self.on_batch = on_batch
-        self._queue: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._queue: list[tuple[np.ndarray, asyncio.Future, float]] = []  # rows, result, when queued
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -62,12 +64,12 @@ class Batcher:
         if self._queued_rows + len(rows) > self.max_queue_rows and self._queued_rows:
             raise QueueFull(f"{self._queued_rows} rows already queued (limit {self.max_queue_rows})")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((rows, future))
+        self._queue.append((rows, future, time.perf_counter()))
         self._queued_rows += len(rows)
         self._wakeup.set()
         return await future
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future, float]]:
         taken, rows = [], 0
         while self._queue and (not taken or rows + len(self._queue[0][0]) <= self.max_batch):
             item = self._queue.pop(0)
@@ -91,20 +93,22 @@ class Batcher:
             while self._queue:
                 self._busy = True
                 batch = self._take()
-                arrays = [rows for rows, _ in batch]
+                arrays = [rows for rows, _, _ in batch]
                 sizes = [len(a) for a in arrays]
+                started = time.perf_counter()
+                waited = [started - queued for _, _, queued in batch]
                 try:
                     outputs = await loop.run_in_executor(self.executor, self.fn, np.concatenate(arrays))
                 except Exception as exc:  # hand the failure to every waiting request
-                    for _, future in batch:
+                    for _, future, _ in batch:
                         if not future.done():
                             future.set_exception(exc)
                     self._busy = False
                     continue
                 if self.on_batch:
-                    self.on_batch(sum(sizes))
+                    self.on_batch(sum(sizes), waited, time.perf_counter() - started)
                 offsets = np.cumsum([0, *sizes])
-                for (_, future), start, stop in zip(batch, offsets[:-1], offsets[1:]):
+                for (_, future, _), start, stop in zip(batch, offsets[:-1], offsets[1:]):
                     if not future.done():
                         future.set_result({k: v[start:stop] for k, v in outputs.items()})
                 self._busy = False

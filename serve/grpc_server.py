@@ -23,7 +23,7 @@ import numpy as np
 import aeserve
 from aeserve.serve.batching import QueueFull
 from aeserve.serve.grpc_descriptor import SERVICE, messages
-from aeserve.serve.http import RequestError, _decode_inputs, _encode_outputs, _public
+from aeserve.serve.http import RequestError, _decode_inputs, _encode_outputs, _public, log_error, request_id_of
 
 __all__ = ["start_grpc", "CONTENTS_FIELD"]
 
@@ -120,14 +120,17 @@ class _Service:
         started, name = time.perf_counter(), request.model_name
         known = name in self.endpoints
         status = grpc.StatusCode.OK
+        request_id = request_id_of(request.id or dict(context.invocation_metadata()).get("x-request-id"))
         try:
             endpoint = await self._endpoint(name, request.model_version, context)
+            self.metrics.observe("aeserve_request_bytes", request.ByteSize(), model=name)
             payload, binary = to_payload(request)
             inputs = _decode_inputs(payload, binary, endpoint)
             outputs = await self.run_endpoint(endpoint, payload, inputs)
             payload["parameters"] = {"binary_data_output": True}
             response, raw = _encode_outputs(payload, outputs, endpoint)
             self.metrics.inc("aeserve_rows_total", len(next(iter(outputs.values()))), model=name)
+            context.set_trailing_metadata((("x-request-id", request_id),))
             return self._response(response, raw)
         except RequestError as exc:
             status = _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
@@ -141,12 +144,14 @@ class _Service:
             raise
         except Exception:  # a bug: logged with its traceback, answered without it
             status = grpc.StatusCode.INTERNAL
-            log.exception("grpc infer %s failed", name[:80])
+            log.exception("grpc infer %s failed (request id %s)", name[:80], request_id)
             message = "internal error; the server log has the details"
         finally:
             label = name if known else "(unknown)"
             self.metrics.inc("aeserve_requests_total", model=label, status=f"grpc {status.name}")
             self.metrics.observe("aeserve_request_latency_seconds", time.perf_counter() - started, model=label)
+        log_error(name, f"grpc {status.name}", message, request_id)
+        context.set_trailing_metadata((("x-request-id", request_id),))
         await context.abort(status, _public(message))
 
     def _response(self, response: dict, raw: bytes):

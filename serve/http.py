@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +314,23 @@ def _encode_outputs(request: dict, outputs: dict[str, np.ndarray], endpoint: End
 _PATHS = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")
 
 
+REQUEST_ID = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(given: str | None) -> str:
+    """The client's request id (``X-Request-Id``, up to 128 of ``A-Za-z0-9._:-``), else a new one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def log_error(model: str, status, message: str, request_id: str) -> None:
+    """One JSON line per failed request: what a log pipeline can parse and count."""
+    log.warning(json.dumps({"event": "request_failed", "model": model[:80], "status": str(status),
+                            "error": _public(message)[:500], "request_id": request_id}))
+
+
 def _public(message: str) -> str:
     """An error message fit for a client: file-system paths replaced by '<path>'."""
     return _PATHS.sub("<path>", message)
@@ -350,7 +368,7 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="aeserve-infer")
     endpoints: dict[str, Endpoint] = {}  # shared with the gRPC service; the repository swaps entries
-    state = {"ready": False}
+    state = {"ready": False, "started": False}
     inflight = _Inflight(int(config.max_inflight_mb * (1 << 20)))
     retiring: set[asyncio.Task] = set()
 
@@ -359,8 +377,14 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
             endpoint.batcher = Batcher(
                 lambda rows, e=endpoint: e.run({e.inputs[0].name: rows}), executor, max_batch=config.max_batch,
                 max_delay=config.max_delay_ms / 1000.0, max_queue_rows=config.max_queue_rows,
-                on_batch=lambda n, e=endpoint: metrics.observe("aeserve_batch_rows", n, model=e.name))
+                on_batch=lambda n, waited, seconds, e=endpoint: observe_batch(e.name, n, waited, seconds))
             endpoint.batcher.start()
+
+    def observe_batch(name: str, rows: int, waited: list[float], seconds: float) -> None:
+        metrics.observe("aeserve_batch_rows", rows, model=name)
+        metrics.observe("aeserve_compute_seconds", seconds, model=name)
+        for wait in waited:
+            metrics.observe("aeserve_queue_seconds", wait, model=name)
 
     def retire(old: list[Endpoint]) -> None:
         """Let the replaced endpoints' batchers finish what they hold, then stop them."""
@@ -372,8 +396,9 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
 
     def install(name: str, model: Model) -> None:
         new = endpoints_for(name, model, max_sample_rows=config.max_queue_rows)
-        for endpoint in new:
-            start_batcher(endpoint)
+        if state["started"]:  # else startup starts them, on the server's loop
+            for endpoint in new:
+                start_batcher(endpoint)
         old = [endpoints[e.name] for e in new if e.name in endpoints]
         endpoints.update({e.name: e for e in new})  # one update: a request sees old or new, never neither
         retire(old)
@@ -384,10 +409,13 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
     repository = Repository(paths or {name: model.bundle.path for name, model in models.items()},
                             loader or aeserve.load, install, remove)
 
+    for name, model in models.items():
+        repository.adopt(name, model)
+
     async def startup() -> None:
-        for name, model in models.items():
-            repository.adopt(name, model)
-        state["ready"] = True
+        for endpoint in endpoints.values():
+            start_batcher(endpoint)
+        state["started"] = state["ready"] = True
 
     async def shutdown() -> None:
         state["ready"] = False
@@ -406,8 +434,9 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
             return await loop.run_in_executor(executor, endpoint.run_optional, inputs)
         if endpoint.batcher is not None:
             return await endpoint.batcher.submit(next(iter(inputs.values())))
+        started = time.perf_counter()
         outputs = await loop.run_in_executor(executor, endpoint.run, inputs)
-        metrics.observe("aeserve_batch_rows", len(next(iter(outputs.values()))), model=endpoint.name)
+        observe_batch(endpoint.name, len(next(iter(outputs.values()))), [0.0], time.perf_counter() - started)
         return outputs
 
     def error(message: str, status: int, headers: dict | None = None) -> JSONResponse:
@@ -448,36 +477,43 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
         name, status, held = request.path_params["name"], 200, [0]
+        request_id = request_id_of(request.headers.get(REQUEST_ID))
+        message = ""
         try:
-            endpoint = endpoint_or_404(request)
-            body = await _read_body(request, config.max_body_mb, inflight, held)
-            payload, inputs = decode_request(body, request.headers.get(HEADER_LENGTH), endpoint)
-            outputs = await run_endpoint(endpoint, payload, inputs)
-            del body, inputs
-            rows = len(next(iter(outputs.values())))
-            response, raw = _encode_outputs(payload, outputs, endpoint)
-            metrics.inc("aeserve_rows_total", rows, model=name)
-            if raw:
-                head = fastjson.dumps(response)
-                return Response(head + raw, media_type="application/octet-stream",
-                                headers={HEADER_LENGTH: str(len(head))})
-            return Response(fastjson.dumps(response), media_type="application/json")
-        except RequestError as exc:
-            status = exc.status
-            return error(str(exc), status)
-        except QueueFull as exc:
-            status = 503
-            return error(f"server busy: {exc}; retry later", status)
-        except aeserve.AeserveError as exc:
-            status = 400
-            return error(str(exc), status)
-        except ClientDisconnect:
-            status = 499  # the client left mid-body: nobody to answer
-            return Response(status_code=400)
-        except Exception:  # a bug: logged with its traceback, answered without it
-            status = 500
-            log.exception("infer %s failed", name[:80])
-            return error("internal error; the server log has the details", 500)
+            try:
+                endpoint = endpoint_or_404(request)
+                body = await _read_body(request, config.max_body_mb, inflight, held)
+                metrics.observe("aeserve_request_bytes", len(body), model=name)
+                payload, inputs = decode_request(body, request.headers.get(HEADER_LENGTH), endpoint)
+                outputs = await run_endpoint(endpoint, payload, inputs)
+                del body, inputs
+                rows = len(next(iter(outputs.values())))
+                response, raw = _encode_outputs(payload, outputs, endpoint)
+                metrics.inc("aeserve_rows_total", rows, model=name)
+                if raw:
+                    head = fastjson.dumps(response)
+                    answer = Response(head + raw, media_type="application/octet-stream",
+                                      headers={HEADER_LENGTH: str(len(head))})
+                else:
+                    answer = Response(fastjson.dumps(response), media_type="application/json")
+            except RequestError as exc:
+                status, message = exc.status, str(exc)
+            except QueueFull as exc:
+                status, message = 503, f"server busy: {exc}; retry later"
+            except aeserve.AeserveError as exc:
+                status, message = 400, str(exc)
+            except ClientDisconnect:
+                status, message = 499, "the client left mid-body"  # nobody to answer
+                answer = Response(status_code=400)
+            except Exception:  # a bug: logged with its traceback, answered without it
+                status, message = 500, "internal error; the server log has the details"
+                log.exception("infer %s failed (request id %s)", name[:80], request_id)
+            if status != 200:
+                log_error(name, status, message, request_id)
+                if status != 499:
+                    answer = error(message, status)
+            answer.headers[REQUEST_ID] = request_id
+            return answer
         finally:
             inflight.give(held[0])
             metrics.inc("aeserve_requests_total", model=name if name in endpoints else "(unknown)", status=str(status))

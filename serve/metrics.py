@@ -7,8 +7,9 @@ from collections import defaultdict
 
 __all__ = ["Metrics"]
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+BYTE_BUCKETS = tuple(2 ** k for k in range(8, 28, 2))  # 256 B .. 64 MiB
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
@@ -34,11 +35,17 @@ class Metrics:
     """Thread-safe registry; ``render()`` gives the /metrics page."""
 
     HELP = {
-        "aeserve_requests_total": ("counter", "Inference requests by model and HTTP status."),
+        "aeserve_requests_total": ("counter", "Inference requests by model and status (HTTP code, or 'grpc CODE')."),
         "aeserve_rows_total": ("counter", "Rows inferred by model."),
         "aeserve_batch_rows": ("histogram", "Rows per backend call after dynamic batching."),
         "aeserve_request_latency_seconds": ("histogram", "Request latency from arrival to response."),
+        "aeserve_queue_seconds": ("histogram", "Time a request's rows waited in the batcher before their batch ran "
+                                  "(Triton: nv_inference_queue_duration_us)."),
+        "aeserve_compute_seconds": ("histogram", "Backend time of one batch (Triton: nv_inference_compute_infer_"
+                                    "duration_us)."),
+        "aeserve_request_bytes": ("histogram", "Request body size (HTTP) or message size (gRPC)."),
     }
+    BUCKETS = {"aeserve_batch_rows": BATCH_BUCKETS, "aeserve_request_bytes": BYTE_BUCKETS}
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -52,7 +59,7 @@ class Metrics:
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Record ``value`` in histogram ``name``."""
-        buckets = BATCH_BUCKETS if name == "aeserve_batch_rows" else LATENCY_BUCKETS
+        buckets = self.BUCKETS.get(name, LATENCY_BUCKETS)
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._histograms[name].setdefault(key, _Histogram(buckets)).observe(value)

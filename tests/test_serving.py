@@ -187,3 +187,24 @@ def test_contributions_come_back_when_a_request_asks_for_them(server, bundles, c
     assert plain.as_numpy("contributions") is None and plain.as_numpy("anomaly") is not None
     outputs = [o["name"] for o in client.get_model_metadata("ae")["outputs"]]
     assert outputs[-1] == "contributions"
+
+
+def test_metrics_histograms_request_ids_and_one_json_line_per_error(server, cancer):
+    rows = np.ascontiguousarray(cancer["anomalies"][:5], np.float32)
+    body = json.dumps({"inputs": [{"name": "y", "datatype": "FP32", "shape": [5, 30],
+                                   "data": rows.ravel().tolist()}]}).encode()
+    request = urllib.request.Request(f"{server.base}/v2/models/ae/infer", data=body, method="POST",
+                                     headers={"X-Request-Id": "job-42.part-7"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["x-request-id"] == "job-42.part-7"
+    bad = urllib.request.Request(f"{server.base}/v2/models/ae/infer", data=b'{"inputs": 3}', method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(bad, timeout=30)
+    generated = caught.value.headers["x-request-id"]
+    assert len(generated) == 32  # a fresh id when the client gave none
+    text = urllib.request.urlopen(f"{server.base}/metrics", timeout=10).read().decode()
+    for family in ("aeserve_queue_seconds", "aeserve_compute_seconds", "aeserve_request_bytes", "aeserve_batch_rows"):
+        assert f'{family}_count{{model="ae"}}' in text, family
+    lines = [json.loads(line.split(" ", 3)[3]) for line in server.log().splitlines() if "request_failed" in line]
+    mine = [entry for entry in lines if entry["request_id"] == generated]
+    assert len(mine) == 1 and mine[0]["status"] == "400" and "'inputs' list" in mine[0]["error"]

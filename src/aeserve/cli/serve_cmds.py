@@ -99,6 +99,7 @@ def serve(
     if host not in _LOOPBACK and token is None:
         err.print(f"[yellow]warning[/]: serving on {escape(host)} without authentication: anyone who can reach "
                   "the port can use the models; pass --token-file (and TLS with --ssl-certfile/--ssl-keyfile)")
+    _log_to_stderr()
     scheme = "https" if ssl_certfile else "http"
     err.print(f"serving {', '.join(models)} on {scheme}://{host}:{port}/v2 "
               f"(backend {escape(next(iter(models.values())).backend.describe())}; "
@@ -111,6 +112,18 @@ def serve(
                 timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+
+
+def _log_to_stderr() -> None:
+    """The server's own log (reloads, failed requests as JSON lines) on stderr, with times."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("aeserve.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _read_token(path: Path) -> str:
