@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from aeserve.cli import app, err, user_errors
-from aeserve.cli.options import BACKEND_OPT, DEVICE_OPT, Backend, Device, open_model
+from aeserve.cli.options import BACKEND_OPT, DEVICE_OPT, Backend, Device, Engine, open_model
 from aeserve.errors import InputError
 
 __all__ = ["serve"]
@@ -48,6 +48,13 @@ def serve(
                                               "but /v2/health/* then needs `Authorization: Bearer TOKEN` (else 401)."),
     ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM): serve HTTPS."),
     ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM) of --ssl-certfile."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: replicas on Ray Serve, "
+                                  "each holding the bundles with its own batcher, behind Ray Serve's HTTP proxy."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (default: a local Ray)."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="ray: replicas to run."),
+    min_replicas: Optional[int] = typer.Option(None, "--min-replicas", min=0,
+                                               help="ray: autoscale between --min-replicas and --max-replicas."),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", min=1, help="ray: see --min-replicas."),
 ) -> None:
     """Serve bundles over HTTP with the KServe v2 / Open Inference Protocol (JSON and binary
     tensors; works with tritonclient.http), and over gRPC with --grpc-port (tritonclient.grpc). Each bundle NAME is served as models NAME (score),
@@ -87,6 +94,12 @@ def serve(
     config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
                           max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token,
                           grpc_port=grpc_port, grpc_host=host, grpc_tls=tls)
+    if engine == Engine.ray:
+        _serve_on_ray(bundles, config, host=host, port=port, address=address, backend=backend, device=device,
+                      replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+                      unsupported={"--grpc-port": grpc_port, "--poll": poll, "--token-file": token_file,
+                                   "--ssl-certfile": ssl_certfile})
+        return
     models, paths = {}, {}
     for path in bundles:
         name = path.resolve().name
@@ -112,6 +125,36 @@ def serve(
                 timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+
+
+def _serve_on_ray(bundles: list[Path], config, *, host, port, address, backend, device, replicas, min_replicas,
+                  max_replicas, unsupported: dict) -> None:
+    """``--engine ray``: the bundles on Ray Serve replicas, until Ctrl-C."""
+    given = [flag for flag, value in unsupported.items() if value]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)} run with --engine local only (Ray Serve has its own proxy)",
+                                 param_hint="--engine")
+    try:
+        import ray.serve  # noqa: F401
+    except ImportError:
+        from aeserve.errors import BackendUnavailable
+
+        raise BackendUnavailable("--engine ray needs Ray Serve: pip install 'aeserve[ray-serve]'") from None
+    from aeserve.bundle import Bundle
+    from aeserve.serve.ray_serve import run
+
+    paths = {}
+    for path in bundles:
+        Bundle.open(path)  # a clear error here, not on every replica
+        paths[path.resolve().name] = path
+    err.print(f"serving {', '.join(paths)} on Ray Serve at http://{host}:{port}/v2 "
+              + (f"({min_replicas}..{max_replicas} replicas, autoscaled)" if min_replicas is not None
+                 or max_replicas is not None else f"({replicas} replicas)") + "; Ctrl-C stops")
+    try:
+        run(paths, config, host=host, port=port, address=address, backend=getattr(backend, "value", backend),
+            device=device.value, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas)
+    except KeyboardInterrupt:
+        pass
 
 
 def _log_to_stderr() -> None:
