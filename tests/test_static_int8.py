@@ -161,3 +161,12 @@ def test_precisions_a_backend_does_not_run_are_refused(static_bundle):
         aeserve.load(static_bundle, backend="onnxruntime", precision="bf16")
     with pytest.raises(BackendUnavailable, match="unknown precision"):
         aeserve.load(static_bundle, precision="int4")
+
+
+def test_bench_times_every_backend_and_precision_auto_would_choose_among(static_bundle):
+    result = run_cli("bench", static_bundle, "--rows", "4000", "--batch-sizes", "1024", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "rows" not in line and "│" in line]
+    found = {tuple(cell.strip() for cell in line.split("│")[1:3]) for line in rows}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
+            ("torch", "fp32")} <= found, result.stdout

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # numpy stays out of `aeserve --help`, which lists the backen
     import numpy as np
 
 __all__ = ["Backend", "BackendSpec", "register_backend", "list_backends", "available_backends",
-           "create_backend", "choose_backend", "PRECISIONS"]
+           "create_backend", "choose_backend", "cpu_candidates", "PRECISIONS"]
 
 #: what ``precision`` may be: one of these, or ``auto`` (the fastest the bundle allows, measured)
 PRECISIONS = ("fp32", "int8", "bf16")
@@ -177,6 +177,17 @@ def _candidate_precisions(precision: str) -> list[str]:
     return ["fp32", "int8", *(["bf16"] if cpu_has_amx() else [])]
 
 
+def _cpu_pairs(bundle: Bundle, precision: str, names: list[str] | None = None) -> list[tuple[BackendSpec, str]]:
+    specs = [_BACKENDS[n] for n in (names or list_backends())
+             if (names is not None or _BACKENDS[n].auto) and _BACKENDS[n].cpu]
+    return [(s, p) for s in specs for p in _candidate_precisions(precision) if _why_not(s, bundle, p) is None]
+
+
+def cpu_candidates(bundle: Bundle) -> list[tuple[str, str]]:
+    """Every (CPU backend, precision) ``precision="auto"`` would time for ``bundle`` here."""
+    return [(spec.name, p) for spec, p in _cpu_pairs(bundle, "auto")]
+
+
 def _measure_on_cpu(bundle: Bundle, options: dict, precision: str = "fp32",
                     names: list[str] | None = None) -> list[tuple[BackendSpec, str]]:
     """The (CPU backend, precision) pairs ``auto`` should time against each other: at least
@@ -185,9 +196,7 @@ def _measure_on_cpu(bundle: Bundle, options: dict, precision: str = "fp32",
     device = options.get("device", "auto")
     if device not in ("auto", "cpu"):
         return []
-    specs = [_BACKENDS[n] for n in (names or list_backends())
-             if (names is not None or _BACKENDS[n].auto) and _BACKENDS[n].cpu]
-    pairs = [(s, p) for s in specs for p in _candidate_precisions(precision) if _why_not(s, bundle, p) is None]
+    pairs = _cpu_pairs(bundle, precision, names)
     if len(pairs) < 2:
         return []
     if device == "auto" and names is None:

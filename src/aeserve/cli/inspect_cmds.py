@@ -136,21 +136,20 @@ def bench(
     repeats: int = typer.Option(5, help="Timed runs per setting; the median counts."),
 ) -> None:
     """Measure energy throughput (rows/s, GFLOP/s) per backend and precision on synthetic rows,
-    beside this machine's fp32 MatMul ceiling in ONNX Runtime.
+    beside this machine's fp32 MatMul ceiling in ONNX Runtime: every CPU backend and precision
+    the bundle allows here (what `--precision auto` chooses among), and the torch reference.
 
     Example: `aeserve bench models/cancer-vae --rows 200000 --batch-sizes 512,1024,4096`
     """
     from rich.table import Table
 
     from aeserve.bundle import Bundle
-    from aeserve.serve.backends import available_backends
+    from aeserve.serve.backends import available_backends, cpu_candidates
     from aeserve.serve.bench import bench_bundle, ceiling_shapes, dense_flops_per_row, matmul_ceiling
 
     opened = Bundle.open(bundle)
     here = available_backends()
-    plan = [(b, "fp32") for b in ("onnxruntime", "openvino", "torch") if b in here]
-    if "onnxruntime" in here and opened.manifest.graph("energy", "int8") is not None:
-        plan.insert(1, ("onnxruntime", "int8"))
+    plan = [*cpu_candidates(opened), *([("torch", "fp32")] if "torch" in here else [])]
     shapes = ceiling_shapes(opened)
     ceiling = max(matmul_ceiling(*shape) for shape in shapes) if "onnxruntime" in here else float("nan")
     results = bench_bundle(bundle, plan, list(int_list(batch_sizes, "--batch-sizes")), n_rows=rows,

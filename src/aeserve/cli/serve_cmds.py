@@ -121,7 +121,10 @@ def serve(
               + (f"; gRPC on {host}:{grpc_port}" if grpc_port is not None else "")
               + (f"; reloading changed bundles every {poll:g} s" if poll else "")
               + "; Ctrl-C stops after in-flight requests")
-    uvicorn.run(create_app(models, config, paths=paths, loader=loader, poll_s=poll), host=host, port=port, log_level="warning",
+    # h11 and asyncio whatever else is installed (ray[serve] brings httptools and uvloop): the
+    # limits and malformed-request answers are tested with these
+    uvicorn.run(create_app(models, config, paths=paths, loader=loader, poll_s=poll), host=host, port=port,
+                log_level="warning", http="h11", loop="asyncio",
                 timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
