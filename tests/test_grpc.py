@@ -4,6 +4,7 @@ API's, errors carry the right status codes, and the compiled descriptor matches 
 from __future__ import annotations
 
 import base64
+import ssl
 import threading
 
 import numpy as np
@@ -148,3 +149,26 @@ def test_the_committed_descriptor_is_the_proto_compiled():
 
     assert base64.b64decode(SERIALIZED) == compile_proto(), \
         "regenerate: python -m aeserve.serve.grpc_descriptor --write"
+
+
+def test_grpc_takes_the_servers_tls_certificate(bundles, cancer, tmp_path):
+    pytest.importorskip("cryptography")
+    from test_server_abuse import _certificate
+
+    cert, key = _certificate(tmp_path)
+    port = _free_port()
+    context = ssl.create_default_context(cafile=str(cert))
+    server = Server(str(bundles["ae"]), "--grpc-port", str(port), "--ssl-certfile", str(cert),
+                    "--ssl-keyfile", str(key), scheme="https", context=context)
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}", ssl=True, root_certificates=str(cert))
+        rows = np.ascontiguousarray(cancer["anomalies"][:3], np.float32)
+        np.testing.assert_allclose(_infer(client, "ae", {"y": rows})["energy"],
+                                   aeserve.load(bundles["ae"]).score(rows)["energy"], rtol=1e-5)
+        client.close()
+        plain = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")  # no TLS: no answer
+        with pytest.raises(InferenceServerException):
+            plain.is_server_live(client_timeout=3)
+        plain.close()
+    finally:
+        server.stop()
