@@ -11,7 +11,8 @@ graph set each needs (ONNX Runtime int8: the dynamic int8 ONNX graphs; OpenVINO 
 static int8 IR; OpenVINO bf16: the fp32 graphs in bf16 arithmetic); ``precision="auto"``
 times every (backend, precision) pair the bundle allows, bf16 only where the CPU has AMX.
 It records why it chose what it chose; a backend that fails while starting (a plan that
-does not deserialise, a CUDA provider whose libraries do not load) is skipped with its reason. Backends free what they hold with ``close()``.
+does not deserialise, a CUDA provider whose libraries do not load) is skipped with its
+reason. Backends free what they hold with ``close()``.
 """
 
 from __future__ import annotations
