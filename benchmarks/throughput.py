@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -59,8 +60,6 @@ def main() -> None:
     from aeserve.train.pipeline import train_bundle
 
     work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
-    import os
-
     os.environ["AESERVE_CACHE_DIR"] = str(work / "cache")  # auto measures now, not from an older run's cache
     rng = np.random.default_rng(0)
     train = rng.random((20_000, 784), dtype=np.float32)

@@ -21,9 +21,16 @@ import grpc
 import numpy as np
 
 import aeserve
-from aeserve.serve.batching import QueueFull
 from aeserve.serve.grpc_descriptor import SERVICE, messages
-from aeserve.serve.http import RequestError, _decode_inputs, _encode_outputs, _public, log_error, request_id_of
+from aeserve.serve.http import (
+    RequestError,
+    _decode_inputs,
+    _encode_outputs,
+    _public,
+    failure,
+    log_error,
+    request_id_of,
+)
 
 __all__ = ["start_grpc", "CONTENTS_FIELD"]
 
@@ -35,8 +42,10 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
                   "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
                   "FP32": "fp32_contents", "FP64": "fp64_contents"}
 _OPEN = {"ServerLive", "ServerReady"}
+#: HTTP status of ``http.failure`` -> gRPC status (a full queue is RESOURCE_EXHAUSTED; the rest of 4xx
+#: is INVALID_ARGUMENT)
 _CODES = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-          503: grpc.StatusCode.UNAVAILABLE}
+          503: grpc.StatusCode.RESOURCE_EXHAUSTED, 500: grpc.StatusCode.INTERNAL}
 
 
 def _parameter(value):
@@ -132,20 +141,14 @@ class _Service:
             self.metrics.inc("aeserve_rows_total", len(next(iter(outputs.values()))), model=name)
             context.set_trailing_metadata((("x-request-id", request_id),))
             return self._response(response, raw)
-        except RequestError as exc:
-            status = _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
-            message = str(exc)
-        except QueueFull as exc:
-            status, message = grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {exc}; retry later"
-        except aeserve.AeserveError as exc:
-            status, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except grpc.aio.AbortError:
             status = grpc.StatusCode.NOT_FOUND
             raise
-        except Exception:  # a bug: logged with its traceback, answered without it
-            status = grpc.StatusCode.INTERNAL
-            log.exception("grpc infer %s failed (request id %s)", name[:80], request_id)
-            message = "internal error; the server log has the details"
+        except Exception as exc:
+            http_status, message = failure(exc)
+            status = _CODES.get(http_status, grpc.StatusCode.INVALID_ARGUMENT)
+            if status == grpc.StatusCode.INTERNAL:  # a bug: logged with its traceback, answered without it
+                log.exception("grpc infer %s failed (request id %s)", name[:80], request_id)
         finally:
             label = name if known else "(unknown)"
             self.metrics.inc("aeserve_requests_total", model=label, status=f"grpc {status.name}")

@@ -325,6 +325,19 @@ def request_id_of(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def failure(exc: Exception) -> tuple[int, str]:
+    """(HTTP status, message for the client) of a request that raised ``exc``: a client mistake
+    (RequestError's own status), a full queue (503), a bad input (400), else a bug (500, the
+    caller logs the traceback). HTTP and gRPC answer from this one table."""
+    if isinstance(exc, RequestError):
+        return exc.status, str(exc)
+    if isinstance(exc, QueueFull):
+        return 503, f"server busy: {exc}; retry later"
+    if isinstance(exc, aeserve.AeserveError):
+        return 400, str(exc)
+    return 500, "internal error; the server log has the details"
+
+
 def log_error(model: str, status, message: str, request_id: str) -> None:
     """One JSON line per failed request: what a log pipeline can parse and count."""
     log.warning(json.dumps({"event": "request_failed", "model": model[:80], "status": str(status),
@@ -496,18 +509,13 @@ def create_app(models: dict[str, Model], config: ServerConfig = ServerConfig(), 
                                       headers={HEADER_LENGTH: str(len(head))})
                 else:
                     answer = Response(fastjson.dumps(response), media_type="application/json")
-            except RequestError as exc:
-                status, message = exc.status, str(exc)
-            except QueueFull as exc:
-                status, message = 503, f"server busy: {exc}; retry later"
-            except aeserve.AeserveError as exc:
-                status, message = 400, str(exc)
             except ClientDisconnect:
                 status, message = 499, "the client left mid-body"  # nobody to answer
                 answer = Response(status_code=400)
-            except Exception:  # a bug: logged with its traceback, answered without it
-                status, message = 500, "internal error; the server log has the details"
-                log.exception("infer %s failed (request id %s)", name[:80], request_id)
+            except Exception as exc:
+                status, message = failure(exc)
+                if status == 500:  # a bug: logged with its traceback, answered without it
+                    log.exception("infer %s failed (request id %s)", name[:80], request_id)
             if status != 200:
                 log_error(name, status, message, request_id)
                 if status != 499:

@@ -40,6 +40,7 @@ class Entry:
     signature: tuple = ()       # manifest.json's (inode, size, mtime) when last looked at
     digest: str = ""            # manifest.json's sha256 of the version being served
     loads: int = 0              # how many times a version was swapped in
+    watched: bool = True        # reloaded when its manifest changes (False once unloaded on purpose)
 
 
 def _stat(path: Path) -> tuple:
@@ -95,7 +96,7 @@ class Repository:
                 log.warning("model %s: %s", name, entry.reason)
                 raise
             self.install(name, model)
-            entry.state, entry.reason, entry.loads = "READY", "", entry.loads + 1
+            entry.state, entry.reason, entry.loads, entry.watched = "READY", "", entry.loads + 1, True
             entry.signature, entry.digest = signature, digest
             log.info("model %s: loaded version %d (manifest sha256 %s)", name, entry.loads, digest[:12])
             return entry
@@ -104,14 +105,14 @@ class Repository:
         """Take NAME out of service (its requests get 404 until it is loaded again)."""
         entry = self.entries[name]
         self.remove(name)
-        entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+        entry.state, entry.reason, entry.watched = "UNAVAILABLE", "unloaded", False
 
     async def watch(self, every: float) -> None:
         """Reload every served bundle whose manifest.json changed, checking every ``every`` s."""
         while True:
             await asyncio.sleep(every)
             for entry in list(self.entries.values()):
-                if entry.state != "READY" and not entry.reason.startswith("load failed"):
+                if not entry.watched:
                     continue  # unloaded on purpose: a change does not bring it back
                 signature = _stat(entry.path)
                 if not signature or signature == entry.signature:

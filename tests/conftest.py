@@ -56,6 +56,19 @@ def bundles(tmp_path_factory, cancer):
     return paths
 
 
+@pytest.fixture(scope="session")
+def quantised(bundles, tmp_path_factory):
+    """A copy of the ae bundle after ``aeserve export --quantize int8`` (dynamic int8, and static
+    int8 where nncf is installed), with the command's result: made once for every int8 test."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("int8") / "ae"
+    shutil.copytree(bundles["ae"], path)
+    result = run_cli("export", path, "--quantize", "int8")
+    assert result.returncode == 0, result.stderr
+    return path, result
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

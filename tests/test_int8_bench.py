@@ -17,11 +17,8 @@ from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(bundles, tmp_path_factory):
-    path = tmp_path_factory.mktemp("int8") / "ae"
-    shutil.copytree(bundles["ae"], path)
-    result = run_cli("export", path, "--quantize", "int8")
-    assert result.returncode == 0, result.stderr
+def int8_bundle(quantised):
+    path, result = quantised
     assert "quantised onnxruntime dynamic int8" in result.stderr and "WARNING" not in result.stderr
     return path
 

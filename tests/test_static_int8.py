@@ -25,11 +25,8 @@ from aeserve.serve.backends import measured  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def static_bundle(bundles, tmp_path_factory):
-    path = tmp_path_factory.mktemp("static") / "ae"
-    shutil.copytree(bundles["ae"], path)
-    result = run_cli("export", path, "--quantize", "int8")
-    assert result.returncode == 0, result.stderr
+def static_bundle(quantised):
+    path, result = quantised
     assert "quantised OpenVINO static int8" in result.stderr, result.stderr
     return path
 
