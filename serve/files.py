@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from aeserve.batches import rows_per_call
 from aeserve.bundle import code_columns
 from aeserve.errors import InputError
 from aeserve.manifest import CONTRIBUTIONS
@@ -33,17 +34,10 @@ def _run(model: Model, sources, out, *, expect: list[str], fn, progress, id_colu
          npy_layout: list[str] | None = None) -> StreamSummary:
     image = model.bundle.manifest.input.image
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
-                          batch_rows=_rows_per_call(model), image_shape=image.shape if image else None,
+                          batch_rows=rows_per_call(model.batch_size), image_shape=image.shape if image else None,
                           npy_layout=npy_layout, progress=progress)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
-
-
-def _rows_per_call(model: Model) -> int:
-    """Rows handed to the model per call: a multiple of its batch size near 8192 rows, so that
-    per-call costs (queue hand-offs, checks, dicts) are paid 8x less often for small batches,
-    while the backend still sees exactly the batches scoring the whole input at once would."""
-    return model.batch_size * max(1, (1 << 13) // model.batch_size)
 
 
 def _as_list(sources) -> list:

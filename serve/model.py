@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import numpy as np
 
+from aeserve.batches import auto_batch_size, row_batches
 from aeserve.bundle import GRAPH_INPUTS, Bundle, code_columns
 from aeserve.errors import BundleError, InputError
 from aeserve.manifest import CONTRIBUTIONS
@@ -14,23 +14,6 @@ from aeserve.readers import check_finite
 from aeserve.serve.backends import create_backend
 
 __all__ = ["Model", "load", "row_batches", "auto_batch_size"]
-
-_ACTIVATION_BYTES = 4 << 20  # one layer's activations for a batch: about the L2 cache
-
-
-def auto_batch_size(bundle: Bundle) -> int:
-    """Rows per backend call from the model's widest layer: a power of two near
-    4 MiB / (4 bytes × width), between 256 and 4096 (784-wide MLP: 1024; 30-wide: 4096)."""
-    widest = max([bundle.n_features, *bundle.manifest.architecture.hidden, bundle.latent_size])
-    rows = _ACTIVATION_BYTES / (4 * widest)
-    return int(min(4096, max(256, 2 ** round(np.log2(rows)))))
-
-
-def row_batches(n: int, size: int) -> Iterator[slice]:
-    """Consecutive slices of at most ``size`` rows covering ``range(n)``."""
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
 
 class Model:
     """A loaded bundle. Every method takes rows (n, width) and returns arrays with n rows.

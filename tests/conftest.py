@@ -121,3 +121,31 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``aeserve ARGS`` as a user would, in a fresh process."""
     return subprocess.run([sys.executable, "-m", "aeserve", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
+
+
+def int8_accepted(result: subprocess.CompletedProcess, what: str) -> bool:
+    """Whether ``aeserve export --quantize int8`` kept ``what`` ('onnxruntime dynamic int8',
+    'OpenVINO static int8') on this CPU; a refusal must name the CPU and say fp32 stays."""
+    if f"quantised {what}" in result.stderr:
+        return True
+    assert f"refused {what}" in result.stderr, result.stderr
+    from aeserve.machine import cpu_model
+
+    assert cpu_model() in result.stderr and "keep --precision fp32" in result.stderr, result.stderr
+    return False
+
+
+def load_reduced(path, **options):
+    """``aeserve.load`` at a reduced precision, as it goes on this CPU: the model, or (after checking
+    that the refusal names this CPU and says fp32 works) a skip saying why it was refused here."""
+    import aeserve
+    from aeserve.errors import BackendUnavailable
+    from aeserve.machine import cpu_model
+
+    try:
+        return aeserve.load(path, **options)
+    except BackendUnavailable as exc:
+        if "refused on" not in str(exc):
+            raise
+        assert cpu_model() in str(exc) and "--precision fp32 runs this bundle exactly here" in str(exc), exc
+        pytest.skip(f"refused on this CPU, as it should be when it strays: {exc}")

@@ -15,7 +15,7 @@ from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable, BundleError, ExportError
 from aeserve.evaluation import auroc, rank_correlation
 
-from conftest import run_cli
+from conftest import int8_accepted, load_reduced, run_cli
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -27,7 +27,8 @@ from aeserve.serve.backends import measured  # noqa: E402
 @pytest.fixture(scope="module")
 def static_bundle(quantised):
     path, result = quantised
-    assert "quantised OpenVINO static int8" in result.stderr, result.stderr
+    if not int8_accepted(result, "OpenVINO static int8"):
+        pytest.skip(f"static int8 refused on this CPU: {result.stderr}")
     return path
 
 
@@ -61,8 +62,8 @@ def test_keep_rows_zero_keeps_none_and_static_int8_then_needs_calibration_data(c
 
 def test_static_int8_ranks_rows_as_fp32_does(static_bundle, cancer):
     fp32 = aeserve.load(static_bundle, backend="onnxruntime")
-    int8 = aeserve.load(static_bundle, backend="openvino", precision="int8")
-    assert "static int8" in int8.backend.describe()
+    int8 = load_reduced(static_bundle, backend="openvino", precision="int8")
+    assert "static int8" in int8.backend.describe() and "openvino/int8 checked against fp32" in int8.backend_reason
     rows = np.concatenate([cancer["test_normal"], cancer["anomalies"]])
     a, b = fp32.energy(rows)["energy"], int8.energy(rows)["energy"]
     assert np.median(np.abs(b - a) / np.abs(a)) < 0.05
@@ -146,8 +147,8 @@ def test_a_faster_candidate_that_ranks_rows_differently_is_not_chosen(static_bun
 
 
 def test_openvino_bf16_runs_when_asked(static_bundle, cancer):
-    bf16 = aeserve.load(static_bundle, backend="openvino", precision="bf16")
-    assert "bf16" in bf16.backend.describe()
+    bf16 = load_reduced(static_bundle, backend="openvino", precision="bf16")
+    assert "bf16" in bf16.backend.describe() and "openvino/bf16 checked against fp32" in bf16.backend_reason
     a = aeserve.load(static_bundle, backend="onnxruntime").energy(cancer["anomalies"])["energy"]
     b = bf16.energy(cancer["anomalies"])["energy"]
     assert np.median(np.abs(b - a) / np.abs(a)) < 0.05

@@ -72,6 +72,9 @@ def test_plans_built_and_run_match_onnxruntime_with_batches_split_and_padded(fak
     expected = aeserve.load(bundle_dir, backend="onnxruntime", device="cpu").energy(rows)["energy"]
     with aeserve.load(bundle_dir, backend="tensorrt", batch_size=1000) as model:
         assert trt.FAKE.engines == 3  # every plan deserialised at load
+        # fp16 plans are checked against fp32 (ONNX Runtime) on this GPU before they are trusted
+        assert ("tensorrt/fp16 checked against fp32 on NVIDIA H100" in model.backend_reason) == fp16
+        trt.FAKE.batches.clear()
         got = model.energy(rows)["energy"]  # 312 rows > the profile's 256: split
         few = model.energy(rows[:2])["energy"]  # 2 rows < the profile's 4: padded
     assert trt.FAKE.batches == [256, 56, 4]

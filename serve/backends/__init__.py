@@ -163,6 +163,37 @@ def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict, precision: st
     return getattr(importlib.import_module(module_name), attr)(bundle, **taken)
 
 
+def _start(spec: BackendSpec, bundle: Bundle, options: dict, precision: str = "fp32") -> Backend:
+    """``_instantiate``, then, when the backend computes at a reduced precision (int8, bf16, or a
+    TensorRT fp16 plan), its energies checked against fp32 here (``checked.check_precision``):
+    BackendUnavailable when they stray. The check's verdict lands in ``precision_check``."""
+    backend = _instantiate(spec, bundle, options, precision)
+    arithmetic = getattr(backend, "precision", "fp32")
+    if arithmetic == "fp32":
+        return backend
+    try:
+        backend.precision_check = _check_precision(spec, bundle, backend, precision, arithmetic, options)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def _check_precision(spec: BackendSpec, bundle: Bundle, backend: Backend, precision: str, arithmetic: str,
+                     options: dict) -> str:
+    """Check ``backend`` against fp32 from the same library on the CPU (TensorRT: ONNX Runtime)."""
+    from aeserve.serve.backends.checked import check_precision
+
+    reference = spec if spec.cpu and "fp32" in spec.precisions else _BACKENDS["onnxruntime"]
+    label = _label(spec, precision if precision != "fp32" else arithmetic)
+    why_not = _why_not(reference, bundle)
+    if why_not is not None:
+        return f"{label} not checked against fp32 here ({why_not})"
+    cpu_options = {"device": "cpu", **({"threads": options["threads"]} if "threads" in options else {})}
+    return check_precision(bundle, backend, label, spec.requires[0], spec.precisions.get(precision, arithmetic),
+                           lambda: _instantiate(reference, bundle, cpu_options, "fp32"))
+
+
 def _label(spec: BackendSpec, precision: str) -> str:
     """How a (backend, precision) candidate is named in measurements and the cache."""
     return spec.name if precision == "fp32" else f"{spec.name}/{precision}"
@@ -222,25 +253,26 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
         by_label = {_label(spec, p): (spec, p) for spec, p in pairs}
         backend, reason = choose_by_measurement(
             bundle, list(by_label), {label: spec.requires[0] for label, (spec, _) in by_label.items()},
-            start=lambda label: _instantiate(by_label[label][0], bundle, options, by_label[label][1]))
+            start=lambda label: _start(by_label[label][0], bundle, options, by_label[label][1]))
     elif name != "auto":
         spec = _BACKENDS[names[0]]
         wanted = "fp32" if precision == "auto" else precision
         why_not = _why_not(spec, bundle, wanted)
         if why_not is not None:
             raise BackendUnavailable(f"backend {spec.name!r} cannot run {bundle.path}: {why_not}")
-        backend, reason = _instantiate(spec, bundle, options, wanted), "asked for"
+        backend, reason = _start(spec, bundle, options, wanted), "asked for"
     else:
         wanted = "fp32" if precision == "auto" else precision
 
         def start(spec: BackendSpec):
             try:
-                return _instantiate(spec, bundle, options, wanted), None
+                return _start(spec, bundle, options, wanted), None
             except BackendUnavailable as exc:
                 return None, f"it failed to start: {exc}"
 
         _, backend, reason = _auto(bundle, start, wanted)
-    backend.reason = reason
+    check = getattr(backend, "precision_check", None)
+    backend.reason = f"{reason}; {check}" if check else reason
     return backend
 
 

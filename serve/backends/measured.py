@@ -20,7 +20,6 @@ import contextlib
 import importlib
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,9 +30,10 @@ from aeserve.atomic import write_text_atomic
 from aeserve.bundle import Bundle
 from aeserve.errors import AeserveError, BackendUnavailable
 from aeserve.evaluation import rank_correlation
+from aeserve.machine import cpu_has_amx, cpu_model
 
-__all__ = ["cache_path", "cpu_model", "cpu_has_amx", "choose_by_measurement", "cached_choice", "PROBE_ROWS",
-           "PROBE_BATCH", "MIN_RANK_AGREEMENT"]
+__all__ = ["cache_path", "read_cache", "write_cache", "library_version", "cpu_model", "cpu_has_amx",
+           "choose_by_measurement", "cached_choice", "PROBE_ROWS", "PROBE_BATCH", "MIN_RANK_AGREEMENT"]
 
 PROBE_ROWS = 8192
 PROBE_BATCH = 1024
@@ -41,32 +41,15 @@ _REPEATS = 3
 MIN_RANK_AGREEMENT = 0.999
 
 
-def cache_path() -> Path:
-    """Where measured choices are kept."""
+def cache_path(name: str = "backend-choice.json") -> Path:
+    """Where measured choices (and, under other names, per-machine checks) are kept."""
     root = os.environ.get("AESERVE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "aeserve")
-    return Path(root) / "backend-choice.json"
+    return Path(root) / name
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` says)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX tiles for bf16 (``amx_bf16`` among /proc/cpuinfo's flags)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return "amx_bf16" in line.split(":", 1)[1].split()
-    return False
-
-
-def _library_version(module: str) -> str:
+def library_version(module: str) -> str:
+    """``module.__version__`` without failing: '?' when it has none, 'missing' when not installed."""
     try:
         return str(getattr(importlib.import_module(module), "__version__", "?"))
     except ImportError:
@@ -76,24 +59,27 @@ def _library_version(module: str) -> str:
 def _key(bundle: Bundle, names: list[str], requires: dict[str, str]) -> str:
     graph = bundle.manifest.graph("energy")
     digest = bundle.manifest.files.get(graph.file, "?") if graph else "?"
-    versions = {name: _library_version(requires[name]) for name in sorted(names)}
+    versions = {name: library_version(requires[name]) for name in sorted(names)}
     return json.dumps({"cpu": cpu_model(), "threads": os.cpu_count(), "versions": versions, "graph": digest},
                       sort_keys=True)
 
 
-def _read_cache() -> dict:
+def read_cache(path: Path | None = None) -> dict:
+    """The cached entries (key -> entry) in ``path`` (default: the measured choices); {} if none."""
     try:
-        data = json.loads(cache_path().read_text())
+        data = json.loads((path or cache_path()).read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
-def _write_cache(key: str, entry: dict) -> None:
-    data = _read_cache()
+def write_cache(key: str, entry: dict, path: Path | None = None) -> None:
+    """Add ``entry`` under ``key``; a cache that cannot be written is skipped (measured again next time)."""
+    path = path or cache_path()
+    data = read_cache(path)
     data[key] = entry
-    with contextlib.suppress(AeserveError, OSError):  # a read-only home: measure again next time
-        write_text_atomic(cache_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
+    with contextlib.suppress(AeserveError, OSError):  # a read-only home
+        write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _rate(backend, rows: np.ndarray) -> tuple[float, np.ndarray]:
@@ -121,7 +107,7 @@ def cached_choice(bundle: Bundle, candidates: list[str], requires: dict[str, str
 
 
 def _cached(key: str, candidates: list[str]) -> tuple[str, str] | None:
-    cached = _read_cache().get(key)
+    cached = read_cache().get(key)
     if isinstance(cached, dict) and cached.get("backend") in candidates and isinstance(cached.get("rates"), dict):
         return cached["backend"], (f"auto: {_describe(cached['rates'], cached['backend'])} "
                                    f"(measured on {cpu_model()}, cached in {cache_path()})")
@@ -164,7 +150,7 @@ def choose_by_measurement(bundle: Bundle, candidates: list[str], requires: dict[
     for name, backend in started.items():
         if name != best and hasattr(backend, "close"):
             backend.close()
-    _write_cache(key, {"backend": best, "rates": rates, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_cache(key, {"backend": best, "rates": rates, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
     skipped = ("; ".join(failed) + "; ") if failed else ""
     return started[best], f"auto: {skipped}{_describe(rates, best)} (measured now on {cpu_model()})"
 

@@ -236,6 +236,9 @@ class TensorRTBackend:
         self.trt = trt
         self.gpu = gpu_info()
         self.plan_dir = find_plan_dir(bundle, self.gpu, trt.__version__)
+        build = bundle.manifest.exports.tensorrt.get(self.plan_dir.name)
+        #: the plans' arithmetic (fp16 plans are checked against fp32 where they run, like int8)
+        self.precision = build.precision if build is not None else "fp32"
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engines: dict[str, _Engine] = {}
         try:  # every plan now: a bad one fails at start-up, with its reason

@@ -363,7 +363,8 @@ def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip) -> Itera
 
 def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
     """(rows, columns) and dtype from an open .npy file, left at the start of its data. A 1-D
-    array is one row."""
+    array is refused: one row of N features and N rows of one feature look alike (scikit-learn
+    refuses the same ambiguity)."""
     try:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
@@ -375,7 +376,8 @@ def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
     except Exception as exc:  # numpy parses the untrusted header with ast/tokenize: any of their errors
         raise InputError(f"{path}: cannot read .npy ({type(exc).__name__}: {_first_line(exc)})") from None
     if len(shape) == 1:
-        shape = (1, shape[0]) if shape[0] else (0, 0)
+        raise InputError(f"{path}: holds a 1-D array of {shape[0]} values; expected a 2-D array (rows, features): "
+                         "save a.reshape(1, -1) for one row, or a.reshape(-1, 1) for one feature")
     if len(shape) != 2 or fortran or dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_) \
             or dtype.kind == "c":
         raise InputError(f"{path}: expected a numeric array (rows, features) in C order, "
