@@ -143,6 +143,7 @@ def _cases(workdir):
     empty = workdir / "empty.csv"
     empty.write_text("")
     np.save(workdir / "narrow.npy", np.zeros((4, 29), dtype=np.float32))
+    np.save(workdir / "flat.npy", np.zeros(30, dtype=np.float32))
     truncated = workdir / "truncated.csv"
     text = (workdir / "test.csv").read_text()
     truncated.write_text(text[: len(text) // 2].rsplit(",", 3)[0])
@@ -155,6 +156,8 @@ def _cases(workdir):
         "wrong column count (csv)": (["ae", _bad_csv(workdir, "narrow.csv", drop_column)],
                                      ["lacks 1", col3, "expected 30 columns"]),
         "wrong column count (npy)": (["ae", workdir / "narrow.npy"], ["has 29 columns, expected 30"]),
+        "1-D npy": (["ae", workdir / "flat.npy"], ["flat.npy", "1-D array of 30 values", "(rows, features)",
+                                                   "a.reshape(1, -1) for one row"]),
         "empty file": (["ae", empty], ["empty.csv", "empty"]),
         "truncated file": (["ae", truncated], ["truncated.csv", "cannot parse CSV", "data row", "truncated or malformed"]),
         "no such file": (["ae", workdir / "nope.csv"], ["nope.csv", "no such file"]),
@@ -166,7 +169,7 @@ def _cases(workdir):
 
 
 CASES = ["text in a number column", "NaN", "inf", "missing value", "wrong column count (csv)",
-         "wrong column count (npy)", "empty file", "truncated file", "no such file",
+         "wrong column count (npy)", "1-D npy", "empty file", "truncated file", "no such file",
          "tampered bundle", "missing bundle file", "unknown kind", "not a bundle"]
 
 
