@@ -41,16 +41,12 @@ class Model:
     def preload(self) -> "Model":
         """Load every graph now rather than at its first call (backends that load lazily), so
         that files changing on disk later cannot reach this model; returns the model."""
-        preload = getattr(self.backend, "preload", None)
-        if preload is not None:
-            preload()
+        self.backend.preload()
         return self
 
     def close(self) -> None:
         """Free what the backend holds (sessions, TensorRT engines, device memory)."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+        self.backend.close()
 
     def __enter__(self) -> "Model":
         return self
@@ -70,7 +66,7 @@ class Model:
     @property
     def backend_reason(self) -> str:
         """Why this backend was chosen (``auto``'s reasoning, or "asked for")."""
-        return getattr(self.backend, "reason", "")
+        return self.backend.reason
 
     # -- plumbing ------------------------------------------------------------------------
     def _rows(self, data, names: list[str], what: str) -> np.ndarray:
@@ -88,9 +84,8 @@ class Model:
 
     def _run(self, graph: str, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
         batches = [{GRAPH_INPUTS[graph]: x[rows]} for rows in row_batches(len(x), self.batch_size)]
-        run_batches = getattr(self.backend, "run_batches", None)  # several batches in flight (OpenVINO)
-        if run_batches is not None and len(batches) > 1:
-            parts = run_batches(graph, batches, outputs)
+        if len(batches) > 1:
+            parts = self.backend.run_batches(graph, batches, outputs)  # several in flight (OpenVINO)
         else:
             parts = [self.backend.run(graph, feeds, outputs) for feeds in batches]
         if not parts:

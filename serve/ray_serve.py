@@ -86,7 +86,7 @@ def run(paths: dict[str, Path], config, *, host: str, port: int, address: str | 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     serve.start(http_options={"host": host, "port": port})
-    settings = {k: v for k, v in asdict(config).items() if k not in ("grpc_port", "grpc_host", "grpc_tls")}
+    settings = asdict(config)
     application = build_application({name: str(Path(p).resolve()) for name, p in paths.items()}, settings,
                                     backend, device, replicas, min_replicas, max_replicas)
     serve.run(application, name="aeserve", route_prefix="/", blocking=blocking)

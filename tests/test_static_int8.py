@@ -21,7 +21,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 from aeserve.export.openvino_int8 import STATIC_DIR, quantize_static_int8  # noqa: E402
-from aeserve.serve.backends import measured  # noqa: E402
+from aeserve.serve.backends import BackendBase, BackendSpec, Candidate, measured  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_bf16_is_a_candidate_only_on_cpus_with_amx(monkeypatch):
 
 
 def test_a_faster_candidate_that_ranks_rows_differently_is_not_chosen(static_bundle):
-    class Fake:
+    class Fake(BackendBase):
         def __init__(self, noise):
             self.noise = noise
 
@@ -136,12 +136,10 @@ def test_a_faster_candidate_that_ranks_rows_differently_is_not_chosen(static_bun
                 energy = energy[::-1].copy()
             return [energy]
 
-        def close(self):
-            pass
-
+    fake = BackendSpec(name="fake", target="", requires=("numpy",), install="", priority=0)
     backend, reason = measured.choose_by_measurement(
-        Bundle.open(static_bundle), ["fake", "fake/bf16"], {"fake": "numpy", "fake/bf16": "numpy"},
-        start=lambda label: Fake(noise="/" in label))
+        Bundle.open(static_bundle), [Candidate(fake), Candidate(fake, "bf16")],
+        start=lambda candidate: Fake(noise=candidate.reduced))
     assert backend.noise is False
     assert "not fake/bf16 (ranks the probe rows differently from fp32" in reason
 

@@ -23,6 +23,7 @@ import torch
 
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
+from aeserve.serve.backends import BackendBase
 from aeserve.train.graphs import graph_io, graph_modules
 from aeserve.train.weights import load_model
 
@@ -45,7 +46,7 @@ def keep_freed_memory(mmap_below: int = 64 << 20, keep: int = 256 << 20) -> bool
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
     """Reference backend from ``weights.safetensors``; ``device`` may be "cpu" or "cuda"."""
 
     name = "torch"

@@ -28,7 +28,7 @@ from aeserve.errors import BackendUnavailable
 if TYPE_CHECKING:  # numpy stays out of `aeserve --help`, which lists the backends
     import numpy as np
 
-__all__ = ["Backend", "BackendSpec", "register_backend", "list_backends", "available_backends",
+__all__ = ["Backend", "BackendBase", "BackendSpec", "Candidate", "register_backend", "list_backends", "available_backends",
            "create_backend", "choose_backend", "cpu_candidates", "PRECISIONS"]
 
 #: what ``precision`` may be: one of these, or ``auto`` (the fastest the bundle allows, measured)
@@ -36,19 +36,61 @@ PRECISIONS = ("fp32", "int8", "bf16")
 
 
 class Backend(Protocol):
-    """What the runtime needs of a backend."""
+    """What the runtime needs of a backend: everything ``Model``, ``auto`` and the precision
+    check call. ``BackendBase`` gives the defaults a backend may keep."""
 
     name: str
+    #: the arithmetic it computes in: fp32, int8, bf16, or a TensorRT plan's fp16
+    precision: str
+    #: why it was chosen (``auto``'s reasoning, or "asked for"), set by ``create_backend``
+    reason: str
+    #: what the check against fp32 found, for a reduced precision; "" otherwise
+    precision_check: str
 
     def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """Run ``graph`` on ``feeds`` (input name -> array); the ``outputs`` named (default: all, in
         the graph record's order)."""
+
+    def run_batches(self, graph: str, batches: list[dict[str, np.ndarray]],
+                    outputs: list[str] | None = None) -> list[list[np.ndarray]]:
+        """``run`` on each of ``batches``, in order (a backend may keep several in flight)."""
+
+    def preload(self) -> None:
+        """Load every graph now rather than at its first call."""
 
     def describe(self) -> str:
         """One line: library, version and device."""
 
     def close(self) -> None:
         """Free sessions, engines and device memory (the backend cannot run afterwards)."""
+
+
+class BackendBase:
+    """Defaults for ``Backend``: fp32, batches run one after another, nothing to preload or free."""
+
+    name = "?"
+    precision = "fp32"
+    reason = ""
+    precision_check = ""
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """Run ``graph`` on ``feeds``; every backend defines it."""
+        raise NotImplementedError
+
+    def run_batches(self, graph: str, batches: list[dict[str, np.ndarray]],
+                    outputs: list[str] | None = None) -> list[list[np.ndarray]]:
+        """``run`` on each of ``batches``, one after another."""
+        return [self.run(graph, feeds, outputs) for feeds in batches]
+
+    def preload(self) -> None:
+        """Nothing to load ahead (graphs load at construction or first call)."""
+
+    def describe(self) -> str:
+        """The backend's name."""
+        return self.name
+
+    def close(self) -> None:
+        """Nothing to free."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +109,30 @@ class BackendSpec:
     options: tuple[str, ...] = ("device", "precision")  # the load options it takes; others are not passed to it
     # precision -> the manifest's graph set it runs (fp32, int8, int8-static)
     precisions: dict[str, str] = field(default_factory=lambda: {"fp32": "fp32"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (backend, precision) ``auto`` may start: labelled ``openvino`` or ``onnxruntime/int8``
+    in measurements, the cache and reasons."""
+
+    spec: BackendSpec
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        """How measurements, the cache and reasons name it."""
+        return self.spec.name if self.precision == "fp32" else f"{self.spec.name}/{self.precision}"
+
+    @property
+    def module(self) -> str:
+        """The library whose version keys cached measurements and checks."""
+        return self.spec.requires[0]
+
+    @property
+    def reduced(self) -> bool:
+        """Whether it computes below fp32 (its energies are checked against fp32's)."""
+        return self.precision != "fp32"
 
 
 _BACKENDS: dict[str, BackendSpec] = {}
@@ -141,62 +207,56 @@ def choose_backend(name: str, bundle: Bundle, precision: str = "fp32") -> tuple[
         if name not in _BACKENDS:
             raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(list_backends())}")
         return name, "asked for"
-    pairs = _measure_on_cpu(bundle, {}, precision)
-    if pairs:
+    candidates = _measure_on_cpu(bundle, {}, precision)
+    if candidates:
         from aeserve.serve.backends.measured import cached_choice
 
-        labels = [_label(spec, p) for spec, p in pairs]
-        cached = cached_choice(bundle, labels, {_label(s, p): s.requires[0] for s, p in pairs})
+        cached = cached_choice(bundle, candidates)
         if cached is not None:
-            return cached[0].split("/")[0], cached[1]
-        return pairs[0][0].name, (f"auto: {', '.join(labels)} are timed on the first load on this machine, "
-                                  "the fastest kept")
+            return cached[0].spec.name, cached[1]
+        return candidates[0].spec.name, (f"auto: {', '.join(c.label for c in candidates)} are timed on the first "
+                                         "load on this machine, the fastest kept")
     chosen, _, reason = _auto(bundle, lambda spec: (None, None), "fp32" if precision == "auto" else precision)
     return chosen, reason
 
 
-def _instantiate(spec: BackendSpec, bundle: Bundle, options: dict, precision: str = "fp32") -> Backend:
-    module_name, attr = spec.target.split(":")
-    taken = {k: v for k, v in options.items() if k in spec.options}
-    if precision != "fp32":
-        taken["precision"] = precision
+def _instantiate(candidate: Candidate, bundle: Bundle, options: dict) -> Backend:
+    module_name, attr = candidate.spec.target.split(":")
+    taken = {k: v for k, v in options.items() if k in candidate.spec.options}
+    if candidate.reduced:
+        taken["precision"] = candidate.precision
     return getattr(importlib.import_module(module_name), attr)(bundle, **taken)
 
 
-def _start(spec: BackendSpec, bundle: Bundle, options: dict, precision: str = "fp32") -> Backend:
+def _start(candidate: Candidate, bundle: Bundle, options: dict) -> Backend:
     """``_instantiate``, then, when the backend computes at a reduced precision (int8, bf16, or a
     TensorRT fp16 plan), its energies checked against fp32 here (``checked.check_precision``):
     BackendUnavailable when they stray. The check's verdict lands in ``precision_check``."""
-    backend = _instantiate(spec, bundle, options, precision)
-    arithmetic = getattr(backend, "precision", "fp32")
-    if arithmetic == "fp32":
+    backend = _instantiate(candidate, bundle, options)
+    if backend.precision == "fp32":
         return backend
     try:
-        backend.precision_check = _check_precision(spec, bundle, backend, precision, arithmetic, options)
+        backend.precision_check = _check_precision(candidate, bundle, backend, options)
     except BaseException:
         backend.close()
         raise
     return backend
 
 
-def _check_precision(spec: BackendSpec, bundle: Bundle, backend: Backend, precision: str, arithmetic: str,
-                     options: dict) -> str:
+def _check_precision(candidate: Candidate, bundle: Bundle, backend: Backend, options: dict) -> str:
     """Check ``backend`` against fp32 from the same library on the CPU (TensorRT: ONNX Runtime)."""
     from aeserve.serve.backends.checked import check_precision
 
-    reference = spec if spec.cpu and "fp32" in spec.precisions else _BACKENDS["onnxruntime"]
-    label = _label(spec, precision if precision != "fp32" else arithmetic)
-    why_not = _why_not(reference, bundle)
+    spec = candidate.spec
+    reference = Candidate(spec if spec.cpu and "fp32" in spec.precisions else _BACKENDS["onnxruntime"])
+    running = candidate if candidate.reduced else Candidate(spec, backend.precision)  # a plan's own fp16
+    why_not = _why_not(reference.spec, bundle)
     if why_not is not None:
-        return f"{label} not checked against fp32 here ({why_not})"
+        return f"{running.label} not checked against fp32 here ({why_not})"
     cpu_options = {"device": "cpu", **({"threads": options["threads"]} if "threads" in options else {})}
-    return check_precision(bundle, backend, label, spec.requires[0], spec.precisions.get(precision, arithmetic),
-                           lambda: _instantiate(reference, bundle, cpu_options, "fp32"))
-
-
-def _label(spec: BackendSpec, precision: str) -> str:
-    """How a (backend, precision) candidate is named in measurements and the cache."""
-    return spec.name if precision == "fp32" else f"{spec.name}/{precision}"
+    return check_precision(bundle, backend, running.label, running.module,
+                           spec.precisions.get(running.precision, running.precision),
+                           lambda: _instantiate(reference, bundle, cpu_options))
 
 
 def _candidate_precisions(precision: str) -> list[str]:
@@ -209,34 +269,34 @@ def _candidate_precisions(precision: str) -> list[str]:
     return ["fp32", "int8", *(["bf16"] if cpu_has_amx() else [])]
 
 
-def _cpu_pairs(bundle: Bundle, precision: str, names: list[str] | None = None) -> list[tuple[BackendSpec, str]]:
+def _cpu_candidates(bundle: Bundle, precision: str, names: list[str] | None = None) -> list[Candidate]:
     specs = [_BACKENDS[n] for n in (names or list_backends())
              if (names is not None or _BACKENDS[n].auto) and _BACKENDS[n].cpu]
-    return [(s, p) for s in specs for p in _candidate_precisions(precision) if _why_not(s, bundle, p) is None]
+    return [Candidate(s, p) for s in specs for p in _candidate_precisions(precision) if _why_not(s, bundle, p) is None]
 
 
-def cpu_candidates(bundle: Bundle) -> list[tuple[str, str]]:
+def cpu_candidates(bundle: Bundle) -> list[Candidate]:
     """Every (CPU backend, precision) ``precision="auto"`` would time for ``bundle`` here."""
-    return [(spec.name, p) for spec, p in _cpu_pairs(bundle, "auto")]
+    return _cpu_candidates(bundle, "auto")
 
 
 def _measure_on_cpu(bundle: Bundle, options: dict, precision: str = "fp32",
-                    names: list[str] | None = None) -> list[tuple[BackendSpec, str]]:
-    """The (CPU backend, precision) pairs ``auto`` should time against each other: at least
-    two can run the bundle, no GPU is wanted or visible. Empty when the preference walk decides
-    instead. ``names`` limits the backends (an explicit ``--backend`` with ``precision=auto``)."""
+                    names: list[str] | None = None) -> list[Candidate]:
+    """The candidates ``auto`` should time against each other: at least two can run the bundle,
+    no GPU is wanted or visible. Empty when the preference walk decides instead. ``names``
+    limits the backends (an explicit ``--backend`` with ``precision=auto``)."""
     device = options.get("device", "auto")
     if device not in ("auto", "cpu"):
         return []
-    pairs = _cpu_pairs(bundle, precision, names)
-    if len(pairs) < 2:
+    candidates = _cpu_candidates(bundle, precision, names)
+    if len(candidates) < 2:
         return []
     if device == "auto" and names is None:
         from aeserve.serve.gpu import gpu_info
 
         if gpu_info() is not None:
             return []
-    return pairs
+    return candidates
 
 
 def create_backend(name: str, bundle: Bundle, **options) -> Backend:
@@ -247,32 +307,27 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
     if precision != "auto" and precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
     names = None if name == "auto" else [choose_backend(name, bundle)[0]]
-    if pairs := _measure_on_cpu(bundle, options, precision, names):
+    wanted = "fp32" if precision == "auto" else precision
+    if candidates := _measure_on_cpu(bundle, options, precision, names):
         from aeserve.serve.backends.measured import choose_by_measurement
 
-        by_label = {_label(spec, p): (spec, p) for spec, p in pairs}
-        backend, reason = choose_by_measurement(
-            bundle, list(by_label), {label: spec.requires[0] for label, (spec, _) in by_label.items()},
-            start=lambda label: _start(by_label[label][0], bundle, options, by_label[label][1]))
+        backend, reason = choose_by_measurement(bundle, candidates,
+                                                start=lambda candidate: _start(candidate, bundle, options))
     elif name != "auto":
         spec = _BACKENDS[names[0]]
-        wanted = "fp32" if precision == "auto" else precision
         why_not = _why_not(spec, bundle, wanted)
         if why_not is not None:
             raise BackendUnavailable(f"backend {spec.name!r} cannot run {bundle.path}: {why_not}")
-        backend, reason = _start(spec, bundle, options, wanted), "asked for"
+        backend, reason = _start(Candidate(spec, wanted), bundle, options), "asked for"
     else:
-        wanted = "fp32" if precision == "auto" else precision
-
         def start(spec: BackendSpec):
             try:
-                return _start(spec, bundle, options, wanted), None
+                return _start(Candidate(spec, wanted), bundle, options), None
             except BackendUnavailable as exc:
                 return None, f"it failed to start: {exc}"
 
         _, backend, reason = _auto(bundle, start, wanted)
-    check = getattr(backend, "precision_check", None)
-    backend.reason = f"{reason}; {check}" if check else reason
+    backend.reason = f"{reason}; {backend.precision_check}" if backend.precision_check else reason
     return backend
 
 

@@ -9,7 +9,7 @@ else ``$XDG_CACHE_HOME/aeserve``, else ``~/.cache/aeserve``; never inside the bu
 by the CPU model, the libraries' versions and the energy graph's sha256, so later loads
 start only the chosen backend. ``Model.backend_reason`` says what was measured.
 
-Candidates are (backend, precision) pairs labelled ``openvino`` or ``onnxruntime/int8``. A
+Candidates are ``backends.Candidate`` records, labelled ``openvino`` or ``onnxruntime/int8``. A
 reduced-precision candidate is kept only if its probe energies rank rows as the fp32 ones
 do (Spearman >= 0.999): int8 graphs were checked at export, bf16 arithmetic was not.
 """
@@ -56,10 +56,10 @@ def library_version(module: str) -> str:
         return "missing"
 
 
-def _key(bundle: Bundle, names: list[str], requires: dict[str, str]) -> str:
+def _key(bundle: Bundle, candidates: list) -> str:
     graph = bundle.manifest.graph("energy")
     digest = bundle.manifest.files.get(graph.file, "?") if graph else "?"
-    versions = {name: library_version(requires[name]) for name in sorted(names)}
+    versions = {c.label: library_version(c.module) for c in sorted(candidates, key=lambda c: c.label)}
     return json.dumps({"cpu": cpu_model(), "threads": os.cpu_count(), "versions": versions, "graph": digest},
                       sort_keys=True)
 
@@ -85,12 +85,9 @@ def write_cache(key: str, entry: dict, path: Path | None = None) -> None:
 def _rate(backend, rows: np.ndarray) -> tuple[float, np.ndarray]:
     """(median rows/s of the energy graph over the probe after one warm-up pass, the energies)."""
     batches = [{"y": rows[i:i + PROBE_BATCH]} for i in range(0, len(rows), PROBE_BATCH)]
-    run_batches = getattr(backend, "run_batches", None)
 
     def once() -> list:
-        if run_batches is not None:
-            return run_batches("energy", batches, ["energy"])
-        return [backend.run("energy", feeds, ["energy"]) for feeds in batches]
+        return backend.run_batches("energy", batches, ["energy"])
 
     energies = np.concatenate([outputs[0] for outputs in once()])
     times = []
@@ -101,25 +98,25 @@ def _rate(backend, rows: np.ndarray) -> tuple[float, np.ndarray]:
     return len(rows) / float(np.median(times)), energies
 
 
-def cached_choice(bundle: Bundle, candidates: list[str], requires: dict[str, str]) -> tuple[str, str] | None:
-    """(backend, why) when a measured choice for this machine and bundle is cached; else None."""
-    return _cached(_key(bundle, candidates, requires), candidates)
+def cached_choice(bundle: Bundle, candidates: list) -> tuple[object, str] | None:
+    """(the candidate, why) when a measured choice among ``candidates`` (``backends.Candidate``)
+    for this machine and bundle is cached; else None."""
+    return _cached(_key(bundle, candidates), candidates)
 
 
-def _cached(key: str, candidates: list[str]) -> tuple[str, str] | None:
+def _cached(key: str, candidates: list) -> tuple[object, str] | None:
     cached = read_cache().get(key)
-    if isinstance(cached, dict) and cached.get("backend") in candidates and isinstance(cached.get("rates"), dict):
-        return cached["backend"], (f"auto: {_describe(cached['rates'], cached['backend'])} "
-                                   f"(measured on {cpu_model()}, cached in {cache_path()})")
+    by_label = {c.label: c for c in candidates}
+    if isinstance(cached, dict) and cached.get("backend") in by_label and isinstance(cached.get("rates"), dict):
+        return by_label[cached["backend"]], (f"auto: {_describe(cached['rates'], cached['backend'])} "
+                                             f"(measured on {cpu_model()}, cached in {cache_path()})")
     return None
 
 
-def choose_by_measurement(bundle: Bundle, candidates: list[str], requires: dict[str, str],
-                          start: Callable[[str], object]) -> tuple[object, str]:
-    """(the fastest of ``candidates`` started, why), from the cache or measured now.
-    ``start(name)`` makes a backend or raises BackendUnavailable; ``requires`` maps each
-    candidate to the module whose version keys the cache."""
-    key = _key(bundle, candidates, requires)
+def choose_by_measurement(bundle: Bundle, candidates: list, start: Callable[[object], object]) -> tuple[object, str]:
+    """(the fastest of ``candidates`` (``backends.Candidate``) started, why), from the cache or
+    measured now. ``start(candidate)`` makes a backend or raises BackendUnavailable."""
+    key = _key(bundle, candidates)
     cached = _cached(key, candidates)
     if cached is not None:
         try:
@@ -128,27 +125,28 @@ def choose_by_measurement(bundle: Bundle, candidates: list[str], requires: dict[
             pass  # measure again below
     rows = bundle.manifest.preprocessing.typical_rows(PROBE_ROWS)  # like the training data, in raw units
     started, rates, failed, reference = {}, {}, [], None
-    for name in sorted(candidates, key=lambda label: "/" in label):  # fp32 first: the reference energies
+    for candidate in sorted(candidates, key=lambda c: c.reduced):  # fp32 first: the reference energies
+        label = candidate.label
         try:
-            backend = start(name)
+            backend = start(candidate)
             rate, energies = _rate(backend, rows)
         except BackendUnavailable as exc:
-            failed.append(f"not {name} ({exc})")
+            failed.append(f"not {label} ({exc})")
             continue
-        if "/" not in name and reference is None:
+        if not candidate.reduced and reference is None:
             reference = energies
-        agreement = rank_correlation(reference, energies) if reference is not None and "/" in name else 1.0
+        agreement = rank_correlation(reference, energies) if reference is not None and candidate.reduced else 1.0
         if agreement < MIN_RANK_AGREEMENT:
-            failed.append(f"not {name} (ranks the probe rows differently from fp32: Spearman {agreement:.4f})")
-            getattr(backend, "close", lambda: None)()
+            failed.append(f"not {label} (ranks the probe rows differently from fp32: Spearman {agreement:.4f})")
+            backend.close()
             continue
-        rates[name] = round(rate)
-        started[name] = backend
+        rates[label] = round(rate)
+        started[label] = backend
     if not started:
         raise BackendUnavailable("no CPU backend can run this bundle: " + "; ".join(failed))
     best = max(rates, key=rates.get)
-    for name, backend in started.items():
-        if name != best and hasattr(backend, "close"):
+    for label, backend in started.items():
+        if label != best:
             backend.close()
     write_cache(key, {"backend": best, "rates": rates, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
     skipped = ("; ".join(failed) + "; ") if failed else ""

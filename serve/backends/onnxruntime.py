@@ -20,13 +20,14 @@ import onnxruntime as ort
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
 from aeserve.onnx_guard import checked_graph_bytes
+from aeserve.serve.backends import BackendBase
 
 __all__ = ["OnnxRuntimeBackend"]
 
 _PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     """Runs the bundle's .onnx graphs; sessions are thread-safe for concurrent ``run``."""
 
     name = "onnxruntime"

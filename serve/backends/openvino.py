@@ -20,6 +20,7 @@ import openvino as ov
 from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
 from aeserve.onnx_guard import check_hash, checked_graph_bytes
+from aeserve.serve.backends import BackendBase
 
 __all__ = ["OpenVinoBackend"]
 
@@ -28,7 +29,7 @@ HINTS = {"throughput": "THROUGHPUT", "latency": "LATENCY"}
 PRECISIONS = {"fp32": ("fp32", "f32"), "int8": ("int8-static", "f32"), "bf16": ("fp32", "bf16")}
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(BackendBase):
     """Runs the bundle's ONNX graphs (or its static int8 IR) with OpenVINO on the CPU."""
 
     name = "openvino"

@@ -27,6 +27,7 @@ import numpy as np
 
 from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle
 from aeserve.errors import BackendUnavailable
+from aeserve.serve.backends import BackendBase
 from aeserve.serve.gpu import GpuInfo, gpu_info
 
 __all__ = ["TensorRTBackend", "find_plan_dir", "match_plans", "same_tensorrt"]
@@ -216,7 +217,7 @@ class _Engine:
             self.context = self.engine = None
 
 
-class TensorRTBackend:
+class TensorRTBackend(BackendBase):
     """Runs the bundle's TensorRT plans for this GPU; thread-safe (one lock per graph)."""
 
     name = "tensorrt"

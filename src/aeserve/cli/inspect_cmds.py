@@ -149,7 +149,7 @@ def bench(
 
     opened = Bundle.open(bundle)
     here = available_backends()
-    plan = [*cpu_candidates(opened), *([("torch", "fp32")] if "torch" in here else [])]
+    plan = [*((c.spec.name, c.precision) for c in cpu_candidates(opened)), *([("torch", "fp32")] if "torch" in here else [])]
     shapes = ceiling_shapes(opened)
     ceiling = max(matmul_ceiling(*shape) for shape in shapes) if "onnxruntime" in here else float("nan")
     results = bench_bundle(bundle, plan, list(int_list(batch_sizes, "--batch-sizes")), n_rows=rows,

@@ -66,7 +66,7 @@ def serve(
     try:
         import uvicorn
 
-        from aeserve.serve.http import ServerConfig, create_app
+        from aeserve.serve.http import GrpcSettings, ServerConfig, create_app
     except ImportError as exc:
         from aeserve.errors import BackendUnavailable
 
@@ -92,8 +92,8 @@ def serve(
             raise typer.BadParameter(f"the HTTP server uses port {port}", param_hint="--grpc-port")
     tls = (ssl_certfile.read_bytes(), ssl_keyfile.read_bytes()) if ssl_certfile and ssl_keyfile else None
     config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
-                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token,
-                          grpc_port=grpc_port, grpc_host=host, grpc_tls=tls)
+                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token)
+    grpc_settings = GrpcSettings(grpc_port, host, tls) if grpc_port is not None else None
     if engine == Engine.ray:
         _serve_on_ray(bundles, config, host=host, port=port, address=address, backend=backend, device=device,
                       replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
@@ -123,7 +123,8 @@ def serve(
               + "; Ctrl-C stops after in-flight requests")
     # h11 and asyncio whatever else is installed (ray[serve] brings httptools and uvloop): the
     # limits and malformed-request answers are tested with these
-    uvicorn.run(create_app(models, config, paths=paths, loader=loader, poll_s=poll), host=host, port=port,
+    uvicorn.run(create_app(models, config, paths=paths, loader=loader, poll_s=poll, grpc=grpc_settings),
+                host=host, port=port,
                 log_level="warning", http="h11", loop="asyncio",
                 timeout_graceful_shutdown=30, limit_concurrency=max_connections, timeout_keep_alive=keep_alive_s,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,

@@ -1,0 +1,272 @@
+"""The KServe v2 (Open Inference Protocol) model of a request and a response, with no transport.
+
+A bundle ``NAME`` is served as four endpoints (``endpoints_for``):
+
+- ``NAME``         y (FP32 [-1, features]) -> energy, its terms (FP32 [-1]), anomaly (UINT8 [-1])
+- ``NAME-encode``  y -> z (VAE: mu, logvar), FP32 [-1, latent]
+- ``NAME-decode``  z (FP32 [-1, latent]) -> y_tilde (FP32 [-1, features])
+- ``NAME-sample``  n (INT64 [1]), optional seed (INT64 [1]) -> y (FP32 [n, features])
+
+Each transport turns its bytes into ``WireTensor``s and ``OutputWanted``s (HTTP's JSON and
+binary extension in ``serve/kserve_json.py``, gRPC's protobuf in ``serve/grpc_server.py``);
+``decode_tensors`` checks them against the endpoint once, for both (name, datatype, shape,
+sizes, finite values), and ``InferRequest`` carries the result to ``ModelServer``
+(``serve/model_server.py``). A client mistake is a ``RequestError`` with its status;
+``failure`` maps any exception to (status, message) for every transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import aeserve
+from aeserve.manifest import CONTRIBUTIONS
+from aeserve.serve.batching import Batcher, QueueFull
+
+__all__ = ["DATATYPES", "RequestError", "TensorSpec", "Endpoint", "endpoint_names", "endpoints_for", "WireTensor",
+           "OutputWanted", "InferRequest", "decode_tensors", "check_outputs", "datatype_of", "failure", "public",
+           "request_id_of", "log_error"]
+
+log = logging.getLogger("aeserve.serve")
+
+DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+             "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+             "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+_NAMES = {np.dtype(v): k for k, v in DATATYPES.items()}
+
+
+class RequestError(Exception):
+    """A client mistake: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class TensorSpec:
+    """A protocol tensor: name, datatype, shape (-1 = any)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def as_dict(self) -> dict:
+        """The tensor as model metadata lists it."""
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+@dataclass
+class Endpoint:
+    """One served model: its tensors and the function computing outputs from inputs."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    batched: bool = True
+    batcher: Batcher | None = field(default=None, repr=False)
+    platform: str = "aeserve"
+    #: outputs sent only when a request names them, computed by ``run_optional`` (not batched)
+    optional: list[TensorSpec] = field(default_factory=list)
+    run_optional: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    #: inputs a request may leave out
+    may_omit: tuple[str, ...] = ()
+
+    def metadata(self) -> dict:
+        """The model metadata answer (KServe v2): name, versions, platform, inputs, outputs."""
+        return {"name": self.name, "versions": ["1"], "platform": self.platform,
+                "inputs": [t.as_dict() for t in self.inputs],
+                "outputs": [t.as_dict() for t in [*self.outputs, *self.optional]]}
+
+    def wants_optional(self, request: "InferRequest") -> bool:
+        """Whether the request names one of the optional outputs."""
+        names = {t.name for t in self.optional}
+        return any(wanted.name in names for wanted in request.outputs)
+
+
+def endpoint_names(name: str) -> list[str]:
+    """The models one bundle NAME is served as: NAME (score), NAME-encode, NAME-decode, NAME-sample."""
+    return [name, f"{name}-encode", f"{name}-decode", f"{name}-sample"]
+
+
+def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoint]:
+    """The score/encode/decode/sample endpoints of one runtime ``Model`` (``NAME-sample``
+    answers at most ``max_sample_rows`` rows per request)."""
+    d, k = len(model.features), model.latent_size
+    terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
+    explains = CONTRIBUTIONS in model.bundle.graph("energy").outputs
+
+    def sample(inputs):
+        n = int(inputs["n"].reshape(-1)[0])
+        if not 1 <= n <= max_sample_rows:
+            raise RequestError(f"n must be in 1..{max_sample_rows}, got {n}")
+        seed = int(inputs["seed"].reshape(-1)[0]) if "seed" in inputs else 0
+        return {"y": model.sample(n, seed)}
+
+    score_name, encode_name, decode_name, sample_name = endpoint_names(name)
+    return [
+        Endpoint(score_name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])],
+                 lambda inputs: model.score(inputs["y"]),
+                 optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, d])] if explains else [],
+                 run_optional=(lambda inputs: model.score(inputs["y"], explain=True)) if explains else None),
+        Endpoint(encode_name, [TensorSpec("y", "FP32", [-1, d])],
+                 [TensorSpec(o, "FP32", [-1, k]) for o in model.encoder_outputs],
+                 lambda inputs: model.encode_all(inputs["y"])),
+        Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], [TensorSpec("y_tilde", "FP32", [-1, d])],
+                 lambda inputs: {"y_tilde": model.decode(inputs["z"])}),
+        Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
+                 [TensorSpec("y", "FP32", [-1, d])], sample, batched=False, may_omit=("seed",)),
+    ]
+
+
+# -- requests ------------------------------------------------------------------------------
+
+@dataclass
+class WireTensor:
+    """One input tensor as a transport received it, not yet checked: its values are either
+    ``data`` (a JSON list, or gRPC's typed contents) or ``raw`` little-endian bytes."""
+
+    name: object
+    datatype: object
+    shape: object
+    parameters: object = None
+    data: object = None
+    raw: bytes | memoryview | None = None
+
+
+@dataclass(frozen=True)
+class OutputWanted:
+    """An output a request names; ``binary``: send it as raw bytes (None: the request's default)."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclass
+class InferRequest:
+    """A checked inference request: input arrays by name, the outputs wanted (empty: the
+    endpoint's outputs), whether outputs default to binary, and the client's id."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[OutputWanted] = field(default_factory=list)
+    binary_output: bool = False
+    id: object = None  # echoed as given (KServe: a string)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _decode_tensor(tensor: WireTensor, specs: dict[str, TensorSpec], endpoint: Endpoint) -> tuple[str, np.ndarray]:
+    """One input -> (name, array); RequestError if it is not what ``specs`` says."""
+    name, datatype, shape = tensor.name, tensor.datatype, tensor.shape
+    spec = specs.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise RequestError(f"model {endpoint.name!r} has no input {repr(name)[:60]}; inputs: {', '.join(specs)}")
+    if datatype != spec.datatype:
+        raise RequestError(f"input {name!r}: datatype {str(datatype)[:20]!r}, expected {spec.datatype}")
+    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+    if len(shape) != len(spec.shape) or any(e not in (-1, s) for e, s in zip(spec.shape, shape)):
+        raise RequestError(f"input {name!r}: shape {str(shape)[:80]}, expected {spec.shape} (-1 = any)")
+    if shape and shape[0] == 0:
+        raise RequestError(f"input {name!r}: shape {shape} holds no row")
+    if not isinstance(tensor.parameters or {}, dict):
+        raise RequestError(f"input {name!r}: 'parameters' must be a JSON object")
+    dtype = np.dtype(DATATYPES[datatype])
+    count = math.prod(shape)  # exact: a huge shape is a big int, never a wrapped int64
+    if tensor.raw is not None:
+        if len(tensor.raw) != count * dtype.itemsize:
+            raise RequestError(f"input {name!r}: {len(tensor.raw)} bytes do not match shape {shape} of {datatype} "
+                               f"({count * dtype.itemsize} bytes)")
+        return name, np.frombuffer(tensor.raw, dtype=dtype, count=count).reshape(shape)
+    if not isinstance(tensor.data, (list, np.ndarray)):  # an array: typed gRPC contents
+        raise RequestError(f"input {name!r}: needs 'data' (a list) or binary data")
+    try:
+        array = np.asarray(tensor.data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"input {name!r}: 'data' does not hold {datatype} values") from None
+    if array.size != count:
+        raise RequestError(f"input {name!r}: {array.size} values for shape {shape}")
+    return name, array.reshape(shape)
+
+
+def decode_tensors(endpoint: Endpoint, tensors: list[WireTensor]) -> dict[str, np.ndarray]:
+    """The input arrays by name, each checked against ``endpoint`` (name, datatype, shape, size,
+    finite values), none twice, none missing: the one check every transport's request passes."""
+    specs = {t.name: t for t in endpoint.inputs}
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in tensors:
+        name, array = _decode_tensor(tensor, specs, endpoint)
+        if name in arrays:
+            raise RequestError(f"input {name!r} is given twice")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            row = int(np.argwhere(~np.isfinite(array))[0][0])
+            raise RequestError(f"input {name!r}: row {row + 1} holds NaN or inf")
+        arrays[name] = array
+    missing = [n for n in specs if n not in arrays and n not in endpoint.may_omit]
+    if missing:
+        raise RequestError(f"missing input(s) {', '.join(missing)}")
+    return arrays
+
+
+def check_outputs(endpoint: Endpoint, wanted: list[OutputWanted]) -> list[OutputWanted]:
+    """``wanted``, each an output ``endpoint`` has (RequestError naming the others); empty: the
+    endpoint's outputs."""
+    known = [t.name for t in [*endpoint.outputs, *endpoint.optional]]
+    for item in wanted:
+        if item.name not in known:
+            raise RequestError(f"model {endpoint.name!r} has no output {repr(item.name)[:60]}; "
+                               f"outputs: {', '.join(known)}")
+    return wanted or [OutputWanted(t.name) for t in endpoint.outputs]
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The protocol datatype of a numpy array (FP32, UINT8, ...)."""
+    return _NAMES[array.dtype]
+
+
+# -- failures ------------------------------------------------------------------------------
+
+_PATHS = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def failure(exc: Exception) -> tuple[int, str]:
+    """(HTTP status, message for the client) of a request that raised ``exc``: a client mistake
+    (RequestError's own status), a full queue (503), a bad input (400), else a bug (500, the
+    caller logs the traceback). HTTP and gRPC answer from this one table."""
+    if isinstance(exc, RequestError):
+        return exc.status, str(exc)
+    if isinstance(exc, QueueFull):
+        return 503, f"server busy: {exc}; retry later"
+    if isinstance(exc, aeserve.AeserveError):
+        return 400, str(exc)
+    return 500, "internal error; the server log has the details"
+
+
+def public(message: str) -> str:
+    """An error message fit for a client: file-system paths replaced by '<path>'."""
+    return _PATHS.sub("<path>", message)
+
+
+def request_id_of(given: str | None) -> str:
+    """The client's request id (``X-Request-Id``, up to 128 of ``A-Za-z0-9._:-``), else a new one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def log_error(model: str, status, message: str, request_id: str) -> None:
+    """One JSON line per failed request: what a log pipeline can parse and count."""
+    log.warning(json.dumps({"event": "request_failed", "model": model[:80], "status": str(status),
+                            "error": public(message)[:500], "request_id": request_id}))
