@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -202,3 +203,19 @@ def test_tensorrt_matches_onnxruntime_cpu(bundles, cancer, tmp_path, fp16, toler
     model = aeserve.load(bundle_dir, backend="tensorrt", batch_size=1024)
     b = model.energy(rows)["energy"]
     assert np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)) <= tolerance
+
+
+def test_recording_plans_from_the_command_line_names_what_is_wrong(bundles, tmp_path):
+    """``python -m aeserve.export.tensorrt`` is what build.sh runs after trtexec: one line, exit 2."""
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(bundles["ae"], bundle_dir)
+    args = ["--gpu", "NVIDIA H100", "--compute-capability", "9.0", "--tensorrt", "10.13.3", "--precision", "fp32",
+            "--profile", "1,256,2048", "--workspace-mb", "512"]
+    outside = subprocess.run([sys.executable, "-m", "aeserve.export.tensorrt", str(bundle_dir), str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 2 and outside.stderr.strip().startswith("error:"), outside.stderr
+    assert "plans must be inside the bundle" in outside.stderr and len(outside.stderr.strip().splitlines()) == 1
+    (bundle_dir / "tensorrt" / "x").mkdir(parents=True)
+    unbuilt = subprocess.run([sys.executable, "-m", "aeserve.export.tensorrt", str(bundle_dir),
+                              str(bundle_dir / "tensorrt" / "x"), *args], capture_output=True, text=True, timeout=60)
+    assert unbuilt.returncode == 2 and "encoder.plan was not built" in unbuilt.stderr
