@@ -57,6 +57,28 @@ def bundles(tmp_path_factory, cancer):
 
 
 @pytest.fixture(scope="session")
+def conv_bundles(tmp_path_factory):
+    """Every kind as stride-2 convolutions on 8x8 digits (few epochs: parity needs weights, not quality),
+    exported (with the export's parity check); and every digit's rows in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    from aeserve.tables import Table
+    from aeserve.train.config import ModelConfig
+    from aeserve.train.fit import FitConfig
+    from aeserve.train.pipeline import train_bundle
+
+    digits = load_digits()
+    rows = (digits.data[digits.target == 0] / 16.0).astype(np.float32)
+    root = tmp_path_factory.mktemp("conv")
+    table = Table(rows, [f"px{i}" for i in range(64)], "digits.npy")
+    for kind in KINDS:
+        config = ModelConfig(kind=kind, n_features=64, arch="conv", image_shape=(1, 8, 8), channels=(4, 8),
+                             hidden=(16,), latent=3)
+        train_bundle(table, root / kind, config, FitConfig(epochs=3, seed=0))
+    return {kind: root / kind for kind in KINDS}, (digits.data / 16.0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
 def quantised(bundles, tmp_path_factory):
     """A copy of the ae bundle after ``aeserve export --quantize int8`` (dynamic int8, and static
     int8 where nncf is installed), with the command's result: made once for every int8 test."""

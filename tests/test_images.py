@@ -9,11 +9,7 @@ import pytest
 import torch
 
 import aeserve
-from aeserve.serve.images import load_images
-from aeserve.tables import Table
 from aeserve.train.config import ModelConfig
-from aeserve.train.fit import FitConfig
-from aeserve.train.pipeline import train_bundle
 from aeserve.train.registry import build_model
 
 from conftest import KINDS, run_cli
@@ -68,16 +64,12 @@ def test_conv_lvm_gradient_is_explicit_and_exact():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_conv_bundles_export_with_parity(folders, tmp_path, kind):
-    files = sorted((folders / "train").iterdir())
-    rows = load_images(files, SHAPE)
-    train_bundle(Table(rows, [f"px{i}" for i in range(256)], "blobs"), tmp_path / kind, _conv(kind),
-                 FitConfig(epochs=3))  # export checks parity on validation and random rows
-    manifest = aeserve.load(tmp_path / kind).bundle.manifest
+def test_conv_bundles_export_with_parity(conv_bundles, kind):
+    paths, rows = conv_bundles  # exported: the export checked parity on validation and random rows
+    manifest = aeserve.load(paths[kind]).bundle.manifest
     assert manifest.exports.onnx.tensorrt_check.parser_compatible
-    test = load_images(sorted((folders / "test").iterdir()), SHAPE)
-    a = aeserve.load(tmp_path / kind, backend="onnxruntime").energy(test)["energy"]
-    b = aeserve.load(tmp_path / kind, backend="torch").energy(test)["energy"]
+    a = aeserve.load(paths[kind], backend="onnxruntime").energy(rows[:300])["energy"]
+    b = aeserve.load(paths[kind], backend="torch").energy(rows[:300])["energy"]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
 
 

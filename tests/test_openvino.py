@@ -15,27 +15,6 @@ from conftest import KINDS
 pytest.importorskip("openvino")
 
 
-@pytest.fixture(scope="module")
-def conv_bundles(tmp_path_factory):
-    """Every kind as stride-2 convolutions on 8x8 digits (few epochs: parity needs weights, not quality)."""
-    from sklearn.datasets import load_digits
-
-    from aeserve.tables import Table
-    from aeserve.train.config import ModelConfig
-    from aeserve.train.fit import FitConfig
-    from aeserve.train.pipeline import train_bundle
-
-    digits = load_digits()
-    rows = (digits.data[digits.target == 0] / 16.0).astype(np.float32)
-    root = tmp_path_factory.mktemp("conv")
-    table = Table(rows, [f"px{i}" for i in range(64)], "digits.npy")
-    for kind in KINDS:
-        config = ModelConfig(kind=kind, n_features=64, arch="conv", image_shape=(1, 8, 8), channels=(4, 8),
-                             hidden=(16,), latent=3)
-        train_bundle(table, root / kind, config, FitConfig(epochs=3, seed=0))
-    return {kind: root / kind for kind in KINDS}, (digits.data / 16.0).astype(np.float32)
-
-
 def _close(got: np.ndarray, expected: np.ndarray, what: str) -> None:
     scale = max(float(np.max(np.abs(expected))), 1e-6)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale, err_msg=what)

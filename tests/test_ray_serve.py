@@ -55,6 +55,10 @@ def test_replicas_answer_like_the_api_and_share_the_requests(bundles, cancer):
                 return response.headers["x-aeserve-replica"], np.asarray(energy, np.float32)
 
         with ThreadPoolExecutor(8) as pool:
+            # ready answers once one replica is up; on a slow machine the second starts later
+            deadline = time.time() + 120
+            while len({replica for replica, _ in pool.map(ask, range(16))}) < 2 and time.time() < deadline:
+                time.sleep(0.5)
             answers = list(pool.map(ask, range(80)))
         for _, energy in answers:
             np.testing.assert_allclose(energy, expected, rtol=1e-5)
