@@ -12,9 +12,8 @@ tolerance, or Spearman rank correlation with fp32 below 0.999) is refused, as
 
 NNCF's overflow fix is on for every layer: OpenVINO's int8 kernels on CPUs without VNNI add
 pairs of u8×s8 products in 16 bits, which saturate with full 8-bit weights (NNCF's default
-fixes the first layer only). On an AVX2-only AMD EPYC the default strayed by 11.6% (median
-relative error, breast-cancer ae); with the fix for every layer, 1.0%. VNNI CPUs lose one bit
-of weight precision and no speed. The runtime checks the IR again where it runs.
+fixes the first layer only). VNNI CPUs lose one bit of weight precision. The runtime checks
+the IR again where it runs. Before and after on a CPU without VNNI: ``benchmarks/int8_cpu.py``.
 """
 
 from __future__ import annotations
@@ -69,9 +68,8 @@ def _run(ov, model, rows: np.ndarray) -> np.ndarray:
 
 def _settings(nncf) -> dict:
     """NNCF's settings: int8 MatMul inputs only, with SmoothQuant (alpha 0.5) moving activation
-    outliers into the weights. On MNIST (784-256-32-256-784 AE) this kept Spearman 0.9999 with
-    fp32 and ran 1.7x fp32, where NNCF's default (every quantisable op, no smoothing) gave
-    Spearman 0.93 and 1.4x."""
+    outliers into the weights: NNCF's default (every quantisable op, no smoothing) ranked rows
+    worse and ran slower (``docs/measurements.md``); the overflow fix on every layer."""
     from nncf.parameters import ModelType
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,

@@ -1,14 +1,12 @@
 """The torch reference backend: the same graph modules that export traces, run eagerly.
 
-Eager torch allocates a fresh tensor for every intermediate (a 1024 × 784 batch: 3.2 MB each).
-glibc's malloc hands such blocks back to the kernel when they are freed and takes them again
-on the next call, so every elementwise op of the energy (preprocessing, residual, square) and
-every bias copy paid page faults: the energy graph ran at 0.63x a plain ``nn.Sequential`` of
-the same layers. At start-up the backend therefore asks glibc (``mallopt``) to serve blocks
-below 64 MiB from the heap and keep up to 256 MiB of freed memory for reuse; measured on a
-784-256-32-256-784 AE, 51k rows, the energy module went from 0.63x to 0.90-0.94x the plain
-layers. It is a process-wide setting (what PyTorch's CPU tuning guide gets from jemalloc or
-tcmalloc), made only on glibc.
+Eager torch allocates a fresh tensor for every intermediate. glibc's malloc hands large
+blocks back to the kernel when they are freed and takes them again on the next call, so every
+elementwise op of the energy (preprocessing, residual, square) and every bias copy paid page
+faults. At start-up the backend therefore asks glibc (``mallopt``) to serve blocks below
+64 MiB from the heap and keep up to 256 MiB of freed memory for reuse. It is a process-wide
+setting (what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc), made only on glibc.
+What it is worth: ``docs/measurements.md``.
 """
 
 from __future__ import annotations
