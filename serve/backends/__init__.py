@@ -22,11 +22,12 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
 
-if TYPE_CHECKING:  # numpy stays out of `aeserve --help`, which lists the backends
+if TYPE_CHECKING:  # numpy and the manifest stay out of `aeserve --help`, which lists the backends
     import numpy as np
+
+    from aeserve.bundle import Bundle
 
 __all__ = ["Backend", "BackendBase", "BackendSpec", "Candidate", "register_backend", "list_backends", "available_backends",
            "create_backend", "choose_backend", "cpu_candidates", "PRECISIONS"]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from aeserve.errors import BundleError
+from aeserve.kind_names import KNOWN_KINDS
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -68,7 +69,6 @@ THRESHOLD_METHODS = ("quantile", "f1", "pot")
 #: the energy graph's per-feature output: C's terms, (batch, features), summing to its first term
 CONTRIBUTIONS = "contributions"
 #: model kinds this version reads; aeserve.train's registry holds exactly these (a test checks)
-KNOWN_KINDS = ("ae", "cae", "dae", "lvm", "vae")
 
 #: marks the one dict field of a record that collects the JSON keys it does not name
 _EXTRA = {"extra": True}

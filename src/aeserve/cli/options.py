@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from aeserve.cli import err, out
-from aeserve.manifest import KNOWN_KINDS
+from aeserve.kind_names import KNOWN_KINDS
 from aeserve.serve.backends import list_backends
 from aeserve.train.config import ACTIVATION_NAMES, ARCHES, COST_NAMES
 
