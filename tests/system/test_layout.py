@@ -12,7 +12,7 @@ from aeserve.errors import OptionError
 
 from conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = ("src", "train", "export", "serve")
 
 

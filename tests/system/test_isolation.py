@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"src/aeserve": "aeserve", "train": "aeserve/train", "export": "aeserve/export",
           "serve": "aeserve/serve"}
 

@@ -16,7 +16,7 @@ import aeserve
 from aeserve.bundle import Bundle
 from aeserve.evaluation import auroc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 
 

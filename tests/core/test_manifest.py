@@ -17,7 +17,7 @@ from aeserve.manifest import MIGRATIONS, SCHEMA_VERSION, Manifest
 
 from conftest import KINDS
 
-V1_BUNDLE = Path(__file__).parent / "fixtures" / "bundle-v1-vae"
+V1_BUNDLE = Path(__file__).parents[1] / "fixtures" / "bundle-v1-vae"
 
 
 def test_a_schema_1_bundle_still_loads_and_scores_like_its_weights(cancer):

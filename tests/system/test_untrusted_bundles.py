@@ -21,7 +21,7 @@ from aeserve.errors import BundleError
 
 from conftest import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

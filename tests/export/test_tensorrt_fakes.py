@@ -19,7 +19,7 @@ from aeserve.bundle import Bundle
 from aeserve.errors import BackendUnavailable
 from aeserve.export.tensorrt import Profile, build_tensorrt
 
-FAKES = Path(__file__).parent / "fakes"
+FAKES = Path(__file__).parents[1] / "fakes"
 _FAKE_MODULES = ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime")
 
 
