@@ -1,7 +1,10 @@
-"""The kinds a bundle may be, by name: all the CLI's ``--kind`` choices need, without the
-manifest's records (``aeserve --help`` stays fast) or torch."""
+"""Names the CLI's choices need — the kinds a bundle may be, the threshold methods — without the
+manifest's records (``aeserve --help`` stays fast) or torch. ``aeserve.manifest`` re-exports them."""
 
-__all__ = ["KNOWN_KINDS"]
+__all__ = ["KNOWN_KINDS", "THRESHOLD_METHODS"]
 
 #: every kind ``train/kinds.py`` registers; a test holds the two equal
 KNOWN_KINDS = ("ae", "cae", "dae", "lvm", "vae")
+
+#: how a threshold may be calibrated (``aeserve.thresholds``): a quantile at a target FPR, best F1, peaks over threshold
+THRESHOLD_METHODS = ("quantile", "f1", "pot")

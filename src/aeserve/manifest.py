@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from aeserve.errors import BundleError
-from aeserve.kind_names import KNOWN_KINDS
+from aeserve.kind_names import KNOWN_KINDS, THRESHOLD_METHODS
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -64,11 +64,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-#: how a threshold can be calibrated (aeserve.thresholds implements each)
-THRESHOLD_METHODS = ("quantile", "f1", "pot")
 #: the energy graph's per-feature output: C's terms, (batch, features), summing to its first term
 CONTRIBUTIONS = "contributions"
-#: model kinds this version reads; aeserve.train's registry holds exactly these (a test checks)
 
 #: marks the one dict field of a record that collects the JSON keys it does not name
 _EXTRA = {"extra": True}

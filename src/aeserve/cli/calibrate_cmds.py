@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from aeserve.cli import app, err, user_errors
 from aeserve.cli.options import BACKEND_OPT, BUNDLE_ARG, Backend, choices
-from aeserve.manifest import THRESHOLD_METHODS
+from aeserve.kind_names import THRESHOLD_METHODS
 
 __all__ = ["calibrate"]
 
