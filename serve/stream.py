@@ -195,7 +195,7 @@ def _merge(chunks: list[Chunk]) -> Chunk:
     mixed = len({np.asarray(c.ids).dtype.kind for c in chunks}) > 1  # e.g. int ids in one file, text in another
     ids = np.concatenate([np.asarray(c.ids, dtype=object if mixed else None) for c in chunks])
     merged = Chunk(np.concatenate([c.values for c in chunks]), ids, chunks[-1].source,
-                   [b for c in chunks for b in c.bad], chunks[-1].nbytes)
+                   [b for c in chunks for b in c.bad], chunks[-1].bytes_read)
     merged.sources = np.concatenate([np.full(len(c.values), c.source, dtype=object) for c in chunks])
     return merged
 
@@ -210,8 +210,8 @@ def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
             taken.append(chunk)
             need -= len(chunk.values)
         else:
-            head = Chunk(chunk.values[:need], chunk.ids[:need], chunk.source, chunk.bad, chunk.nbytes)
-            tail = Chunk(chunk.values[need:], chunk.ids[need:], chunk.source, [], chunk.nbytes)
+            head = Chunk(chunk.values[:need], chunk.ids[:need], chunk.source, chunk.bad, chunk.bytes_read)
+            tail = Chunk(chunk.values[need:], chunk.ids[need:], chunk.source, [], chunk.bytes_read)
             taken.append(head)
             left.append(tail)
             need = 0
@@ -252,7 +252,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                     continue
             if pending_images:  # images: one row per file, its path as the id
                 yield Chunk(load_images(pending_images, image_shape), np.array([str(p) for p in pending_images],
-                            dtype=object), str(pending_images[-1]), nbytes=pending_images[-1].stat().st_size)
+                            dtype=object), str(pending_images[-1]), bytes_read=pending_images[-1].stat().st_size)
                 pending_images = []
             if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
                 yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows or batch_rows,
@@ -273,7 +273,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                 yield batch, fn(batch.values)
             if held == 0 and pending:
                 last = pending[-1]
-                yield Chunk(last.values, last.ids, last.source, [b for c in pending for b in c.bad], last.nbytes), None
+                yield Chunk(last.values, last.ids, last.source, [b for c in pending for b in c.bad], last.bytes_read), None
                 pending = []
         if pending:
             batch = _merge(pending)
@@ -307,7 +307,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                         id_dtype = np.asarray(chunk.ids).dtype
                     if outputs is not None:
                         writer.write({**leading_columns(chunk), **outputs})
-                    done_bytes = finished_bytes + chunk.nbytes
+                    done_bytes = finished_bytes + chunk.bytes_read
                     if progress:
                         progress(done_bytes, total_bytes, writer.rows)
                 if not writer.started:  # no good row: a valid file with the usual columns and no rows

@@ -53,7 +53,7 @@ class Chunk:
     ids: np.ndarray           # (n,) id column values, or 1-based data row numbers
     source: str               # the file of the last row (see ``sources`` for each row)
     bad: list[BadRow] = field(default_factory=list)
-    nbytes: int = 0           # input bytes consumed so far in ``source`` (progress)
+    bytes_read: int = 0       # bytes of ``source`` read so far, this chunk included (progress)
     sources: np.ndarray | None = None  # (n,) file of each row, when rows span files
 
 
