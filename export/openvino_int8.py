@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aeserve.agreement import MIN_RANK, TOLERANCE
 from aeserve.bundle import GRAPH_FILES, GRAPH_INPUTS, Bundle
 from aeserve.errors import BackendUnavailable, ExportError
 from aeserve.export.quantize import check_against_fp32
@@ -83,7 +84,7 @@ def _settings(nncf) -> dict:
 
 
 def quantize_static_int8(directory: str | Path, calibration: np.ndarray | None = None,
-                         tolerance: float = 0.05, min_rank: float = 0.999) -> dict:
+                         tolerance: float = TOLERANCE, min_rank: float = MIN_RANK) -> dict:
     """Write NNCF static int8 IR graphs for OpenVINO into the bundle at ``directory``,
     calibrated on ``calibration`` rows (raw units; default: the training rows the bundle keeps)
     and checked on the validation rows it keeps. ExportError when there are no rows to

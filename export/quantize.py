@@ -32,6 +32,8 @@ from typing import Callable
 import numpy as np
 
 from aeserve.agreement import (
+    MIN_RANK,
+    TOLERANCE,
     agreement_by_batch,
     check_rows,
     scoring_batch_sizes,
@@ -79,7 +81,7 @@ def check_against_fp32(bundle: Bundle, what: str, fp32: Callable[[np.ndarray], n
             "by_batch": {str(b): e for b, e in by_batch.items()}}
 
 
-def quantize_int8(directory: str | Path, tolerance: float = 0.05, min_rank: float = 0.999) -> dict:
+def quantize_int8(directory: str | Path, tolerance: float = TOLERANCE, min_rank: float = MIN_RANK) -> dict:
     """Write ``<graph>.int8.onnx`` for every graph; refuse (ExportError) when, at any scoring
     batch size, the int8 energy's median relative error against fp32 exceeds ``tolerance`` or
     its Spearman rank correlation with fp32 is below ``min_rank``, on the bundle's kept

@@ -156,8 +156,8 @@ class _Routes:
         endpoint = self._endpoint(request)
         body = await _read_body(request, self.server.config.max_body_mb, self.inflight, held)
         self.server.metrics.observe("aeserve_request_bytes", len(body), model=name)
-        wanted, inputs = decode_request(body, request.headers.get(HEADER_LENGTH), endpoint)
-        del body, inputs
+        wanted, _ = decode_request(body, request.headers.get(HEADER_LENGTH), endpoint)
+        del body  # binary inputs may still view it; nothing else needs it
         outputs = await self.server.infer(endpoint, wanted)
         head, raw = encode_response(wanted, outputs, endpoint.name)
         rows = len(next(iter(outputs.values())))

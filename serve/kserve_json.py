@@ -21,6 +21,7 @@ from aeserve.serve.protocol import (
     check_outputs,
     datatype_of,
     decode_tensors,
+    is_count,
 )
 
 __all__ = ["HEADER_LENGTH", "decode_request", "encode_response", "is_digits"]
@@ -32,10 +33,6 @@ _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes '
 def is_digits(text: str) -> bool:
     """Whether ``text`` is 1 to 18 ASCII digits (a header that ``int`` may read)."""
     return bool(_DIGITS.fullmatch(text))
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
@@ -72,7 +69,7 @@ def _tensors(items: list, binary: memoryview) -> list[WireTensor]:
         tensor = WireTensor(item.get("name"), item.get("datatype"), item.get("shape"), parameters, item.get("data"))
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:
-            if not _is_count(size) or offset + size > len(binary):
+            if not is_count(size) or offset + size > len(binary):
                 raise RequestError(f"input {str(tensor.name)[:60]!r}: binary_data_size {str(size)[:30]} does not fit "
                                    f"the {len(binary) - offset} bytes left in the body")
             tensor.raw, offset = binary[offset:offset + size], offset + size

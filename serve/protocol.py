@@ -32,7 +32,7 @@ from aeserve.manifest import CONTRIBUTIONS
 from aeserve.serve.batching import Batcher, QueueFull
 
 __all__ = ["DATATYPES", "RequestError", "TensorSpec", "Endpoint", "endpoint_names", "endpoints_for", "WireTensor",
-           "OutputWanted", "InferRequest", "decode_tensors", "check_outputs", "datatype_of", "failure", "public",
+           "OutputWanted", "InferRequest", "decode_tensors", "is_count", "check_outputs", "datatype_of", "failure", "public",
            "request_id_of", "log_error"]
 
 log = logging.getLogger("aeserve.serve")
@@ -162,7 +162,8 @@ class InferRequest:
     id: object = None  # echoed as given (KServe: a string)
 
 
-def _is_count(value) -> bool:
+def is_count(value) -> bool:
+    """Whether ``value`` is a non-negative JSON integer (not a bool): a shape entry or a byte count."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -174,7 +175,7 @@ def _decode_tensor(tensor: WireTensor, specs: dict[str, TensorSpec], endpoint: E
         raise RequestError(f"model {endpoint.name!r} has no input {repr(name)[:60]}; inputs: {', '.join(specs)}")
     if datatype != spec.datatype:
         raise RequestError(f"input {name!r}: datatype {str(datatype)[:20]!r}, expected {spec.datatype}")
-    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+    if not isinstance(shape, list) or not all(is_count(s) for s in shape):
         raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
     if len(shape) != len(spec.shape) or any(e not in (-1, s) for e, s in zip(spec.shape, shape)):
         raise RequestError(f"input {name!r}: shape {str(shape)[:80]}, expected {spec.shape} (-1 = any)")

@@ -47,6 +47,8 @@ class Backend(Protocol):
     reason: str
     #: what the check against fp32 found, for a reduced precision; "" otherwise
     precision_check: str
+    #: the GPU it runs on (``serve.gpu.GpuInfo``), None on the CPU
+    gpu: object | None
 
     def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """Run ``graph`` on ``feeds`` (input name -> array); the ``outputs`` named (default: all, in
@@ -73,6 +75,7 @@ class BackendBase:
     precision = "fp32"
     reason = ""
     precision_check = ""
+    gpu = None
 
     def run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """Run ``graph`` on ``feeds``; every backend defines it."""

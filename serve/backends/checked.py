@@ -54,7 +54,7 @@ def rule_for(bundle: Bundle, graphs: str) -> tuple[float, float]:
 
 def _machine(backend) -> tuple[str, str]:
     """(what keys the cache, how the message names it): the GPU a backend runs on, else the CPU."""
-    gpu = getattr(backend, "gpu", None)
+    gpu = backend.gpu
     if gpu is not None:
         name = f"{gpu.name} sm{''.join(map(str, gpu.compute_capability))}"
         return name, name

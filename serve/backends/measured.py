@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from aeserve.agreement import MIN_RANK
 from aeserve.atomic import write_text_atomic
 from aeserve.bundle import Bundle
 from aeserve.errors import AeserveError, BackendUnavailable
@@ -38,7 +39,7 @@ __all__ = ["cache_path", "read_cache", "write_cache", "library_version", "cpu_mo
 PROBE_ROWS = 8192
 PROBE_BATCH = 1024
 _REPEATS = 3
-MIN_RANK_AGREEMENT = 0.999
+MIN_RANK_AGREEMENT = MIN_RANK  # the export's and the precision check's rule
 
 
 def cache_path(name: str = "backend-choice.json") -> Path:
