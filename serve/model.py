@@ -10,7 +10,7 @@ from aeserve.batches import auto_batch_size, row_batches
 from aeserve.bundle import GRAPH_INPUTS, Bundle, code_columns
 from aeserve.errors import BundleError, InputError
 from aeserve.manifest import CONTRIBUTIONS
-from aeserve.readers import check_finite
+from aeserve.readers import CheckedRows, check_finite
 from aeserve.serve.backends import create_backend
 
 __all__ = ["Model", "load", "row_batches", "auto_batch_size"]
@@ -18,8 +18,9 @@ __all__ = ["Model", "load", "row_batches", "auto_batch_size"]
 class Model:
     """A loaded bundle. Every method takes rows (n, width) and returns arrays with n rows.
 
-    Inputs are validated (width, dtype, finite values) and split into batches of
-    ``batch_size``; methods are safe to call from several threads at once.
+    Inputs are validated (width, dtype, finite values; ``CheckedRows`` only for width) and
+    split into batches of ``batch_size`` here alone; methods are safe to call from several
+    threads at once.
     """
 
     def __init__(self, bundle: Bundle, backend, batch_size: int | None = None):
@@ -70,7 +71,13 @@ class Model:
 
     # -- plumbing ------------------------------------------------------------------------
     def _rows(self, data, names: list[str], what: str) -> np.ndarray:
+        """``data`` as float32 (n, width), checked; ``CheckedRows`` (checked by a reader or the
+        request decoder) are taken as they are, their width alone checked."""
         width = len(names)
+        if isinstance(data, CheckedRows):
+            if data.values.ndim != 2 or data.values.shape[1] != width:
+                raise InputError(f"{what}: expected shape (rows, {width}), got {data.values.shape}")
+            return data.values
         array = np.asarray(data)
         if array.ndim == 1:
             array = array[None, :]

@@ -29,6 +29,7 @@ import numpy as np
 
 import aeserve
 from aeserve.manifest import CONTRIBUTIONS
+from aeserve.readers import CheckedRows
 from aeserve.serve.batching import Batcher, QueueFull
 
 __all__ = ["DATATYPES", "RequestError", "TensorSpec", "Endpoint", "endpoint_names", "endpoints_for", "WireTensor",
@@ -115,14 +116,14 @@ def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoi
     score_name, encode_name, decode_name, sample_name = endpoint_names(name)
     return [
         Endpoint(score_name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])],
-                 lambda inputs: model.score(inputs["y"]),
+                 lambda inputs: model.score(CheckedRows(inputs["y"])),
                  optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, d])] if explains else [],
-                 run_optional=(lambda inputs: model.score(inputs["y"], explain=True)) if explains else None),
+                 run_optional=(lambda inputs: model.score(CheckedRows(inputs["y"]), explain=True)) if explains else None),
         Endpoint(encode_name, [TensorSpec("y", "FP32", [-1, d])],
                  [TensorSpec(o, "FP32", [-1, k]) for o in model.encoder_outputs],
-                 lambda inputs: model.encode_all(inputs["y"])),
+                 lambda inputs: model.encode_all(CheckedRows(inputs["y"]))),
         Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], [TensorSpec("y_tilde", "FP32", [-1, d])],
-                 lambda inputs: {"y_tilde": model.decode(inputs["z"])}),
+                 lambda inputs: {"y_tilde": model.decode(CheckedRows(inputs["z"]))}),
         Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
                  [TensorSpec("y", "FP32", [-1, d])], sample, batched=False, may_omit=("seed",)),
     ]

@@ -27,7 +27,7 @@ import numpy as np
 
 from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
-from aeserve.readers import SUFFIXES, BadRow, Chunk, iter_chunks
+from aeserve.readers import SUFFIXES, BadRow, CheckedRows, Chunk, exact_chunks, iter_chunks
 from aeserve.serve.images import IMAGE_SUFFIXES, load_images
 from aeserve.tables import check_output_path, refuse_output_among_inputs
 
@@ -188,42 +188,15 @@ def _drain(in_queue: queue.Queue) -> Iterator:
         yield item
 
 
-def _merge(chunks: list[Chunk]) -> Chunk:
-    """One chunk from consecutive chunks (sources kept per row, bad rows and progress carried)."""
-    if len(chunks) == 1:
-        return chunks[0]
-    mixed = len({np.asarray(c.ids).dtype.kind for c in chunks}) > 1  # e.g. int ids in one file, text in another
-    ids = np.concatenate([np.asarray(c.ids, dtype=object if mixed else None) for c in chunks])
-    merged = Chunk(np.concatenate([c.values for c in chunks]), ids, chunks[-1].source,
-                   [b for c in chunks for b in c.bad], chunks[-1].bytes_read)
-    merged.sources = np.concatenate([np.full(len(c.values), c.source, dtype=object) for c in chunks])
-    return merged
-
-
-def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
-    """The first ``rows`` rows of ``chunks`` as one chunk, and what is left."""
-    taken, left, need = [], [], rows
-    for chunk in chunks:
-        if need == 0:
-            left.append(chunk)
-        elif len(chunk.values) <= need:
-            taken.append(chunk)
-            need -= len(chunk.values)
-        else:
-            head = Chunk(chunk.values[:need], chunk.ids[:need], chunk.source, chunk.bad, chunk.bytes_read)
-            tail = Chunk(chunk.values[need:], chunk.ids[need:], chunk.source, [], chunk.bytes_read)
-            taken.append(head)
-            left.append(tail)
-            need = 0
-    return _merge(taken), left
-
-
 def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
-                fn: Callable[[np.ndarray], dict[str, np.ndarray]], *, id_column: str | None = None,
+                fn: Callable[[CheckedRows], dict[str, np.ndarray]], *, id_column: str | None = None,
                 skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
                 image_shape: Sequence[int] | None = None, npy_layout: Sequence[str] | None = None,
                 progress: Callable[[int, int, int], None] | None = None) -> StreamSummary:
     """Read ``sources`` chunk by chunk, apply ``fn`` to each chunk's rows, write ``out``.
+
+    The readers check every row; ``fn`` gets each chunk's rows as ``CheckedRows`` of exactly
+    ``batch_rows`` rows (the last chunk shorter; see ``readers.exact_chunks``).
 
     Output columns: the id column (or ``row``, the 1-based data row), ``source`` when there
     are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``.
@@ -259,30 +232,14 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                                        skip=skip, npy_layout=npy_layout)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
-        # Re-batch across chunk and file boundaries into exactly batch_rows rows per call, so
-        # every backend call sees the same batches as scoring the whole input at once would:
-        # identical bits, whatever the chunking.
-        pending: list[Chunk] = []
-        held = 0
+        # the rows were checked by their reader; Model cuts each chunk into its batches
         for chunk in _drain(parsed):
-            pending.append(chunk)
-            held += len(chunk.values)
-            while held >= batch_rows:
-                batch, pending = _split(pending, batch_rows)
-                held -= batch_rows
-                yield batch, fn(batch.values)
-            if held == 0 and pending:
-                last = pending[-1]
-                yield Chunk(last.values, last.ids, last.source, [b for c in pending for b in c.bad], last.bytes_read), None
-                pending = []
-        if pending:
-            batch = _merge(pending)
-            yield batch, (fn(batch.values) if len(batch.values) else None)
+            yield chunk, (fn(CheckedRows(chunk.values)) if len(chunk.values) else None)
 
     stop = threading.Event()
     parsed: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
     results: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
-    threads = [_producer(chunks, parsed, stop), _producer(computed, results, stop)]
+    threads = [_producer(lambda: exact_chunks(chunks(), batch_rows), parsed, stop), _producer(computed, results, stop)]
     skipped: list[BadRow] = []
     done_bytes, finished_bytes, current = 0, 0, None
 
@@ -311,7 +268,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                     if progress:
                         progress(done_bytes, total_bytes, writer.rows)
                 if not writer.started:  # no good row: a valid file with the usual columns and no rows
-                    probe = {k: np.asarray(v)[:0] for k, v in fn(np.zeros((1, len(features)), np.float32)).items()}
+                    probe = {k: np.asarray(v)[:0] for k, v in fn(CheckedRows(np.zeros((1, len(features)), np.float32))).items()}
                     empty = Chunk(np.empty((0, len(features)), np.float32), np.empty(0, id_dtype), str(files[-1]))
                     writer.write({**leading_columns(empty), **probe})
             finally:

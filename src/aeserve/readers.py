@@ -16,14 +16,14 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from aeserve.errors import InputError
 
-__all__ = ["SUFFIXES", "NULL_VALUES", "BadRow", "Chunk", "iter_chunks", "column_names", "chunk_rows_for",
-           "check_finite", "convert_columns", "reject_non_finite", "preview"]
+__all__ = ["SUFFIXES", "NULL_VALUES", "BadRow", "Chunk", "CheckedRows", "iter_chunks", "exact_chunks",
+           "column_names", "chunk_rows_for", "check_finite", "convert_columns", "reject_non_finite", "preview"]
 
 SUFFIXES = (".csv", ".parquet", ".npy")
 _CHUNK_BYTES = 4 << 20  # target size of one parsed chunk: small, so memory stays flat
@@ -55,6 +55,21 @@ class Chunk:
     bad: list[BadRow] = field(default_factory=list)
     bytes_read: int = 0       # bytes of ``source`` read so far, this chunk included (progress)
     sources: np.ndarray | None = None  # (n,) file of each row, when rows span files
+
+
+@dataclass(frozen=True)
+class CheckedRows:
+    """Rows that a reader or the request decoder has already checked: float32, C-contiguous,
+    every cell finite. The runtime ``Model`` takes them as they are (it checks only the width),
+    so each path checks finiteness once: files in the reader, requests in ``decode_tensors``."""
+
+    values: np.ndarray  # (n, width) float32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", np.ascontiguousarray(self.values, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 def chunk_rows_for(width: int) -> int:
@@ -467,3 +482,56 @@ def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = 
     extra = {"npy_layout": npy_layout} if path.suffix.lower() == ".npy" else {}
     return _READERS[path.suffix.lower()](path, list(features), id_column=id_column,
                                          chunk_rows=chunk_rows or chunk_rows_for(len(features)), skip=skip, **extra)
+
+
+def _merge(chunks: list[Chunk]) -> Chunk:
+    """One chunk from consecutive chunks (each row's source kept, bad rows and progress carried)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    mixed = len({np.asarray(c.ids).dtype.kind for c in chunks}) > 1  # e.g. int ids in one file, text in another
+    ids = np.concatenate([np.asarray(c.ids, dtype=object if mixed else None) for c in chunks])
+    merged = Chunk(np.concatenate([c.values for c in chunks]), ids, chunks[-1].source,
+                   [b for c in chunks for b in c.bad], chunks[-1].bytes_read)
+    merged.sources = np.concatenate([c.sources if c.sources is not None else np.full(len(c.values), c.source,
+                                     dtype=object) for c in chunks])
+    return merged
+
+
+def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
+    """The first ``rows`` rows of ``chunks`` as one chunk, and what is left."""
+    taken, left, need = [], [], rows
+    for chunk in chunks:
+        if need == 0:
+            left.append(chunk)
+        elif len(chunk.values) <= need:
+            taken.append(chunk)
+            need -= len(chunk.values)
+        else:
+            taken.append(Chunk(chunk.values[:need], chunk.ids[:need], chunk.source, chunk.bad, chunk.bytes_read))
+            left.append(Chunk(chunk.values[need:], chunk.ids[need:], chunk.source, [], chunk.bytes_read))
+            need = 0
+    return _merge(taken), left
+
+
+def exact_chunks(chunks: Iterable[Chunk], rows: int) -> Iterator[Chunk]:
+    """``chunks`` (of any sizes, from several files) as chunks of exactly ``rows`` rows, the last
+    one shorter; a chunk with no good row left passes on at once, with its bad rows and progress.
+
+    The file pipeline reads through this, with ``rows`` a multiple of the model's batch size, so
+    the batches ``Model`` cuts from each chunk are those of scoring the whole input at once:
+    identical bits, however the readers happened to cut the files."""
+    pending: list[Chunk] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk.values)
+        while held >= rows:
+            head, pending = _split(pending, rows)
+            held -= rows
+            yield head
+        if held == 0 and pending:  # only chunks without good rows are left: hand on their bad rows now
+            last = pending[-1]
+            yield Chunk(last.values, last.ids, last.source, [b for c in pending for b in c.bad], last.bytes_read)
+            pending = []
+    if pending:
+        yield _merge(pending)

@@ -7,6 +7,8 @@ import onnx
 import pytest
 
 import aeserve
+from aeserve.errors import ExportError
+from aeserve.export.parity import Tolerance, compare_outputs
 
 from conftest import KINDS
 
@@ -77,3 +79,20 @@ def test_manifest_records_the_parity_measured_at_export(bundles):
         assert set(parity["max_abs_error"]) == {"encoder", "decoder", "energy"}
         assert parity["checked_on"] == ["random rows", "validation rows"]
         assert max(max(v.values()) for v in parity["max_abs_error"].values()) < 1e-2
+
+
+def test_parity_failure_names_graph_output_and_error():
+    with pytest.raises(ExportError, match=r"energy.onnx output 'energy' on random rows: max abs error 0.5"):
+        compare_outputs("energy", ["energy"], [np.array([1.5])], [np.array([1.0])], tolerance=Tolerance(),
+                        on="random rows")
+
+
+def test_export_raises_when_parity_fails(bundles, tmp_path):
+    import shutil
+
+    from aeserve.export.onnx import export_onnx
+
+    copy = tmp_path / "ae"
+    shutil.copytree(bundles["ae"], copy)
+    with pytest.raises(ExportError, match=r"encoder.onnx output 'z' on .*exceeds tolerance"):
+        export_onnx(copy, tolerance=Tolerance(atol=-1.0, rtol=0.0))

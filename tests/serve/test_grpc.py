@@ -12,7 +12,7 @@ import pytest
 
 import aeserve
 
-from conftest import Server, _free_port
+from conftest import Server, _free_port, self_signed_certificate
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("grpc")
@@ -153,9 +153,7 @@ def test_the_committed_descriptor_is_the_proto_compiled():
 
 def test_grpc_takes_the_servers_tls_certificate(bundles, cancer, tmp_path):
     pytest.importorskip("cryptography")
-    from test_server_abuse import _certificate
-
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     port = _free_port()
     context = ssl.create_default_context(cafile=str(cert))
     server = Server(str(bundles["ae"]), "--grpc-port", str(port), "--ssl-certfile", str(cert),

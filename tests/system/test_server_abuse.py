@@ -4,7 +4,6 @@ clients, memory bounded by the in-flight limit, bearer tokens and TLS."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import re
 import socket
@@ -17,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import Server
+from conftest import Server, self_signed_certificate
 
 pytest.importorskip("uvicorn")
 schemathesis = pytest.importorskip("schemathesis")
@@ -243,33 +242,9 @@ def test_many_1mb_requests_in_flight_keep_memory_bounded(bundles, count):
         srv.stop()
 
 
-def _certificate(directory) -> tuple:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_bearer_token_and_tls(bundles, tmp_path, cancer):
     pytest.importorskip("cryptography")
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     (tmp_path / "token").write_text("s3cret-token\n")
     context = ssl.create_default_context(cafile=str(cert))
     srv = Server(str(bundles["ae"]), "--token-file", str(tmp_path / "token"), "--ssl-certfile", str(cert),
