@@ -20,113 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from aeserve.errors import OptionError
 from aeserve.manifest import EnergySpec
 from aeserve.train import energy as E
-from aeserve.train.config import KindOptions, ModelConfig
+from aeserve.train.config import ModelConfig
 from aeserve.train.network import EnergyAutoencoder, mlp
+from aeserve.train.options import FreeEnergyOptions
 from aeserve.train.registry import register_kind
 
 __all__ = [
-    "SparseOptions", "DenoisingOptions", "ContractiveOptions", "FreeEnergyOptions", "VariationalOptions",
-    "LatentEBMOptions", "Autoencoder", "DenoisingAutoencoder", "ContractiveAutoencoder",
+    "Autoencoder", "DenoisingAutoencoder", "ContractiveAutoencoder",
     "VariationalAutoencoder", "LatentVariableEBM",
 ]
-
-
-def _check_non_negative(options: KindOptions, *names: str) -> None:
-    for name in names:
-        value = getattr(options, name)
-        if value < 0:
-            raise OptionError(name, f"{name} must be >= 0, got {value}")
-
-
-# -- options --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SparseOptions(KindOptions):
-    """ae: weight λ of R(h) = λ‖h‖₁ (the seed's sparse code). Default 1, chosen with
-    benchmarks/quality.py on both halves of its sets: it helps when the training rows hold
-    anomalies and costs nothing on clean ones (the figures: ``docs/measurements.md``)."""
-
-    sparsity: float = 1.0
-
-    def validate(self) -> None:
-        _check_non_negative(self, "sparsity")
-
-
-@dataclass(frozen=True)
-class DenoisingOptions(SparseOptions):
-    """dae: σ of the Gaussian corruption (preprocessed units) and the fraction of features set to 0."""
-
-    noise: float = 0.1
-    mask: float = 0.0
-
-    def validate(self) -> None:
-        super().validate()
-        _check_non_negative(self, "noise")
-        if not 0.0 <= self.mask < 1.0:
-            raise OptionError("mask", f"mask must be in [0, 1), got {self.mask}")
-
-
-@dataclass(frozen=True)
-class ContractiveOptions(KindOptions):
-    """cae: λ in R(h) = λ‖∂h/∂y‖²_F."""
-
-    contraction: float = 0.01
-
-    def validate(self) -> None:
-        _check_non_negative(self, "contraction")
-
-
-@dataclass(frozen=True)
-class FreeEnergyOptions(KindOptions):
-    """Scores: the point energy, or a free energy over ``free_samples`` fixed codes (seeded)."""
-
-    energy: str = "point"
-    free_samples: int = 64
-    free_seed: int = 0
-
-    def validate(self) -> None:
-        if self.energy not in ("point", "free"):
-            raise OptionError("energy", f"energy must be point or free, got {self.energy!r}")
-        if self.free_samples < 1:
-            raise OptionError("free_samples", f"free_samples must be >= 1, got {self.free_samples}")
-
-
-@dataclass(frozen=True)
-class VariationalOptions(FreeEnergyOptions):
-    """vae: β in C + β·KL."""
-
-    beta: float = 1.0
-
-    def validate(self) -> None:
-        super().validate()
-        _check_non_negative(self, "beta")
-
-
-@dataclass(frozen=True)
-class LatentEBMOptions(FreeEnergyOptions):
-    """lvm: K steps of size η inferring ž; D(z, z̃) = μ‖z − z̃‖²; R(z) = λ‖z‖²; softmin_β over
-    z = ž + σ·ε for the free energy."""
-
-    infer_steps: int = 10
-    infer_lr: float = 0.1
-    distance_weight: float = 1.0
-    latent_weight: float = 0.01
-    free_beta: float = 1.0
-    free_sigma: float = 0.5
-
-    def validate(self) -> None:
-        super().validate()
-        _check_non_negative(self, "infer_steps", "infer_lr", "distance_weight", "latent_weight", "free_sigma")
-        if self.free_beta <= 0:
-            raise OptionError("free_beta", f"free_beta must be > 0, got {self.free_beta}")
 
 
 # -- kinds ----------------------------------------------------------------------------------
@@ -135,7 +43,6 @@ class LatentEBMOptions(FreeEnergyOptions):
 class Autoencoder(EnergyAutoencoder):
     """Plain AE: F(y) = C(y, ỹ) + R(h), R(h) = sparsity·‖h‖₁ (sparsity 0: no regulariser)."""
 
-    options_type = SparseOptions
     regulariser = "l1"
 
     def regulariser_value(self, y_hat, h, pres):
@@ -153,7 +60,6 @@ class Autoencoder(EnergyAutoencoder):
 class DenoisingAutoencoder(Autoencoder):
     """DAE: trained to rebuild clean y from a corrupted ŷ; scored on clean y (seed, DAE)."""
 
-    options_type = DenoisingOptions
 
     def corrupt(self, y_hat: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """ŷ + σ·ε with features dropped (set to 0) at rate ``mask``."""
@@ -182,7 +88,6 @@ class DenoisingAutoencoder(Autoencoder):
 class ContractiveAutoencoder(EnergyAutoencoder):
     """CAE: R(h) = λ‖∂h/∂y‖²_F, computed exactly for the MLP encoder (seed, CAE)."""
 
-    options_type = ContractiveOptions
     regulariser = "contractive"
 
     def regulariser_value(self, y_hat, h, pres):
@@ -215,7 +120,6 @@ class VariationalAutoencoder(EnergyAutoencoder):
     runs give identical scores and no graph needs a random op.
     """
 
-    options_type = VariationalOptions
     regulariser = "kl"
     encoder_outputs = ("mu", "logvar")
     has_prior = True
@@ -295,7 +199,6 @@ class LatentVariableEBM(EnergyAutoencoder):
     F_β(y) = −1/β · log Σ_s exp(−β E(y, z_s)) over z_s = ž + σ·ε_s (ε₀ = 0, the others fixed).
     """
 
-    options_type = LatentEBMOptions
     regulariser = "latent_l2"
 
     def __init__(self, config: ModelConfig):

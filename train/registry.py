@@ -24,7 +24,10 @@ def register_kind(name: str) -> Callable[[type["EnergyAutoencoder"]], type["Ener
     def wrap(cls: type["EnergyAutoencoder"]) -> type["EnergyAutoencoder"]:
         if name in _KINDS:
             raise ValueError(f"kind {name!r} registered twice")
+        from aeserve.train.options import KIND_OPTIONS
+
         cls.kind = name
+        cls.options_type = KIND_OPTIONS[name]  # its options record (train/options.py)
         _KINDS[name] = cls
         return cls
     return wrap

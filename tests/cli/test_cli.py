@@ -207,3 +207,20 @@ def test_train_refuses_to_overwrite_without_force(workdir):
     result = run_cli("train", workdir / "train.csv", "--out", workdir / "ae", "--epochs", "1")
     assert result.returncode == 2 and "--force" in result.stderr
     assert aeserve.load(workdir / "ae").bundle.manifest.training.epochs_run > 1
+
+
+def test_every_kind_option_is_a_train_flag_naming_its_kinds_and_default():
+    """A kind option is one field of its record (train/options.py): its flag comes from there."""
+    from aeserve.cli.options import flag_for
+    from aeserve.train.options import KIND_OPTIONS, option_help
+    from aeserve.train.registry import get_kind
+
+    assert {kind: get_kind(kind).options_type for kind in KIND_OPTIONS} == KIND_OPTIONS
+    text = " ".join(run_cli("train", "--help").stdout.split())  # unwrapped
+    items = option_help()
+    assert {i.name for i in items} == {n for r in KIND_OPTIONS.values() for n in r.names()} - {"free_seed"}
+    for item in items:
+        assert flag_for(item.name) in text
+        assert item.text().split(" (default")[0][:40] in text, item.name
+    sparsity = next(i for i in items if i.name == "sparsity")
+    assert sparsity.kinds == ("ae", "dae") and sparsity.text().endswith("(default 1).")

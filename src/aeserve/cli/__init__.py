@@ -34,7 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 #: progress, summaries and errors go to stderr; results (tables, JSON) to stdout
 err = Console(stderr=True, soft_wrap=True, highlight=False)

@@ -35,9 +35,10 @@ def calibrate(
     rows, realised false-positive rate and recall on them); `aeserve info` shows it and
     `aeserve score --threshold` still overrides it.
 
-    Example: `aeserve calibrate models/rows-vae val.csv --method pot --target-fpr 0.001`
-
-    Example: `aeserve calibrate models/rows-vae labelled.csv --labels label --method f1`
+    \b
+    Examples:
+      aeserve calibrate models/rows-vae val.csv --method pot --target-fpr 0.001
+      aeserve calibrate models/rows-vae labelled.csv --labels label --method f1
     """
     from aeserve.serve.calibrate import calibrate_bundle
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.markup import escape
@@ -35,7 +35,7 @@ from aeserve.cli.options import (
     row_progress,
 )
 
-__all__ = ["score", "encode", "decode", "reconstruct", "sample"]
+__all__ = ["score", "sample"]  # and encode, decode, reconstruct: registered by _file_verb
 
 CODES_HELP = "Codes: files, globs or directories of .csv, .parquet (columns z0..) or .npy."
 
@@ -67,13 +67,12 @@ def score(
     row (or --id-column), source (several inputs), energy, its terms and anomaly (0/1);
     a .npy output holds the score columns only. Files of any size stream in flat memory.
 
-    Example: `aeserve score models/rows-ae new_rows.csv -o scores.parquet`
-
-    Example: `aeserve score models/rows-ae 'day-*.csv' --id-column id --on-error skip -o scores.csv`
-
-    Example: `aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id`
-
-    Example: `aeserve score models/rows-ae new_rows.csv --explain 3 -o explained.csv`
+    \b
+    Examples:
+      aeserve score models/rows-ae new_rows.csv -o scores.parquet
+      aeserve score models/rows-ae 'day-*.csv' --id-column id --on-error skip -o scores.csv
+      aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id
+      aeserve score models/rows-ae new_rows.csv --explain 3 -o explained.csv
     """
     if explain < 0:
         raise typer.BadParameter(f"must be >= 0, got {explain}", param_hint="--explain")
@@ -111,89 +110,62 @@ def score(
            f"at threshold {summary.extra['threshold']:.4g}")
 
 
-def _file_to_file(run_name: str, verb: str, *, bundle: Path, data: list[Path], output: Path, backend: Backend,
-                  batch_size: int, device: Device, precision: Precision, id_column: Optional[str], on_error: OnError,
-                  quiet: bool, as_json: bool) -> None:
-    """Run ``aeserve.serve.files.<run_name>`` with a progress bar, then print its summary."""
+def _files():
+    """``aeserve.serve.files``, imported when a verb runs, so that ``aeserve --help`` stays fast."""
     from aeserve.serve import files
 
-    model = open_model(bundle, backend, batch_size=batch_size, device=device, precision=precision.value)
-    with row_progress(not (quiet or as_json), verb) as bar:
-        summary = getattr(files, run_name)(model, data, output, progress=progress_callback(bar),
-                                           id_column=id_column, on_error=on_error.value)
-    finish(summary, verb, quiet=quiet, as_json=as_json)
+    return files
 
 
-@app.command()
-@user_errors
-def encode(
-    bundle: Path = BUNDLE_ARG,
-    data: list[Path] = typer.Argument(..., help=DATA_HELP, show_default=False),
-    output: Path = OUTPUT_OPT,
-    backend: Backend = BACKEND_OPT,
-    batch_size: int = BATCH_OPT,
-    device: Device = DEVICE_OPT,
-    precision: Precision = PRECISION_OPT,
-    id_column: Optional[str] = ID_OPT,
-    on_error: OnError = ON_ERROR_OPT,
-    quiet: bool = QUIET_OPT,
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Encode rows to codes z0..z{k-1} (a VAE writes μ as z and its logvar columns).
+def _file_verb(name: str, done: str, run: Callable, data_help: str, doc: str) -> None:
+    """Register the streamed file-to-file verb ``name`` (encode, decode, reconstruct): every one
+    takes the same flags; ``run()`` gives the function of ``aeserve.serve.files`` it calls."""
 
-    Example: `aeserve encode models/rows-vae rows.csv -o codes.csv`
-    """
-    _file_to_file("encode_file", "encoded", bundle=bundle, data=data, output=output, backend=backend, batch_size=batch_size,
-                  device=device, precision=precision, id_column=id_column, on_error=on_error, quiet=quiet,
-                  as_json=as_json)
+    def verb(
+        bundle: Path = BUNDLE_ARG,
+        data: list[Path] = typer.Argument(..., help=data_help, show_default=False, metavar="DATA"),
+        output: Path = OUTPUT_OPT,
+        backend: Backend = BACKEND_OPT,
+        batch_size: int = BATCH_OPT,
+        device: Device = DEVICE_OPT,
+        precision: Precision = PRECISION_OPT,
+        id_column: Optional[str] = ID_OPT,
+        on_error: OnError = ON_ERROR_OPT,
+        quiet: bool = QUIET_OPT,
+        as_json: bool = JSON_OPT,
+    ) -> None:
+        model = open_model(bundle, backend, batch_size=batch_size, device=device, precision=precision.value)
+        with row_progress(not (quiet or as_json), done) as bar:
+            summary = run()(model, data, output, progress=progress_callback(bar), id_column=id_column,
+                            on_error=on_error.value)
+        finish(summary, done, quiet=quiet, as_json=as_json)
 
-
-@app.command()
-@user_errors
-def decode(
-    bundle: Path = BUNDLE_ARG,
-    data: list[Path] = typer.Argument(..., help=CODES_HELP, show_default=False),
-    output: Path = OUTPUT_OPT,
-    backend: Backend = BACKEND_OPT,
-    batch_size: int = BATCH_OPT,
-    device: Device = DEVICE_OPT,
-    precision: Precision = PRECISION_OPT,
-    id_column: Optional[str] = ID_OPT,
-    on_error: OnError = ON_ERROR_OPT,
-    quiet: bool = QUIET_OPT,
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Decode codes (columns z0..z{k-1}, or a .npy of width k) to rows in raw units.
-
-    Example: `aeserve decode models/rows-vae codes.csv -o rows.csv`
-    """
-    _file_to_file("decode_file", "decoded", bundle=bundle, data=data, output=output, backend=backend, batch_size=batch_size,
-                  device=device, precision=precision, id_column=id_column, on_error=on_error, quiet=quiet,
-                  as_json=as_json)
+    verb.__doc__ = doc
+    verb.__name__ = name
+    app.command(name)(user_errors(verb))
 
 
-@app.command()
-@user_errors
-def reconstruct(
-    bundle: Path = BUNDLE_ARG,
-    data: list[Path] = typer.Argument(..., help=DATA_HELP, show_default=False),
-    output: Path = OUTPUT_OPT,
-    backend: Backend = BACKEND_OPT,
-    batch_size: int = BATCH_OPT,
-    device: Device = DEVICE_OPT,
-    precision: Precision = PRECISION_OPT,
-    id_column: Optional[str] = ID_OPT,
-    on_error: OnError = ON_ERROR_OPT,
-    quiet: bool = QUIET_OPT,
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Reconstruct rows: decode(encode(y)), in raw units.
+_file_verb("encode", "encoded", lambda: _files().encode_file, DATA_HELP,
+           """Encode rows to codes z0..z{k-1} (a VAE writes μ as z and its logvar columns).
 
-    Example: `aeserve reconstruct models/rows-ae rows.csv -o rebuilt.csv`
-    """
-    _file_to_file("reconstruct_file", "reconstructed", bundle=bundle, data=data, output=output, backend=backend, batch_size=batch_size,
-                  device=device, precision=precision, id_column=id_column, on_error=on_error, quiet=quiet,
-                  as_json=as_json)
+    \b
+    Example:
+      aeserve encode models/rows-vae rows.csv -o codes.csv
+    """)
+_file_verb("decode", "decoded", lambda: _files().decode_file, CODES_HELP,
+           """Decode codes (columns z0..z{k-1}, or a .npy of width k) to rows in raw units.
+
+    \b
+    Example:
+      aeserve decode models/rows-vae codes.csv -o rows.csv
+    """)
+_file_verb("reconstruct", "reconstructed", lambda: _files().reconstruct_file, DATA_HELP,
+           """Reconstruct rows: decode(encode(y)), in raw units.
+
+    \b
+    Example:
+      aeserve reconstruct models/rows-ae rows.csv -o rebuilt.csv
+    """)
 
 
 @app.command()
@@ -209,7 +181,9 @@ def sample(
 ) -> None:
     """Draw new rows: codes from the VAE prior (or a Gaussian fitted to training codes), decoded.
 
-    Example: `aeserve sample models/rows-vae -n 1000 --seed 7 -o samples.csv`
+    \b
+    Example:
+      aeserve sample models/rows-vae -n 1000 --seed 7 -o samples.csv
     """
     from aeserve.serve.files import sample_file
 

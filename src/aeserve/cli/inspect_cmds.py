@@ -23,7 +23,9 @@ def info(
 ) -> None:
     """Show what a bundle holds: kind, inputs, energy, threshold, files, backends available.
 
-    Example: `aeserve info models/rows-ae`
+    \b
+    Example:
+      aeserve info models/rows-ae
     """
     from rich.table import Table
 
@@ -96,7 +98,9 @@ def plot(
     """Draw a picture of the detector on DATA: latent map (a VAE's bubbles), energy histogram
     with the threshold, ROC/PR curves, reconstructions, or training curves.
 
-    Example: `aeserve plot models/cancer-vae demo/test.csv --what latent --labels label -o latent.png`
+    \b
+    Example:
+      aeserve plot models/cancer-vae demo/test.csv --what latent --labels label -o latent.png
     """
     from aeserve.serve.plots import load_plot_data, render
 
@@ -116,7 +120,9 @@ def report(
     """Write one self-contained HTML report: energy histogram and threshold, ROC/PR with AUROC
     (given labels), latent map, reconstructions, training curves.
 
-    Example: `aeserve report models/cancer-vae demo/test.csv --labels label -o report.html`
+    \b
+    Example:
+      aeserve report models/cancer-vae demo/test.csv --labels label -o report.html
     """
     from aeserve.serve.plots import load_plot_data
     from aeserve.serve.report import build_report
@@ -139,7 +145,9 @@ def bench(
     beside this machine's fp32 MatMul ceiling in ONNX Runtime: every CPU backend and precision
     the bundle allows here (what `--precision auto` chooses among), and the torch reference.
 
-    Example: `aeserve bench models/cancer-vae --rows 200000 --batch-sizes 512,1024,4096`
+    \b
+    Example:
+      aeserve bench models/cancer-vae --rows 200000 --batch-sizes 512,1024,4096
     """
     from rich.table import Table
 
@@ -176,7 +184,9 @@ def demo(
     """Train on scikit-learn's breast-cancer data (benign = normal, malignant = anomalies),
     export to ONNX, score with ONNX Runtime in a torch-free process, print AUROC.
 
-    Example: `aeserve demo --workdir demo --kind lvm`
+    \b
+    Example:
+      aeserve demo --workdir demo --kind lvm
     """
     from aeserve.train.demo import run_demo
 

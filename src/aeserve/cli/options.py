@@ -3,11 +3,13 @@ exists without torch (kinds, backends, the model config's names); nothing here i
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.markup import escape
@@ -16,12 +18,13 @@ from aeserve.cli import err, out
 from aeserve.kind_names import KNOWN_KINDS
 from aeserve.serve.backends import list_backends
 from aeserve.train.config import ACTIVATION_NAMES, ARCHES, COST_NAMES
+from aeserve.train.options import option_help
 
 __all__ = [
-    "Kind", "Cost", "Activation", "Arch", "EnergyMode", "Backend", "Device", "Precision", "OnError",
+    "Kind", "Cost", "Activation", "Arch", "Backend", "Device", "Precision", "OnError",
     "ExportFormat", "Engine", "PlotKind", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
     "DATA_HELP", "BACKEND_OPT", "BATCH_OPT", "DEVICE_OPT", "PRECISION_OPT", "QUIET_OPT", "JSON_OPT",
-    "choices", "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
+    "choices", "kind_option_flags", "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
 ]
 
 
@@ -40,9 +43,6 @@ Arch = choices("Arch", ARCHES, "Network shape: dense layers, or convolutions for
 #: runtime backends, from the backend registry (auto first)
 Backend = choices("Backend", ["auto", *list_backends()], "Runtime backend for the scoring verbs.")
 
-
-EnergyMode = choices("EnergyMode", ("point", "free"),
-                      "What the score is: the energy at the inferred code, or a free energy over many codes.")
 Device = choices("Device", ("auto", "cpu", "cuda"), "Where onnxruntime / torch run (TensorRT is always the GPU).")
 Precision = choices("Precision", ("fp32", "int8", "bf16", "auto"),
                      "Which graphs run: fp32, the int8 ones `aeserve export --quantize int8` wrote, bf16 "
@@ -57,7 +57,7 @@ PlotKind = choices("PlotKind", ("latent", "energy", "roc", "reconstructions", "t
 #: exit status when a run finished but skipped bad rows (--on-error skip)
 EXIT_SKIPPED = 3
 
-BUNDLE_ARG = typer.Argument(..., help="Bundle directory (made by `aeserve train`).", show_default=False)
+BUNDLE_ARG = typer.Argument(..., help="Bundle directory (made by `aeserve train`).", show_default=False, metavar="BUNDLE")
 OUTPUT_OPT = typer.Option(..., "--output", "-o", help="Output file: .csv, .parquet or .npy.", show_default=False)
 ID_OPT = typer.Option(None, "--id-column", help="Input column carried into the output (default: row, the 1-based data row).")
 ON_ERROR_OPT = typer.Option(OnError.fail, "--on-error", help="fail: stop at the first bad row, write nothing; "
@@ -80,6 +80,36 @@ _FLAGS = {"channels": "--conv-channels", "members": "--ensemble"}
 def flag_for(option: str) -> str:
     """The command-line flag of a config field (``free_samples`` -> ``--free-samples``)."""
     return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def kind_option_flags(after: str) -> Callable[[Callable], Callable]:
+    """Decorator: give a verb one ``--flag`` per kind option (``train/options.py``'s records, each
+    field's type, choices and help, with the kinds that own it and its default), placed after its
+    parameter ``after``. The verb takes ``kind_options``: the options given, by name (a flag not
+    given is absent, so each kind keeps its own default)."""
+    options = option_help()
+
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "kind_options"]
+        flags = []
+        for item in options:
+            kind = choices(item.name.title().replace("_", ""), item.choices, item.help) if item.choices else item.type
+            flags.append(inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                           default=typer.Option(None, flag_for(item.name), help=item.text(),
+                                                                show_default=False)))
+        at = [p.name for p in own].index(after) + 1
+
+        @functools.wraps(fn)
+        def verb(**values):
+            flagged = {item.name: values.pop(item.name) for item in options}
+            given = {name: getattr(value, "value", value) for name, value in flagged.items() if value is not None}
+            return fn(**values, kind_options=given)
+
+        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        verb.__signature__ = inspect.Signature([*keyword[:at], *flags, *keyword[at:]])
+        return verb
+
+    return decorate
 
 
 def csv_list(value: Optional[str]) -> Optional[list[str]]:

@@ -61,7 +61,9 @@ def serve(
     NAME-encode, NAME-decode and NAME-sample; /metrics gives Prometheus metrics and
     /openapi.json describes the routes.
 
-    Example: `aeserve serve models/cancer-vae --port 8000 --max-batch 2048`
+    \b
+    Example:
+      aeserve serve models/cancer-vae --port 8000 --max-batch 2048
     """
     try:
         import uvicorn

@@ -14,13 +14,13 @@ from aeserve.cli.options import (
     Activation,
     Arch,
     Cost,
-    EnergyMode,
     ExportFormat,
     Kind,
     Precision,
     csv_list,
     flag_for,
     int_list,
+    kind_option_flags,
 )
 from aeserve.errors import OptionError
 
@@ -28,6 +28,7 @@ __all__ = ["train", "export"]
 
 @app.command()
 @user_errors
+@kind_option_flags(after="cost")
 def train(
     data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet, .npy, or a folder of "
                                           "PNG/JPEG images.", show_default=False),
@@ -43,20 +44,6 @@ def train(
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
     cost: Cost = typer.Option(Cost.mse, help="Reconstruction cost C: mse = ‖y−ỹ‖² on standardised data, "
                                                 "bce = cross-entropy on data scaled to [0, 1]."),
-    sparsity: Optional[float] = typer.Option(None, help="ae/dae: weight of R(h) = ‖h‖₁ (default 1; 0 turns it off)."),
-    contraction: Optional[float] = typer.Option(None, help="cae: λ in R(h) = λ‖∂h/∂y‖²_F (default 0.01)."),
-    beta: Optional[float] = typer.Option(None, help="vae: β in C + β·KL (default 1)."),
-    noise: Optional[float] = typer.Option(None, help="dae: σ of the Gaussian corruption, standardised units (default 0.1)."),
-    mask: Optional[float] = typer.Option(None, help="dae: fraction of features zeroed in the corrupted input (default 0)."),
-    infer_steps: Optional[int] = typer.Option(None, help="lvm: gradient steps inferring ž from z̃ = Enc(y) (default 10)."),
-    infer_lr: Optional[float] = typer.Option(None, help="lvm: step size of the z-inference (default 0.1)."),
-    distance_weight: Optional[float] = typer.Option(None, help="lvm: μ in D(z, z̃) = μ‖z − z̃‖² (default 1)."),
-    latent_weight: Optional[float] = typer.Option(None, help="lvm: λ in R(z) = λ‖z‖² (default 0.01)."),
-    energy: Optional[EnergyMode] = typer.Option(None, help="lvm/vae scores: point energy (default), or free energy "
-                                                "(lvm: softmin_β over samples around ž; vae: importance-weighted bound)."),
-    free_samples: Optional[int] = typer.Option(None, help="free energy: samples of z (lvm) / importance samples K (vae); default 64."),
-    free_beta: Optional[float] = typer.Option(None, help="lvm free energy: inverse temperature β (default 1)."),
-    free_sigma: Optional[float] = typer.Option(None, help="lvm free energy: spread σ of the samples around ž (default 0.5)."),
     epochs: int = typer.Option(100, help="Maximum epochs."),
     batch_size: int = typer.Option(128, "--batch-size", help="Rows per optimisation step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
@@ -73,12 +60,15 @@ def train(
     no_export: bool = typer.Option(False, "--no-export", help="Write weights only; export later."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
     quiet: bool = QUIET_OPT,
+    kind_options: Optional[dict] = None,
 ) -> None:
     """Train a detector on DATA and write a bundle (weights, manifest, ONNX graphs).
 
     Options marked with a kind apply to that kind only; giving one to another kind is an error.
 
-    Example: `aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae`
+    \b
+    Example:
+      aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae
     """
     for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
         if not 0.0 < value < 1.0:
@@ -86,17 +76,10 @@ def train(
     target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
     if target.exists() and not force:
         raise typer.BadParameter(f"{target} already exists; pass --force to replace it", param_hint="--out")
-    # the kinds' own options: None is "not given", so each kind keeps its default, and a flag
-    # given to a kind that has no such option is refused (OptionError names it)
-    kind_options = {"sparsity": sparsity, "contraction": contraction, "beta": beta, "noise": noise, "mask": mask,
-                    "infer_steps": infer_steps, "infer_lr": infer_lr, "distance_weight": distance_weight,
-                    "latent_weight": latent_weight, "energy": energy.value if energy else None,
-                    "free_samples": free_samples, "free_beta": free_beta, "free_sigma": free_sigma}
-    given = {name: value for name, value in kind_options.items() if value is not None}
     config, fit_config, table = _configs(data, kind.value, arch=arch.value, hidden=hidden, latent=latent,
                                          members=ensemble,
                                          activation=activation.value, cost=cost.value, conv_channels=conv_channels,
-                                         image_size=image_size, columns=columns, drop=drop, options=given,
+                                         image_size=image_size, columns=columns, drop=drop, options=kind_options or {},
                                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
     if not quiet:
         err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
@@ -240,9 +223,10 @@ def export(
     """Export a bundle's encoder, decoder and energy graphs: ONNX (checked against torch), or
     TensorRT plans for this GPU (without TensorRT: a build.sh of trtexec lines for the GPU host).
 
-    Example: `aeserve export models/rows-ae --format tensorrt --batch 1,1024,8192 --fp16`
-
-    Example: `aeserve export models/rows-ae --format triton --out triton-repo`
+    \b
+    Examples:
+      aeserve export models/rows-ae --format tensorrt --batch 1,1024,8192 --fp16
+      aeserve export models/rows-ae --format triton --out triton-repo
     """
     if format == ExportFormat.triton:
         from aeserve.export.triton import export_triton
