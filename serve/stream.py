@@ -188,6 +188,76 @@ def _drain(in_queue: queue.Queue) -> Iterator:
         yield item
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """The columns before ``fn``'s outputs: the id (or ``row``/``path``), ``source`` with several inputs."""
+
+    id_name: str
+    several: bool
+    scores_only: bool  # a .npy holds one float32 matrix: the outputs alone
+
+    def leading(self, chunk: Chunk) -> dict[str, np.ndarray]:
+        """This chunk's id and source columns."""
+        if self.scores_only:
+            return {}
+        columns = {self.id_name: chunk.ids}
+        if self.several:
+            names = chunk.sources if chunk.sources is not None else np.full(len(chunk.ids), chunk.source, dtype=object)
+            columns["source"] = np.array([Path(n).name for n in names], dtype=object)
+        return columns
+
+
+def _input_chunks(files: list[Path], features: Sequence[str], *, image_shape, id_column: str | None,
+                  chunk_rows: int, skip: bool, npy_layout) -> Iterator[Chunk]:
+    """Every input's chunks in order: tables through their readers, images 256 files a chunk
+    (one row per file, its path as the id)."""
+    pending_images: list[Path] = []
+    for path in [*files, None]:
+        if path is not None and path.suffix.lower() in IMAGE_SUFFIXES:
+            pending_images.append(path)
+            if len(pending_images) < 256:
+                continue
+        if pending_images:
+            yield Chunk(load_images(pending_images, image_shape), np.array([str(p) for p in pending_images],
+                        dtype=object), str(pending_images[-1]), bytes_read=pending_images[-1].stat().st_size)
+            pending_images = []
+        if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+            yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows, skip=skip,
+                                   npy_layout=npy_layout)
+
+
+def _write_results(results: queue.Queue, writer: TableWriter, columns: _Columns, *, total_bytes: int,
+                   progress) -> tuple[list[BadRow], np.dtype | None]:
+    """Write each computed chunk in order; returns the bad rows seen and the ids' dtype (None: no id seen)."""
+    skipped: list[BadRow] = []
+    id_dtype = None
+    finished_bytes, current = 0, None
+    for chunk, outputs in _drain(results):
+        if chunk.source != current:
+            finished_bytes += Path(current).stat().st_size if current else 0
+            current = chunk.source
+        skipped.extend(chunk.bad)
+        if len(chunk.ids):
+            id_dtype = np.asarray(chunk.ids).dtype
+        if outputs is not None:
+            writer.write({**columns.leading(chunk), **outputs})
+        if progress:
+            progress(finished_bytes + chunk.bytes_read, total_bytes, writer.rows)
+    return skipped, id_dtype
+
+
+def _write_errors(out: Path, skipped: list[BadRow]) -> str:
+    """OUT.errors.csv: one line per skipped row (source, row, column, reason); returns its path."""
+    from aeserve.tables import write_table
+
+    errors = out.with_name(out.name + ".errors.csv")
+    write_table(errors, {"source": np.array([b.source for b in skipped], dtype=object),
+                         "row": np.array([b.row for b in skipped]),
+                         "column": np.array([b.column for b in skipped], dtype=object),
+                         "reason": np.array([b.reason for b in skipped], dtype=object)})
+    return str(errors)
+
+
 def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
                 fn: Callable[[CheckedRows], dict[str, np.ndarray]], *, id_column: str | None = None,
                 skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
@@ -208,28 +278,16 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
     out = check_output_path(out)
     files = expand_inputs(sources)
     refuse_output_among_inputs(out, files)
-    total_bytes = sum(p.stat().st_size for p in files) or 1
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if images and not image_shape:
         raise InputError(f"{images[0]}: this model takes table rows, not images")
-    several = len(files) > 1 and len(images) < len(files)
-    id_name = id_column or ("path" if images else "row")
-    scores_only = out.suffix.lower() == ".npy"  # a .npy holds one float32 matrix: the outputs alone
+    columns = _Columns(id_column or ("path" if images else "row"), len(files) > 1 and len(images) < len(files),
+                       out.suffix.lower() == ".npy")
 
-    def chunks() -> Iterator[Chunk]:
-        pending_images: list[Path] = []
-        for path in [*files, None]:
-            if path is not None and path.suffix.lower() in IMAGE_SUFFIXES:
-                pending_images.append(path)
-                if len(pending_images) < 256:
-                    continue
-            if pending_images:  # images: one row per file, its path as the id
-                yield Chunk(load_images(pending_images, image_shape), np.array([str(p) for p in pending_images],
-                            dtype=object), str(pending_images[-1]), bytes_read=pending_images[-1].stat().st_size)
-                pending_images = []
-            if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
-                yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows or batch_rows,
-                                       skip=skip, npy_layout=npy_layout)
+    def read() -> Iterator[Chunk]:
+        return exact_chunks(_input_chunks(files, features, image_shape=image_shape, id_column=id_column,
+                                          chunk_rows=chunk_rows or batch_rows, skip=skip, npy_layout=npy_layout),
+                            batch_rows)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
         # the rows were checked by their reader; Model cuts each chunk into its batches
@@ -239,38 +297,19 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
     stop = threading.Event()
     parsed: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
     results: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
-    threads = [_producer(lambda: exact_chunks(chunks(), batch_rows), parsed, stop), _producer(computed, results, stop)]
-    skipped: list[BadRow] = []
-    done_bytes, finished_bytes, current = 0, 0, None
-
-    def leading_columns(chunk: Chunk) -> dict[str, np.ndarray]:
-        columns = {id_name: chunk.ids} if not scores_only else {}
-        if several and not scores_only:
-            names = chunk.sources if chunk.sources is not None else np.full(len(chunk.ids), chunk.source, dtype=object)
-            columns["source"] = np.array([Path(n).name for n in names], dtype=object)
-        return columns
-
+    threads = [_producer(read, parsed, stop), _producer(computed, results, stop)]
     try:
         with atomic_path(out, clean_stale=True) as tmp:
             writer = TableWriter(tmp, out)
-            id_dtype = np.dtype(np.int64) if id_column is None and not images else np.dtype(object)
             try:
-                for chunk, outputs in _drain(results):
-                    if chunk.source != current:
-                        finished_bytes += Path(current).stat().st_size if current else 0
-                        current = chunk.source
-                    skipped.extend(chunk.bad)
-                    if len(chunk.ids):
-                        id_dtype = np.asarray(chunk.ids).dtype
-                    if outputs is not None:
-                        writer.write({**leading_columns(chunk), **outputs})
-                    done_bytes = finished_bytes + chunk.bytes_read
-                    if progress:
-                        progress(done_bytes, total_bytes, writer.rows)
+                skipped, id_dtype = _write_results(results, writer, columns, progress=progress,
+                                                   total_bytes=sum(p.stat().st_size for p in files) or 1)
                 if not writer.started:  # no good row: a valid file with the usual columns and no rows
-                    probe = {k: np.asarray(v)[:0] for k, v in fn(CheckedRows(np.zeros((1, len(features)), np.float32))).items()}
-                    empty = Chunk(np.empty((0, len(features)), np.float32), np.empty(0, id_dtype), str(files[-1]))
-                    writer.write({**leading_columns(empty), **probe})
+                    probe = fn(CheckedRows(np.zeros((1, len(features)), np.float32)))
+                    default_ids = np.int64 if id_column is None and not images else object
+                    empty = Chunk(np.empty((0, len(features)), np.float32), np.empty(0, id_dtype or default_ids),
+                                  str(files[-1]))
+                    writer.write({**columns.leading(empty), **{k: np.asarray(v)[:0] for k, v in probe.items()}})
             finally:
                 writer.close()
     finally:
@@ -278,15 +317,5 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
         for thread in threads:
             thread.join(timeout=5)
     skipped.sort(key=lambda b: ([str(p) for p in files].index(b.source), b.row))
-    summary = StreamSummary(rows=writer.rows, seconds=time.perf_counter() - started, backend="", output=str(out),
-                            skipped=skipped)
-    if skipped:
-        errors = out.with_name(out.name + ".errors.csv")
-        from aeserve.tables import write_table
-
-        write_table(errors, {"source": np.array([b.source for b in skipped], dtype=object),
-                             "row": np.array([b.row for b in skipped]),
-                             "column": np.array([b.column for b in skipped], dtype=object),
-                             "reason": np.array([b.reason for b in skipped], dtype=object)})
-        summary.errors_file = str(errors)
-    return summary
+    return StreamSummary(rows=writer.rows, seconds=time.perf_counter() - started, backend="", output=str(out),
+                         skipped=skipped, errors_file=_write_errors(out, skipped) if skipped else None)
