@@ -1,7 +1,7 @@
 """The model config: layer sizes every kind shares, plus the options the kind owns.
 
 ``ModelConfig(kind="vae", n_features=30, latent=4, beta=0.5)`` hands ``beta`` to the VAE's
-options record (``VariationalOptions`` in :mod:`aeserve.train.kinds`), which checks it; an
+options record (``VariationalOptions`` in :mod:`aeserve.train.options`), which checks it; an
 option the kind does not have is an :class:`~aeserve.errors.OptionError` naming it. The
 config is saved flat in the manifest's ``architecture`` beside the weights (nanoGPT's way).
 Library errors name config fields, not command-line flags; the CLI adds its flags.
