@@ -28,11 +28,19 @@ from aeserve.manifest import EnergySpec
 from aeserve.train import energy as E
 from aeserve.train.config import ModelConfig
 from aeserve.train.network import EnergyAutoencoder, mlp
-from aeserve.train.options import FreeEnergyOptions
+from aeserve.train.options import (  # the records live beside their flags' help; importable from here as before
+    ContractiveOptions,
+    DenoisingOptions,
+    FreeEnergyOptions,
+    LatentEBMOptions,
+    SparseOptions,
+    VariationalOptions,
+)
 from aeserve.train.registry import register_kind
 
 __all__ = [
-    "Autoencoder", "DenoisingAutoencoder", "ContractiveAutoencoder",
+    "SparseOptions", "DenoisingOptions", "ContractiveOptions", "FreeEnergyOptions", "VariationalOptions",
+    "LatentEBMOptions", "Autoencoder", "DenoisingAutoencoder", "ContractiveAutoencoder",
     "VariationalAutoencoder", "LatentVariableEBM",
 ]
 
@@ -59,7 +67,6 @@ class Autoencoder(EnergyAutoencoder):
 @register_kind("dae")
 class DenoisingAutoencoder(Autoencoder):
     """DAE: trained to rebuild clean y from a corrupted ŷ; scored on clean y (seed, DAE)."""
-
 
     def corrupt(self, y_hat: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """ŷ + σ·ε with features dropped (set to 0) at rate ``mask``."""

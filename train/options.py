@@ -10,6 +10,7 @@ builds its flags without importing the kinds.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,14 +143,13 @@ def option_help() -> list[OptionHelp]:
     """Every kind option that has a flag, in the order the records declare them."""
     found: dict[str, OptionHelp] = {}
     for kind, record in KIND_OPTIONS.items():
-        hints = {f.name: f for f in dataclasses.fields(record)}
-        for name, f in hints.items():
+        types = typing.get_type_hints(record)
+        for f in dataclasses.fields(record):
             if not f.metadata.get("flag", True):
                 continue
-            if name in found:
-                found[name] = dataclasses.replace(found[name], kinds=(*found[name].kinds, kind))
-                continue
-            kind_type = {"float": float, "int": int, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            found[name] = OptionHelp(name, kind_type, f.default, f.metadata.get("help", ""),
-                                     tuple(f.metadata.get("choices", ())), (kind,))
+            if f.name in found:
+                found[f.name] = dataclasses.replace(found[f.name], kinds=(*found[f.name].kinds, kind))
+            else:
+                found[f.name] = OptionHelp(f.name, types[f.name], f.default, f.metadata.get("help", ""),
+                                           tuple(f.metadata.get("choices", ())), (kind,))
     return list(found.values())
