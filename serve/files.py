@@ -26,16 +26,20 @@ __all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "samp
 Progress = Callable[[int, int, int], None]  # (bytes done, bytes total, rows written)
 
 
-def _columns(names: list[str], array: np.ndarray) -> dict[str, np.ndarray]:
+def _columns(names: list[str], array) -> dict[str, np.ndarray]:
+    """Named columns of rows (n, features); a mixed bundle's rows are named columns already."""
+    if isinstance(array, dict):
+        return array
     return {name: array[:, i] for i, name in enumerate(names)}
 
 
 def _run(model: Model, sources, out, *, expect: list[str], fn, progress, id_column, on_error,
          npy_layout: list[str] | None = None) -> StreamSummary:
     image = model.bundle.manifest.input.image
+    table = expect is model.features  # rows of the bundle's input (not codes): a mixed bundle's are encoded
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
                           batch_rows=rows_per_call(model.batch_size), image_shape=image.shape if image else None,
-                          npy_layout=npy_layout, progress=progress)
+                          npy_layout=npy_layout, progress=progress, encoding=model.encoding if table else None)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
 
@@ -59,8 +63,11 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
         if explain:  # the top K as columns; the whole (rows, features) map stays out of the file
             del scores[CONTRIBUTIONS]
             top, shares = scores.pop("top_features"), scores.pop("top_shares")
+            text = scores.pop("top_explanations", None)  # a mixed bundle's: observed and expected values
             for i in range(top.shape[1]):
                 scores[f"feature_{i + 1}"], scores[f"share_{i + 1}"] = top[:, i], shares[:, i]
+                if text is not None:
+                    scores[f"explanation_{i + 1}"] = text[:, i]
         anomalies[0] += int(scores["anomaly"].sum())
         return scores
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from aeserve.batches import auto_batch_size, row_batches
 from aeserve.bundle import GRAPH_INPUTS, Bundle, code_columns
+from aeserve.columns import TableEncoding
 from aeserve.errors import BundleError, InputError
 from aeserve.manifest import CONTRIBUTIONS
 from aeserve.readers import CheckedRows, check_finite
@@ -38,6 +39,8 @@ class Model:
         self.code_names = code_columns(self.latent_size)
         #: the encoder graph's outputs, the code first: ("z",), or a VAE's ("mu", "logvar")
         self.encoder_outputs = bundle.manifest.encoder_outputs
+        #: a mixed table's columns and encoding (None for numeric rows): methods then take tables
+        self.encoding = TableEncoding.of(bundle.manifest.input)
 
     def preload(self) -> "Model":
         """Load every graph now rather than at its first call (backends that load lazily), so
@@ -72,9 +75,17 @@ class Model:
     # -- plumbing ------------------------------------------------------------------------
     def _rows(self, data, names: list[str], what: str) -> np.ndarray:
         """``data`` as float32 (n, width), checked; ``CheckedRows`` (checked by a reader or the
-        request decoder) are taken as they are, their width alone checked."""
+        request decoder) are taken as they are, their width alone checked. A mixed bundle's
+        rows are a table (pyarrow, pandas, dict of columns), encoded here."""
         width = len(names)
-        if isinstance(data, CheckedRows):
+        if self.encoding is not None and names is self.features:
+            width = self.encoding.width
+            if not isinstance(data, CheckedRows):
+                if isinstance(data, np.ndarray):
+                    raise InputError(f"{what}: this bundle takes a table of typed columns "
+                                     f"({', '.join(self.features[:6])}{', ...' if len(self.features) > 6 else ''}): "
+                                     "pass a pyarrow Table, a pandas DataFrame or a dict of columns")
+                return self.encoding.encode_rows(data, what)
             if data.values.ndim != 2 or data.values.shape[1] != width:
                 raise InputError(f"{what}: expected shape (rows, {width}), got {data.values.shape}")
             return data.values
@@ -116,12 +127,14 @@ class Model:
         outputs = self.encode_all(rows)
         return outputs["mu"], outputs["logvar"]
 
-    def decode(self, codes) -> np.ndarray:
-        """Rows (n, features) in raw units from codes (n, latent)."""
-        return self._run("decoder", self._rows(codes, self.code_names, "codes"))[0]
+    def decode(self, codes):
+        """Rows (n, features) in raw units from codes (n, latent); a mixed bundle's as named
+        columns (numbers, booleans, category names)."""
+        rows = self._run("decoder", self._rows(codes, self.code_names, "codes"), ["y_tilde"])[0]
+        return rows if self.encoding is None else self.encoding.decode(rows)
 
-    def reconstruct(self, rows) -> np.ndarray:
-        """decode(encode(rows)): ỹ in raw units (a VAE decodes μ)."""
+    def reconstruct(self, rows):
+        """decode(encode(rows)): ỹ in raw units (a VAE decodes μ); a mixed bundle's as named columns."""
         return self.decode(self.encode(rows))
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
@@ -148,8 +161,11 @@ class Model:
             raise BundleError(f"{self.bundle.path}: its energy graph has no per-feature {CONTRIBUTIONS} output "
                               f"(exported by an older aeserve); re-export: aeserve export {self.bundle.path}")
         names = ["energy", *self.terms, CONTRIBUTIONS]
-        result = dict(zip(names, self._run("energy", self._rows(rows, self.features, "rows"), names)))
-        if k is not None:
+        encoded = self._rows(rows, self.features, "rows")
+        result = dict(zip(names, self._run("energy", encoded, names)))
+        if k is not None and self.encoding is not None:
+            result.update(self._explain_columns(encoded, result[CONTRIBUTIONS], k))
+        elif k is not None:
             contributions = result[CONTRIBUTIONS]  # (n, features)
             k = max(1, min(int(k), contributions.shape[1]))
             top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]  # (n, k)
@@ -157,6 +173,14 @@ class Model:
             result["top_features"] = np.asarray(self.features, dtype=object)[top]
             result["top_shares"] = (np.take_along_axis(contributions, top, axis=1) / total).astype(np.float32)
         return result
+
+    def _explain_columns(self, encoded: np.ndarray, contributions: np.ndarray, k: int) -> dict[str, np.ndarray]:
+        """A mixed bundle's top ``k`` columns per row, each as text naming the observed and the
+        expected value: ``Home = 'other' (p 0.01); expected 'owner' (p 0.83)``."""
+        from aeserve.serve.explain import describe_columns
+
+        rebuilt, slot_p = self._run("decoder", self._run("encoder", encoded)[0], ["y_tilde", "slot_p"])
+        return describe_columns(self.encoding, encoded, rebuilt, slot_p, contributions, k)
 
     def score(self, rows, threshold: float | None = None, *, explain: bool = False,
               k: int | None = None) -> dict[str, np.ndarray]:

@@ -208,7 +208,7 @@ class _Columns:
 
 
 def _input_chunks(files: list[Path], features: Sequence[str], *, image_shape, id_column: str | None,
-                  chunk_rows: int, skip: bool, npy_layout) -> Iterator[Chunk]:
+                  chunk_rows: int, skip: bool, npy_layout, encoding) -> Iterator[Chunk]:
     """Every input's chunks in order: tables through their readers, images 256 files a chunk
     (one row per file, its path as the id)."""
     pending_images: list[Path] = []
@@ -223,7 +223,7 @@ def _input_chunks(files: list[Path], features: Sequence[str], *, image_shape, id
             pending_images = []
         if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
             yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows, skip=skip,
-                                   npy_layout=npy_layout)
+                                   npy_layout=npy_layout, encoding=encoding)
 
 
 def _write_results(results: queue.Queue, writer: TableWriter, columns: _Columns, *, total_bytes: int,
@@ -262,7 +262,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                 fn: Callable[[CheckedRows], dict[str, np.ndarray]], *, id_column: str | None = None,
                 skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
                 image_shape: Sequence[int] | None = None, npy_layout: Sequence[str] | None = None,
-                progress: Callable[[int, int, int], None] | None = None) -> StreamSummary:
+                progress: Callable[[int, int, int], None] | None = None, encoding=None) -> StreamSummary:
     """Read ``sources`` chunk by chunk, apply ``fn`` to each chunk's rows, write ``out``.
 
     The readers check every row; ``fn`` gets each chunk's rows as ``CheckedRows`` of exactly
@@ -270,8 +270,8 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
 
     Output columns: the id column (or ``row``, the 1-based data row), ``source`` when there
     are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``.
-    ``npy_layout`` names the columns of a .npy wider than ``features`` (see ``iter_chunks``).
-    No input row gives a valid empty file with the usual columns. An output that is one of the
+    ``npy_layout`` names the columns of a .npy wider than ``features`` (see ``iter_chunks``);
+    ``encoding``, a mixed bundle's typed columns (rows reach ``fn`` encoded). No input row gives a valid empty file with the usual columns. An output that is one of the
     inputs is refused before anything is read.
     """
     started = time.perf_counter()
@@ -286,7 +286,8 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
 
     def read() -> Iterator[Chunk]:
         return exact_chunks(_input_chunks(files, features, image_shape=image_shape, id_column=id_column,
-                                          chunk_rows=chunk_rows or batch_rows, skip=skip, npy_layout=npy_layout),
+                                          chunk_rows=chunk_rows or batch_rows, skip=skip, npy_layout=npy_layout,
+                                          encoding=encoding),
                             batch_rows)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
@@ -305,9 +306,10 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                 skipped, id_dtype = _write_results(results, writer, columns, progress=progress,
                                                    total_bytes=sum(p.stat().st_size for p in files) or 1)
                 if not writer.started:  # no good row: a valid file with the usual columns and no rows
-                    probe = fn(CheckedRows(np.zeros((1, len(features)), np.float32)))
+                    width = encoding.width if encoding is not None else len(features)
+                    probe = fn(CheckedRows(np.zeros((1, width), np.float32)))  # a valid row, encoded or not
                     default_ids = np.int64 if id_column is None and not images else object
-                    empty = Chunk(np.empty((0, len(features)), np.float32), np.empty(0, id_dtype or default_ids),
+                    empty = Chunk(np.empty((0, width), np.float32), np.empty(0, id_dtype or default_ids),
                                   str(files[-1]))
                     writer.write({**columns.leading(empty), **{k: np.asarray(v)[:0] for k, v in probe.items()}})
             finally:

@@ -19,7 +19,7 @@ from aeserve.errors import BundleError, OptionError
 __all__ = ["ACTIVATION_NAMES", "COST_NAMES", "ARCHES", "KindOptions", "ModelConfig"]
 
 ACTIVATION_NAMES = ("relu", "tanh", "sigmoid")
-COST_NAMES = ("mse", "bce")
+COST_NAMES = ("mse", "bce", "mixed")
 ARCHES = ("mlp", "conv")
 
 
@@ -66,11 +66,12 @@ class ModelConfig:
     image_shape: tuple[int, ...]  # conv: (C, H, W)
     channels: tuple[int, ...]     # conv: channels of the stride-2 3x3 convolutions
     members: int        # ensemble: members whose energies are averaged (1: a single model)
+    table: tuple[str, ...]  # mixed: each column 'numeric', 'binary' or 'categorical:K', '?' if seen missing
     options: KindOptions
 
     def __init__(self, *, kind: str, n_features: int, hidden=(256, 64), latent: int = 8, activation: str = "relu",
                  cost: str = "mse", arch: str = "mlp", image_shape=(), channels=(16, 32), members: int = 1,
-                 **options: Any):
+                 table=(), **options: Any):
         from aeserve.train.registry import get_kind
 
         self.kind, self.n_features, self.latent = kind, int(n_features), int(latent)
@@ -78,6 +79,7 @@ class ModelConfig:
         self.image_shape = tuple(int(v) for v in image_shape)
         self.channels = tuple(int(v) for v in channels)
         self.activation, self.cost, self.arch, self.members = activation, cost, arch, int(members)
+        self.table = tuple(str(c) for c in table)
         self._validate()
         self.options = get_kind(kind).options_type.create(kind, options)
 
@@ -86,6 +88,11 @@ class ModelConfig:
                                        ("cost", self.cost, COST_NAMES)):
             if value not in choices:
                 raise OptionError(option, f"unknown {option} {value!r}; choose from {', '.join(choices)}")
+        if (self.cost == "mixed") != bool(self.table):
+            raise OptionError("cost", "cost mixed goes with a table of typed columns (and only with one)")
+        if self.table and (self.arch != "mlp" or self.n_features != 2 * len(self.table)):
+            raise OptionError("arch", f"a table of {len(self.table)} typed columns takes arch mlp and "
+                                      f"{2 * len(self.table)} encoded values per row, got {self.arch}, {self.n_features}")
         if self.members < 1:
             raise OptionError("members", f"members must be >= 1, got {self.members}")
         if self.latent < 1 or any(h < 1 for h in self.hidden):

@@ -10,7 +10,7 @@ import numpy as np
 from aeserve.errors import InputError
 from aeserve.manifest import Preprocessing
 
-__all__ = ["SCALINGS", "Split", "split_rows", "preprocessing_stats", "data_sha256"]
+__all__ = ["SCALINGS", "Split", "split_rows", "preprocessing_stats", "table_preprocessing", "data_sha256"]
 
 
 @dataclass
@@ -59,6 +59,25 @@ def preprocessing_stats(train: np.ndarray, cost: str, scaling: str = "standard")
     return Preprocessing(method=method, shift=tuple(shift.astype(np.float32).tolist()),
                          scale=tuple(scale.astype(np.float32).tolist()), clip=cost == "bce",
                          formula="y_hat = (y - shift) / scale" + (", clipped to [0, 1]" if cost == "bce" else ""))
+
+
+def table_preprocessing(train: np.ndarray, columns, scaling: str = "standard") -> Preprocessing:
+    """Shift/scale of a mixed table's encoded rows (value_j, then missing_j, per column): numeric
+    columns by ``scaling`` over their observed training cells; every other value 0 and 1 (slot
+    indices, booleans and flags pass unscaled)."""
+    n = len(columns)
+    shift, scale = np.zeros(2 * n, np.float32), np.ones(2 * n, np.float32)
+    for j, column in enumerate(columns):
+        if column.type != "numeric":
+            continue
+        observed = train[train[:, n + j] == 0, j:j + 1]
+        if len(observed):
+            prep = preprocessing_stats(observed, "mse", scaling)
+            shift[j], scale[j] = prep.shift[0], prep.scale[0]
+    method = "robust" if scaling == "robust" else "standardize"
+    return Preprocessing(method=method, shift=tuple(shift.tolist()), scale=tuple(scale.tolist()), clip=False,
+                         formula="numeric columns: y_hat = (y - shift) / scale, 0 when missing; categorical "
+                                 "columns one-hot; booleans and missing flags as they are")
 
 
 def data_sha256(values: np.ndarray) -> str:

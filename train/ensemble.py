@@ -52,10 +52,17 @@ class Ensemble(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.first.scale
 
-    def set_preprocessing(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
-        """The same ŷ = (y − shift) / scale for every member."""
+    def set_preprocessing(self, shift: torch.Tensor, scale: torch.Tensor, rows: int = 0) -> None:
+        """The same ŷ = (y − shift) / scale (and a table's missing prior) for every member."""
         for member in self.members:
-            member.set_preprocessing(shift, scale)
+            member.set_preprocessing(shift, scale, rows)
+
+    @property
+    def table(self):
+        return self.first.table
+
+    def decoded_rows(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.first.decoded_rows(z)
 
     def preprocess(self, y: torch.Tensor) -> torch.Tensor:
         return self.first.preprocess(y)

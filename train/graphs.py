@@ -29,14 +29,16 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """z (batch, latent) -> ỹ (batch, features) in raw units."""
+    """z (batch, latent) -> ỹ (batch, features) in raw units; a table's rows (value, then
+    p(missing), per column) and each categorical column's slot probabilities ``slot_p``."""
 
     def __init__(self, model: EnergyAutoencoder):
         super().__init__()
         self.model = model
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.postprocess(self.model.decode(z))
+    def forward(self, z: torch.Tensor):
+        out = self.model.decoded_rows(z)
+        return out if len(out) > 1 else out[0]
 
 
 class EnergyGraph(nn.Module):
@@ -63,7 +65,8 @@ def graph_modules(model: EnergyAutoencoder) -> dict[str, nn.Module]:
 def graph_io(model: EnergyAutoencoder) -> dict[str, GraphRecord]:
     """name -> the graph's record (file, input and output tensor names), as the ONNX graphs and
     the manifest hold them."""
-    outputs = {"encoder": model.encoder_outputs, "decoder": ("y_tilde",),
+    decoder = ("y_tilde", "slot_p") if model.config.table else ("y_tilde",)
+    outputs = {"encoder": model.encoder_outputs, "decoder": decoder,
                "energy": ("energy", *model.energy_spec().terms, CONTRIBUTIONS)}
     return {name: GraphRecord(file=GRAPH_FILES[name], inputs=(GRAPH_INPUTS[name],), outputs=tuple(outputs[name]))
             for name in GRAPH_FILES}

@@ -223,8 +223,8 @@ class LatentVariableEBM(EnergyAutoencoder):
         """C(y, Dec(z)) per row and ∂C/∂z (batch, latent), by explicit back-propagation."""
         out, pres = self.decode_trace(z)  # (batch, features)
         hidden = len(self.decoder_layers) - 1
-        cost = E.reconstruction_cost(y_hat, out, self.config.cost)
-        grad = E.cost_gradient(out, y_hat, self.config.cost)
+        cost = self.cost_terms(y_hat, out).sum(dim=1)
+        grad = self.cost_gradient(out, y_hat)
         if len(self.decoder_convs):
             dense_pre, conv_pres = pres[hidden], pres[hidden + 1:]
             grad = grad.reshape(conv_pres[-1].shape)  # (batch, C, H, W)

@@ -21,6 +21,7 @@ from torch import nn
 from aeserve.manifest import EnergySpec
 from aeserve.train import energy as E
 from aeserve.train.config import KindOptions, ModelConfig
+from aeserve.train.mixed import MixedTable
 
 __all__ = ["ACTIVATIONS", "EnergyAutoencoder", "mlp"]
 
@@ -55,6 +56,10 @@ class EnergyAutoencoder(nn.Module):
         self.config = config
         self.options = config.options
         flat = config.n_features
+        #: a mixed table's cost and model space (None for plain numeric rows or images)
+        self.table = MixedTable(config.table) if config.table else None
+        if self.table is not None:
+            flat = self.table.width
         self.encoder_convs, self.decoder_convs = nn.ModuleList(), nn.ModuleList()
         if config.arch == "conv":
             chans = [config.image_shape[0], *config.channels]
@@ -64,7 +69,7 @@ class EnergyAutoencoder(nn.Module):
             shrink = 2 ** len(config.channels)
             self.conv_out = (chans[-1], config.image_shape[1] // shrink, config.image_shape[2] // shrink)
             flat = int(np.prod(self.conv_out))
-        sizes = [flat, *config.hidden, config.latent]
+        sizes = [flat, *config.hidden, config.latent]  # flat: the model space's width
         self.encoder_layers = self._make_encoder(sizes)
         self.decoder_layers = mlp(sizes[::-1])
         self.act = ACTIVATIONS[config.activation]
@@ -78,6 +83,8 @@ class EnergyAutoencoder(nn.Module):
     # -- preprocessing, baked into every graph ------------------------------------------
     def preprocess(self, y: torch.Tensor) -> torch.Tensor:
         """Raw rows -> the model's space ŷ (clipped to [0, 1] for bce)."""
+        if self.table is not None:  # encoded table rows (batch, 2 columns) -> (batch, model width)
+            return self.table.preprocess(y, self.shift, 1.0 / self.scale)
         # a product with 1/scale: the exported graph multiplies, which is cheaper than Div
         y_hat = (y - self.shift) * (1.0 / self.scale)  # (batch, features)
         return y_hat.clamp(0.0, 1.0) if self.config.cost == "bce" else y_hat
@@ -86,10 +93,19 @@ class EnergyAutoencoder(nn.Module):
         """Model space -> raw units."""
         return y_hat * self.scale + self.shift
 
-    def set_preprocessing(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
-        """Set ŷ = (y − shift) / scale from training statistics, before fitting."""
+    def set_preprocessing(self, shift: torch.Tensor, scale: torch.Tensor, rows: int = 0) -> None:
+        """Set ŷ = (y − shift) / scale from training statistics (and a table's missing prior from
+        its ``rows`` training rows), before fitting."""
         self.shift.copy_(shift)
         self.scale.copy_(scale)
+        if self.table is not None:
+            self.table.set_rows(rows)
+
+    def decoded_rows(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The decoder graph's outputs from codes: ỹ in raw units; for a table (rows, slot_p)."""
+        if self.table is not None:
+            return self.table.rows(self.decode_logits(z), self.shift, self.scale)
+        return (self.postprocess(self.decode(z)),)
 
     # -- encoder / decoder -------------------------------------------------------------
     def features_trace(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -156,13 +172,25 @@ class EnergyAutoencoder(nn.Module):
         return E.decoder_output(self.decode_logits(z), self.config.cost)
 
     # -- energies ----------------------------------------------------------------------
+    def cost_terms(self, y_hat: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Each feature's (a table's: each column's) term of C(y, ỹ) from the decoder's last layer."""
+        if self.table is not None:
+            return self.table.terms(y_hat, out)  # (batch, columns)
+        return E.reconstruction_terms(y_hat, out, self.config.cost)  # (batch, features)
+
+    def cost_gradient(self, out: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """∂C/∂out (batch, model width)."""
+        if self.table is not None:
+            return self.table.gradient(out, y_hat)
+        return E.cost_gradient(out, y_hat, self.config.cost)
+
     def cost_at(self, y_hat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """C(y, Dec(z)) per row (batch,)."""
-        return E.reconstruction_cost(y_hat, self.decode_logits(z), self.config.cost)
+        return self.cost_terms(y_hat, self.decode_logits(z)).sum(dim=1)
 
     def cost_terms_at(self, y_hat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Each feature's term of C(y, Dec(z)): (batch, features), summing to ``cost_at``."""
-        return E.reconstruction_terms(y_hat, self.decode_logits(z), self.config.cost)
+        return self.cost_terms(y_hat, self.decode_logits(z))
 
     def regulariser_value(self, y_hat: torch.Tensor, h: torch.Tensor,
                           pres: list[torch.Tensor]) -> torch.Tensor:

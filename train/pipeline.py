@@ -19,6 +19,7 @@ from aeserve.errors import InputError
 from aeserve.manifest import (
     SCHEMA_VERSION,
     Architecture,
+    ColumnSpec,
     DataRecord,
     ImageSpec,
     InputSpec,
@@ -29,7 +30,7 @@ from aeserve.manifest import (
 from aeserve.tables import Table
 from aeserve.train.calibrate import latent_sampler, quantile_threshold
 from aeserve.train.config import ModelConfig
-from aeserve.train.data import data_sha256, preprocessing_stats, split_rows
+from aeserve.train.data import data_sha256, preprocessing_stats, split_rows, table_preprocessing
 from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
 from aeserve.train.registry import build_model
 from aeserve.train.weights import save_weights
@@ -96,12 +97,19 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     values = table.values  # (rows, features) raw float32
     if config.n_features != values.shape[1]:
         raise InputError(f"config expects {config.n_features} features, data has {values.shape[1]}")
+    if bool(table.specs) != bool(config.table):
+        raise InputError(f"{table.source}: a table of typed columns trains with ModelConfig(table=column_layout(specs), "
+                         "cost='mixed'), and only such a table does")
     split = split_rows(values.shape[0], val_fraction, fit_config.seed)
-    prep = preprocessing_stats(values[split.train], config.cost, scaling)
+    if table.specs:
+        prep = table_preprocessing(values[split.train], table.specs, scaling)
+    else:
+        prep = preprocessing_stats(values[split.train], config.cost, scaling)
 
     torch.manual_seed(fit_config.seed)
     model = build_model(config)
-    model.set_preprocessing(torch.tensor(prep.shift), torch.tensor(prep.scale))
+    model.set_preprocessing(torch.tensor(prep.shift), torch.tensor(prep.scale),
+                            rows=table.specs[0].rows if table.specs else 0)
     with torch.no_grad():
         raw = torch.from_numpy(values)
         y_hat = model.preprocess(raw)  # (rows, features)
@@ -116,7 +124,10 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
         name=name or out.name,
         kind=config.kind,
         input=InputSpec(features=tuple(table.columns),
-                        image=ImageSpec(shape=config.image_shape) if config.image_shape else None),
+                        image=ImageSpec(shape=config.image_shape) if config.image_shape else None,
+                        encoding="mixed" if table.specs else "plain",
+                        columns=table.specs or tuple(ColumnSpec(name=c, rows=int(values.shape[0]))
+                                                     for c in table.columns)),
         preprocessing=prep,
         architecture=Architecture.from_flat_dict(config.to_dict()),
         energy=model.energy_spec(),

@@ -6,10 +6,12 @@
 (``MIGRATIONS``), so every bundle any aeserve wrote still loads; writes are always the
 current version. Nothing outside this module indexes the manifest dictionary.
 
-Layout of schema 2::
+Layout of schema 3::
 
     schema_version, name, kind
-    input          features, dtype, image? (shape (C, H, W), pixels)
+    input          features, dtype, image? (shape (C, H, W), pixels), encoding (plain | mixed),
+                   columns (each: name, type numeric | binary | categorical, vocabulary, missing,
+                   rows, other)
     preprocessing  method, shift, scale, clip, formula
     architecture   the kind's config: kind, n_features, hidden, latent, activation, cost, arch,
                    image_shape, channels, and the kind's own options (flat)
@@ -43,6 +45,8 @@ __all__ = [
     "CONTRIBUTIONS",
     "THRESHOLD_METHODS",
     "MIGRATIONS",
+    "COLUMN_TYPES",
+    "ColumnSpec",
     "ImageSpec",
     "InputSpec",
     "Preprocessing",
@@ -63,7 +67,9 @@ __all__ = [
     "Manifest",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: what a table column can be: a number, true/false, or one of a vocabulary of categories
+COLUMN_TYPES = ("numeric", "binary", "categorical")
 #: the energy graph's per-feature output: C's terms, (batch, features), summing to its first term
 CONTRIBUTIONS = "contributions"
 
@@ -84,17 +90,51 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class ColumnSpec:
+    """One input column as training saw it: its type, a categorical column's vocabulary (slot i
+    is ``vocabulary[i]``; one more slot, "other", takes rarer and unseen categories), and how
+    many of the ``rows`` training rows had it missing (and, categorical, fell in "other")."""
+
+    name: str
+    type: str = "numeric"
+    vocabulary: tuple[str, ...] = ()
+    missing: int = 0
+    rows: int = 0
+    other: int = 0
+
+    @property
+    def slots(self) -> int:
+        """Values the model tells apart: 1 for a number or a boolean; the vocabulary + "other"."""
+        return len(self.vocabulary) + 1 if self.type == "categorical" else 1
+
+    @property
+    def may_be_missing(self) -> bool:
+        """Whether training saw this column missing (then the decoder predicts its missing-indicator)."""
+        return self.missing > 0
+
+
+@dataclass(frozen=True)
 class InputSpec:
-    """What one input row is: named float32 features (or flattened image pixels)."""
+    """What one input row is: named float32 features (or flattened image pixels); or, with
+    encoding ``mixed``, a table row of typed ``columns``, which the runtime encodes as 2 values
+    per column (see ``aeserve.columns``): first each column's value (a number, 0/1, or the slot
+    index of its category; 0 when missing), then each column's missing flag (0/1)."""
 
     features: tuple[str, ...]
     dtype: str = "float32"
     image: ImageSpec | None = None
+    encoding: str = "plain"
+    columns: tuple[ColumnSpec, ...] = ()
+
+    @property
+    def mixed(self) -> bool:
+        """Whether rows are typed tables (text, booleans, missing cells) encoded by the runtime."""
+        return self.encoding == "mixed"
 
     @property
     def width(self) -> int:
-        """Values per row."""
-        return len(self.features)
+        """Values per row the graphs take."""
+        return 2 * len(self.columns) if self.mixed else len(self.features)
 
     @property
     def shape(self) -> list[int | None]:
@@ -339,6 +379,7 @@ class Manifest:
             manifest = _from_json(cls, data, "")
         except BundleError as exc:
             raise BundleError(f"{source}: {exc}") from None
+        _check_input(manifest.input, source)
         if manifest.kind not in KNOWN_KINDS:
             raise BundleError(f"{source}: unknown kind {manifest.kind!r}; this aeserve knows {', '.join(KNOWN_KINDS)}")
         return manifest
@@ -360,6 +401,20 @@ class Manifest:
         """The encoder graph's outputs: the code first (z, or a VAE's mu), then any others (logvar)."""
         record = self.graph("encoder")
         return record.outputs if record is not None else ("z",)
+
+
+def _check_input(spec: InputSpec, source: str) -> None:
+    """BundleError when the input section contradicts itself (a bundle is untrusted)."""
+    if spec.encoding not in ("plain", "mixed"):
+        raise BundleError(f"{source}: field 'input.encoding': expected plain or mixed, got {spec.encoding!r}")
+    for column in spec.columns:
+        if column.type not in COLUMN_TYPES:
+            raise BundleError(f"{source}: column {column.name!r}: type {column.type!r} is not one of "
+                              f"{', '.join(COLUMN_TYPES)}")
+        if column.type == "categorical" and len(set(column.vocabulary)) != len(column.vocabulary):
+            raise BundleError(f"{source}: column {column.name!r}: its vocabulary repeats a category")
+    if spec.mixed and tuple(c.name for c in spec.columns) != spec.features:
+        raise BundleError(f"{source}: field 'input.columns' does not name the features in order")
 
 
 # -- migrations ----------------------------------------------------------------------------
@@ -396,8 +451,23 @@ def _v1_to_v2(old: dict) -> dict:
     return data
 
 
+def _v2_to_v3(old: dict) -> dict:
+    """Schema 2 -> 3: the input's columns recorded (each a number, never missing in training:
+    every schema-2 bundle was trained on complete numeric rows) and its encoding, plain."""
+    data = copy.deepcopy(old)
+    spec = data.get("input")
+    if isinstance(spec, dict) and isinstance(spec.get("features"), list):
+        training = data.get("training") if isinstance(data.get("training"), dict) else {}
+        rows = training.get("data", {}).get("train_rows", 0) if isinstance(training.get("data"), dict) else 0
+        spec.setdefault("encoding", "plain")
+        spec.setdefault("columns", [{"name": name, "type": "numeric", "rows": rows if isinstance(rows, int) else 0}
+                                    for name in spec["features"]])
+    data["schema_version"] = 3
+    return data
+
+
 #: version N -> a function taking a schema-N dict to schema N + 1
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 # -- typed conversion ----------------------------------------------------------------------

@@ -277,7 +277,25 @@ def _row_numbers(start: int, count: int, skipped_lines: list[int]) -> np.ndarray
     return result
 
 
-def _read_csv(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[Chunk]:
+def _convert(table, features, rows, *, source: str, skip: bool, encoding):
+    """A parsed table's rows: float32 features, or a mixed bundle's encoded columns."""
+    if encoding is not None:
+        return encoding.encode(table, rows, source=source, skip=skip)
+    return convert_columns(table, features, rows, source=source, skip=skip)
+
+
+def _csv_types(features, encoding, skip: bool) -> dict:
+    """The type pyarrow's CSV reader gives each feature: float32 (text in skip mode, so that each
+    bad cell is named); a mixed bundle's text and boolean columns as text, decoded by the encoding."""
+    import pyarrow as pa
+
+    numeric = pa.string() if skip else pa.float32()
+    if encoding is None:
+        return {f: numeric for f in features}
+    return {c.name: numeric if c.type == "numeric" else pa.string() for c in encoding.columns}
+
+
+def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -290,8 +308,7 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[
         return "skip" if skip else "error"
 
     columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
-    text_type = pa.string() if skip else pa.float32()
-    convert = pacsv.ConvertOptions(include_columns=columns, column_types={f: text_type for f in features},
+    convert = pacsv.ConvertOptions(include_columns=columns, column_types=_csv_types(features, encoding, skip),
                                    null_values=NULL_VALUES, strings_can_be_null=True)
     # Small blocks: pyarrow's reader holds several in flight, and its peak memory grows with the
     # block size (200k rows x 128 columns: 167 MB at 1 MiB, 300 MB at 4 MiB, same speed); but
@@ -309,7 +326,7 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[
             skipped = sorted(int(r.number) - 1 for r in malformed if r.number is not None)
             rows = _row_numbers(parsed, table.num_rows, skipped)
             parsed += table.num_rows
-            values, keep, bad = convert_columns(table, features, rows, source=str(path), skip=skip)
+            values, keep, bad = _convert(table, features, rows, source=str(path), skip=skip, encoding=encoding)
             bad = [BadRow(str(path), int(r.number) - 1 if r.number else -1, "*",
                           f"expected {r.expected_columns} fields, got {r.actual_columns}") for r in malformed] + bad
             malformed.clear()
@@ -323,7 +340,7 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[
                 first_malformed_csv_row(path, convert) or malformed[0]
             raise InputError(f"{path}: cannot parse CSV ({describe_malformed(row)})") from None
         if "conversion error" in str(exc):
-            _locate_bad_cell(path, features)  # raises with row and column
+            _locate_bad_cell(path, features, encoding)  # raises with row and column
         raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
     finally:
         source.close()
@@ -336,7 +353,7 @@ def _first_line(exc: BaseException) -> str:
     return text[:200] + ("..." if len(text) > 200 else "")
 
 
-def _locate_bad_cell(path: Path, features) -> None:
+def _locate_bad_cell(path: Path, features, encoding=None) -> None:
     """Re-read ``path`` with byte-string columns (so that cells which are not UTF-8 are seen too)
     to name the first cell that is not a number (raises
     InputError with its row and column); returns when the re-read cannot tell (e.g. bytes
@@ -350,14 +367,14 @@ def _locate_bad_cell(path: Path, features) -> None:
     try:
         for batch in pacsv.open_csv(path, convert_options=convert):
             table = pa.Table.from_batches([batch])
-            convert_columns(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), source=str(path),
-                            skip=False)
+            _convert(table, features, np.arange(parsed + 1, parsed + table.num_rows + 1), source=str(path),
+                     skip=False, encoding=encoding)
             parsed += table.num_rows
     except (pa.ArrowException, OSError):
         return
 
 
-def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip) -> Iterator[Chunk]:
+def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip, encoding=None) -> Iterator[Chunk]:
     import pyarrow as pa
 
     handle = _parquet_file(path)
@@ -369,9 +386,11 @@ def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip) -> Itera
             table = pa.Table.from_batches([batch])
             rows = np.arange(parsed + 1, parsed + table.num_rows + 1)
             parsed += table.num_rows
-            values, keep, bad = convert_columns(table, features, rows, source=str(path), skip=skip)
+            values, keep, bad = _convert(table, features, rows, source=str(path), skip=skip, encoding=encoding)
             ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
             yield Chunk(*_kept(keep, values, ids), str(path), bad, int(size * parsed / total))
+    except InputError:
+        raise
     except (pa.ArrowException, OSError, ValueError, IndexError, TypeError) as exc:
         raise InputError(f"{path}: cannot read Parquet ({_first_line(exc)})") from None
 
@@ -405,7 +424,10 @@ def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
     return shape, dtype
 
 
-def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=None) -> Iterator[Chunk]:
+def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=None, encoding=None) -> Iterator[Chunk]:
+    if encoding is not None:
+        raise InputError(f"{path}: a .npy holds numbers only; this bundle takes a table of typed columns "
+                         f"({preview(list(features))}): give a .csv or .parquet")
     if id_column is not None:
         raise InputError(f"{path}: .npy files have no named columns; --id-column needs .csv or .parquet")
     with open(path, "rb") as fh:
@@ -470,8 +492,10 @@ _READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".npy": _read_npy}
 
 def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = None,
                 chunk_rows: int | None = None, skip: bool = False,
-                npy_layout: Sequence[str] | None = None) -> Iterator[Chunk]:
+                npy_layout: Sequence[str] | None = None, encoding=None) -> Iterator[Chunk]:
     """Chunks of good rows of ``features`` from one file, in order (see the module docstring).
+    ``encoding`` (an ``aeserve.columns.TableEncoding``): a mixed bundle's typed columns, whose
+    rows the chunks hold encoded (2 values per column).
     ``skip``: leave bad rows out and list them in each chunk's ``bad``, instead of raising.
     ``npy_layout``: the column names of a .npy that is wider than ``features`` (a .npy has no
     names of its own), so that such a file is read by name: ``aeserve encode`` of a VAE writes
@@ -480,8 +504,9 @@ def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = 
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
                          f"expected one of {', '.join(SUFFIXES)}")
     extra = {"npy_layout": npy_layout} if path.suffix.lower() == ".npy" else {}
-    return _READERS[path.suffix.lower()](path, list(features), id_column=id_column,
-                                         chunk_rows=chunk_rows or chunk_rows_for(len(features)), skip=skip, **extra)
+    width = encoding.width if encoding is not None else len(features)
+    return _READERS[path.suffix.lower()](path, list(features), id_column=id_column, encoding=encoding,
+                                         chunk_rows=chunk_rows or chunk_rows_for(width), skip=skip, **extra)
 
 
 def _merge(chunks: list[Chunk]) -> Chunk:

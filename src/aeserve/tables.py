@@ -19,17 +19,20 @@ from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
 from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview
 
-__all__ = ["Table", "read_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite",
+__all__ = ["Table", "read_table", "read_training_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite",
            "SUFFIXES"]
 
 
 @dataclass
 class Table:
-    """Numeric rows read from ``source``: ``values`` is (rows, columns) float32."""
+    """Rows read from ``source``: ``values`` is (rows, columns) float32; for a mixed table (text,
+    booleans, missing cells) ``specs`` holds each column's record and ``values`` the encoded rows
+    (rows, 2 x columns), as ``aeserve.columns.TableEncoding`` makes them."""
 
-    values: np.ndarray  # (rows, columns) float32
+    values: np.ndarray  # (rows, columns) float32, or (rows, 2 * columns) encoded
     columns: list[str]
     source: str
+    specs: tuple = ()  # ColumnSpec per column, for a mixed table
 
 
 def _suffix(path: Path) -> str:
@@ -85,6 +88,71 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     if values.shape[1] == 0:
         raise InputError(f"{path}: no columns left to use")
     return Table(values, keep, str(path))
+
+
+#: a text column whose cells are this share numbers or more is numeric (its other cells are errors)
+NUMERIC_TEXT_SHARE = 0.95
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+def _read_arrow(path: Path, keep: Sequence[str]):
+    """The whole file as a pyarrow table of ``keep``, types inferred (CSV) or as stored (Parquet)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from aeserve.readers import NULL_VALUES
+
+    try:
+        if path.suffix.lower() == ".csv":
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=list(keep), null_values=NULL_VALUES, strings_can_be_null=True))
+        return pq.read_table(path, columns=list(keep))
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _mostly_numbers(column) -> bool:
+    """Whether a text column is numbers with a few stray cells (then it is numeric, and the
+    stray cells are reported as bad cells)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return False
+    present = column.drop_null()
+    if len(present) == 0:
+        return False
+    numbers = pc.sum(pc.match_substring_regex(present, _NUMBER).cast("int64")).as_py() or 0
+    return numbers >= NUMERIC_TEXT_SHARE * len(present)
+
+
+def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
+                        drop: Sequence[str] | None = None, *, categorical: Sequence[str] = (),
+                        numeric: Sequence[str] = (), min_category_count: int = 5,
+                        max_categories: int = 100) -> Table:
+    """The table to train on. Complete numeric rows are read as ``read_table`` reads them; a table
+    with text, boolean or missing cells (or ``categorical`` columns) becomes a mixed table: each
+    column typed (``aeserve.columns.infer_types``; a text column of numbers with a few stray cells
+    stays numeric), its vocabulary and missing cells counted, its rows encoded."""
+    from aeserve.columns import TableEncoding, fit_columns, infer_types, needs_mixed
+
+    path = Path(path)
+    if _suffix(path) == ".npy" or not path.is_file():
+        if categorical:
+            raise InputError(f"{path}: --categorical needs a .csv or .parquet table")
+        return read_table(path, columns=columns, drop=drop)
+    keep = _select(column_names(path), path, columns, drop)
+    data = _read_arrow(path, keep)
+    if data.num_rows == 0:
+        raise InputError(f"{path}: no data rows")
+    stray = [n for n in keep if n not in categorical and _mostly_numbers(data.column(n))]
+    types = infer_types(data.schema, keep, categorical=categorical, numeric=[*numeric, *stray])
+    if not needs_mixed(data, types) and not categorical:
+        return read_table(path, columns=keep)
+    specs = fit_columns(data, types, min_count=min_category_count, max_categories=max_categories)
+    values, _, _ = TableEncoding(specs).encode(data, source=str(path))
+    return Table(values, list(keep), str(path), specs)
 
 
 def check_output_path(path: str | os.PathLike) -> Path:

@@ -53,6 +53,15 @@ def train(
     quantile: float = typer.Option(0.99, help="Threshold = this quantile of validation energies."),
     columns: Optional[str] = typer.Option(None, help="Comma-separated feature columns to use (default: all)."),
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out (ids, labels)."),
+    categorical: Optional[str] = typer.Option(None, help="Comma-separated columns to treat as categories (e.g. an "
+                                              "integer code); text columns are categorical already."),
+    numeric: Optional[str] = typer.Option(None, help="Comma-separated columns to treat as numbers."),
+    min_category_count: int = typer.Option(5, "--min-category-count", min=1,
+                                           help="A category seen fewer times in training shares the 'other' "
+                                                "slot (with every category never seen)."),
+    max_categories: int = typer.Option(100, "--max-categories", min=1,
+                                       help="Most categories a column keeps (the most frequent); the rest "
+                                            "share the 'other' slot."),
     keep_rows: int = typer.Option(1024, "--keep-rows", min=0,
                                   help="Training and validation rows (up to this many of each) kept in the bundle "
                                        "for static int8 calibration (export --quantize int8); 0 keeps none, for "
@@ -80,10 +89,14 @@ def train(
                                          members=ensemble,
                                          activation=activation.value, cost=cost.value, conv_channels=conv_channels,
                                          image_size=image_size, columns=columns, drop=drop, options=kind_options or {},
+                                         typing=dict(categorical=csv_list(categorical) or (),
+                                                     numeric=csv_list(numeric) or (),
+                                                     min_category_count=min_category_count,
+                                                     max_categories=max_categories),
                                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
     if not quiet:
         err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
-                  f"{table.values.shape[1]} features")
+                  f"{_describe_columns(table)}")
     result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
                                   kept_rows=keep_rows, export=not no_export, force=force, quiet=quiet)
     if not quiet:
@@ -92,6 +105,15 @@ def train(
                   f"{len(fit.val_energy)} ({fit.stopped}), val energy {min(fit.val_energy):.4g}, "
                   f"threshold {result.threshold:.4g} ({quantile} quantile)"
                   + ("" if no_export else "; ONNX graphs exported and checked"))
+
+
+def _describe_columns(table) -> str:
+    """'8 features', or a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells)'."""
+    if not table.specs:
+        return f"{table.values.shape[1]} features"
+    counts = {t: sum(c.type == t for c in table.specs) for t in ("numeric", "binary", "categorical")}
+    kinds = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
+    return f"{len(table.specs)} columns ({kinds}; {sum(c.missing for c in table.specs):,} missing cells)"
 
 
 def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) -> None:
@@ -135,7 +157,7 @@ def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) ->
 
 
 def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size, columns,
-             drop, options, **fit):
+             drop, options, typing=None, **fit):
     """(ModelConfig, FitConfig, table) from the flags; an OptionError becomes a BadParameter naming the flag."""
     from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
@@ -143,29 +165,36 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
 
     if "free_seed" in get_kind(kind).options_type.names():
         options = {**options, "free_seed": fit["seed"]}
-    table, image_shape = _training_rows(data, columns, drop, image_size)
+    table, image_shape = _training_rows(data, columns, drop, image_size, typing or {})
     if arch == "conv" and not image_shape:
         raise typer.BadParameter("--arch conv trains on a folder of images", param_hint="--arch")
+    layout = ()
+    if table.specs:  # a mixed table: the lecture's cost per column type
+        from aeserve.train.mixed import column_layout
+
+        layout, cost = column_layout(table.specs), "mixed"
     try:
         config = ModelConfig(kind=kind, n_features=table.values.shape[1], arch=arch,
                              image_shape=image_shape if arch == "conv" else (),
                              channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
-                             latent=latent, members=members, activation=activation, cost=cost, **options)
+                             latent=latent, members=members, activation=activation, cost=cost, table=layout,
+                             **options)
         fit_config = FitConfig(**fit)
     except OptionError as exc:
         raise typer.BadParameter(str(exc), param_hint=flag_for(exc.option)) from None
     return config, fit_config, table
 
 
-def _training_rows(data: Path, columns, drop, image_size):
-    """A table to train on, and the image shape (C, H, W) when DATA is a folder of images."""
+def _training_rows(data: Path, columns, drop, image_size, typing: dict):
+    """A table to train on (typed columns when it holds text, booleans or missing cells), and the
+    image shape (C, H, W) when DATA is a folder of images."""
     from aeserve.serve.images import image_files, image_shape_of, is_image_dir, load_images
-    from aeserve.tables import Table, read_table
+    from aeserve.tables import Table, read_training_table
 
     if not is_image_dir(data):
         if image_size:
             raise typer.BadParameter(f"applies to a folder of images; {data} is a table", param_hint="--image-size")
-        return read_table(data, columns=csv_list(columns), drop=csv_list(drop)), ()
+        return read_training_table(data, columns=csv_list(columns), drop=csv_list(drop), **typing), ()
     files = image_files(data)
     size = int_list(image_size, "--image-size") if image_size else None
     if size is not None and len(size) != 2:

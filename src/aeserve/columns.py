@@ -1,0 +1,341 @@
+"""Typed table columns: what training infers and records, and how the runtime encodes rows.
+
+A bundle trained on a table with text, boolean or missing cells has ``input.encoding ==
+"mixed"`` and one :class:`~aeserve.manifest.ColumnSpec` per column. Its graphs take rows of
+2 values per column (``TableEncoding.width``), in column order:
+
+    value_j    numeric: the number; binary: 0 or 1; categorical: the slot index of the category
+               in the column's vocabulary (``len(vocabulary)``: "other", for rarer and unseen
+               categories); 0 when the cell is missing
+    missing_j  1 when the cell is missing (null, an empty CSV cell, NaN), else 0
+
+Encoding is vectorised with pyarrow (``pc.index_in`` against the vocabulary, applied to a
+dictionary column's dictionary only): no Python loop per row, except to name a bad cell.
+Training encodes its rows with this same code, so the bundle sees the same numbers on every
+runtime. numpy and pyarrow only: the runtime imports this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from aeserve.errors import InputError
+from aeserve.manifest import ColumnSpec, InputSpec, Preprocessing
+
+__all__ = ["OTHER", "TRUE_TEXT", "FALSE_TEXT", "infer_types", "fit_columns", "as_arrow_table", "TableEncoding",
+           "needs_mixed"]
+
+#: the name of a categorical column's last slot (rarer and unseen categories)
+OTHER = "(other)"
+#: text read as true / false in a binary column (case-insensitive)
+TRUE_TEXT = ("true", "t", "yes", "y", "1")
+FALSE_TEXT = ("false", "f", "no", "n", "0")
+
+
+def _pa():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa, pc
+
+
+def infer_types(schema, names: Sequence[str], *, categorical: Sequence[str] = (),
+                numeric: Sequence[str] = ()) -> dict[str, str]:
+    """Each column's type from an Arrow schema: booleans binary, numbers numeric, text and
+    dictionaries categorical; ``categorical`` / ``numeric`` override (e.g. an integer code)."""
+    pa, _ = _pa()
+    for flag, given in (("categorical", categorical), ("numeric", numeric)):
+        unknown = [c for c in given if c not in names]
+        if unknown:
+            raise InputError(f"--{flag}: no column(s) {', '.join(map(repr, unknown))} among the training columns")
+    both = set(categorical) & set(numeric)
+    if both:
+        raise InputError(f"column(s) {', '.join(map(repr, sorted(both)))} given both as --categorical and --numeric")
+    types = {}
+    for name in names:
+        kind = schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if name in categorical:
+            types[name] = "categorical"
+        elif name in numeric:
+            types[name] = "numeric"
+        elif pa.types.is_boolean(kind):
+            types[name] = "binary"
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
+            types[name] = "numeric"
+        else:
+            types[name] = "categorical"
+    return types
+
+
+def needs_mixed(table, types: Mapping[str, str]) -> bool:
+    """Whether a table needs the mixed encoding: a column that is not numeric, or a missing cell."""
+    _, pc = _pa()
+    if any(t != "numeric" for t in types.values()):
+        return True
+    return any(table.column(n).null_count for n in types)  # NaN alone is a bad number, as in a plain table
+
+
+def as_arrow_table(data: Any, names: Sequence[str] | None = None):
+    """A pyarrow Table from a pyarrow Table/RecordBatch, a pandas DataFrame or a dict of columns
+    (lists or 1-D arrays); ``names`` selects (and orders) columns, naming any that is absent."""
+    pa, _ = _pa()
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    elif not isinstance(data, pa.Table):
+        if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        elif isinstance(data, Mapping):
+            try:
+                data = pa.table({str(k): _as_array(v, str(k)) for k, v in data.items()})
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"columns: {str(exc).splitlines()[0]}") from None
+        else:
+            raise InputError(f"expected a table (pyarrow Table, pandas DataFrame or dict of columns), "
+                             f"got {type(data).__name__}")
+    if names is not None:
+        absent = [n for n in names if n not in data.column_names]
+        if absent:
+            raise InputError(f"table lacks {len(absent)} column(s) the model expects: "
+                             f"{', '.join(map(repr, absent[:6]))}; expected {', '.join(names)}")
+        data = data.select(list(names))
+    return data
+
+
+def _as_array(values, name: str):
+    pa, _ = _pa()
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise InputError(f"column {name!r}: expected a 1-D column of values, got shape {array.shape}")
+    if array.dtype.kind in "OUS":  # text (None is a missing cell)
+        return pa.array(array.tolist(), from_pandas=True)
+    return pa.array(array, from_pandas=True)
+
+
+def _plain(column):
+    """A ChunkedArray without dictionary encoding (its values, in row order)."""
+    pa, pc = _pa()
+    if pa.types.is_dictionary(column.type):
+        return pc.cast(column, column.type.value_type)
+    return column
+
+
+def _text(column):
+    """A column as UTF-8 text (numbers and booleans by their Arrow text); dictionaries decoded."""
+    pa, pc = _pa()
+    column = _plain(column)
+    if pa.types.is_string(column.type):
+        return column
+    return pc.cast(column, pa.string())
+
+
+def fit_columns(table, types: Mapping[str, str], *, min_count: int = 5, max_categories: int = 100
+                ) -> tuple[ColumnSpec, ...]:
+    """Each column's record from the training rows: a categorical column keeps the categories seen
+    at least ``min_count`` times, the ``max_categories`` most frequent (ties by name), in that
+    order; every column counts its missing cells."""
+    _, pc = _pa()
+    if min_count < 1 or max_categories < 1:
+        raise InputError(f"--min-category-count and --max-categories must be >= 1, got {min_count}, {max_categories}")
+    specs = []
+    for name, kind in types.items():
+        column = table.column(name)
+        missing = int(pc.sum(pc.is_null(column, nan_is_null=True).cast("int64")).as_py() or 0)
+        vocabulary, other = (), 0
+        if kind == "categorical":
+            counts = pc.value_counts(_text(column).drop_null()).to_pylist()
+            ranked = sorted(((c["counts"], c["values"]) for c in counts), key=lambda pair: (-pair[0], pair[1]))
+            kept = [value for count, value in ranked if count >= min_count][:max_categories]
+            vocabulary = tuple(kept)
+            other = int(sum(count for count, value in ranked) - sum(count for count, value in ranked
+                                                                     if value in set(kept)))
+        specs.append(ColumnSpec(name=name, type=kind, vocabulary=vocabulary, missing=missing,
+                                rows=table.num_rows, other=other))
+    return tuple(specs)
+
+
+@dataclass
+class _Reject:
+    """Bad cells of one table: raised at once, or (skip) collected and their rows dropped."""
+
+    rows: np.ndarray
+    source: str
+    skip: bool
+    keep: np.ndarray
+    bad: list
+
+    def __call__(self, index: int, column: str, reason: str) -> None:
+        from aeserve.readers import BadRow
+
+        if not self.skip:
+            raise InputError(f"{self.source}: row {self.rows[index]}, column {column!r}: {reason}")
+        if self.keep[index]:
+            self.bad.append(BadRow(self.source, int(self.rows[index]), column, reason))
+        self.keep[index] = False
+
+
+def _shown(cell) -> str:
+    text = cell.decode("utf-8", "backslashreplace") if isinstance(cell, bytes) else str(cell)
+    return repr(text[:40]) if isinstance(cell, (str, bytes)) else text[:40]
+
+
+class TableEncoding:
+    """The bundle's columns and how a table becomes the graphs' rows (see the module docstring)."""
+
+    def __init__(self, columns: Sequence[ColumnSpec]):
+        self.columns = tuple(columns)
+        self.names = [c.name for c in self.columns]
+        self.width = 2 * len(self.columns)
+        self._slot_names = {c.name: np.asarray([*c.vocabulary, OTHER], dtype=object)
+                            for c in self.columns if c.type == "categorical"}
+
+    @classmethod
+    def of(cls, spec: InputSpec) -> "TableEncoding | None":
+        """The encoding of a mixed bundle's input; None for plain numeric rows."""
+        return cls(spec.columns) if spec.mixed else None
+
+    @property
+    def cell_names(self) -> list[str]:
+        """Names of the encoded values: each column, then NAME:missing for each."""
+        return [*self.names, *(f"{n}:missing" for n in self.names)]
+
+    # -- table -> rows ---------------------------------------------------------------------
+    def encode(self, table, rows: np.ndarray | None = None, *, source: str = "table", skip: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, list]:
+        """``table``'s columns -> (values (n, width) float32, keep mask (n,), bad rows); bad cells
+        (text in a numeric column, a number where a boolean is expected, ±inf) raise InputError
+        naming source, row and column, or in ``skip`` mode drop their row. ``rows``: the 1-based
+        row numbers of ``table``'s rows (1..n by default)."""
+        table = as_arrow_table(table, self.names)
+        n = table.num_rows
+        rows = np.arange(1, n + 1) if rows is None else rows
+        reject = _Reject(rows, source, skip, np.ones(n, dtype=bool), [])
+        out = np.zeros((n, self.width), dtype=np.float32)
+        count = len(self.columns)
+        _, pc = _pa()
+        for j, spec in enumerate(self.columns):
+            column = table.column(spec.name)
+            missing = pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
+            encode = {"numeric": self._numeric, "binary": self._binary, "categorical": self._categorical}[spec.type]
+            out[:, j] = encode(column, missing, spec, reject)
+            out[:, count + j] = missing
+        return out, reject.keep, reject.bad
+
+    def encode_rows(self, data, what: str = "table") -> np.ndarray:
+        """A table (pyarrow, pandas or dict of columns) as the graphs' rows (n, width) float32."""
+        values, _, _ = self.encode(data, source=what)
+        return values
+
+    @staticmethod
+    def _numeric(column, missing, spec, reject) -> np.ndarray:
+        pa, pc = _pa()
+        column = _plain(column)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+                or pa.types.is_boolean(column.type) or pa.types.is_null(column.type)):
+            try:
+                column = pc.cast(_text(column), pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                values = np.zeros(len(missing), dtype=np.float32)
+                for index, cell in enumerate(column.to_pylist()):
+                    if cell is None:
+                        continue
+                    try:
+                        values[index] = float(cell)
+                    except (TypeError, ValueError):
+                        reject(index, spec.name, f"expected a number, got {_shown(cell)}")
+                return _finite(values, missing, spec, reject)
+        values = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+        return _finite(values, missing, spec, reject)
+
+    @staticmethod
+    def _binary(column, missing, spec, reject) -> np.ndarray:
+        pa, pc = _pa()
+        column = _plain(column)
+        if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
+            return pc.fill_null(pc.cast(column, pa.float32()), 0.0).to_numpy(zero_copy_only=False)
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            values = pc.fill_null(pc.cast(column, pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+            values = np.where(missing, 0.0, values)
+            for index in np.flatnonzero((values != 0) & (values != 1)):
+                reject(int(index), spec.name, f"expected true or false (or 1/0), got {values[index]:g}")
+            return values.astype(np.float32)
+        words = pa.array([*FALSE_TEXT, *TRUE_TEXT])  # index i: false for i < 5, else true
+        found = pc.index_in(pc.utf8_lower(pc.utf8_trim_whitespace(_text(column))), value_set=words)
+        index = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
+        for bad in np.flatnonzero((index < 0) & ~missing):
+            reject(int(bad), spec.name, f"expected true or false, got {_shown(column[int(bad)].as_py())}")
+        return (index >= len(FALSE_TEXT)).astype(np.float32)
+
+    @staticmethod
+    def _categorical(column, missing, spec, reject) -> np.ndarray:
+        pa, pc = _pa()
+        vocabulary = pa.array(list(spec.vocabulary), type=pa.string())
+        other = len(spec.vocabulary)
+        if pa.types.is_dictionary(column.type):  # map the dictionary once, then take by the codes
+            parts = []
+            for chunk in column.chunks:
+                mapped = pc.fill_null(pc.index_in(_text(pa.chunked_array([chunk.dictionary])), value_set=vocabulary),
+                                      other)
+                parts.append(pc.take(mapped, chunk.indices).to_numpy(zero_copy_only=False))
+            slots = np.concatenate(parts) if parts else np.empty(0, np.int64)
+            slots = np.where(missing, 0, np.nan_to_num(slots.astype(np.float64), nan=0))
+        else:
+            try:
+                text = _text(column)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"column {spec.name!r}: cannot read as text ({str(exc).splitlines()[0]})") from None
+            slots = pc.fill_null(pc.index_in(text, value_set=vocabulary), other).to_numpy(zero_copy_only=False)
+            slots = np.where(missing, 0, slots)
+        return slots.astype(np.float32)
+
+    # -- rows -> table -----------------------------------------------------------------------
+    def slot_name(self, column: str, slots: np.ndarray) -> np.ndarray:
+        """Category names of slot indices of ``column`` (the last slot: OTHER)."""
+        names = self._slot_names[column]
+        return names[np.clip(np.rint(slots).astype(np.int64), 0, len(names) - 1)]
+
+    def decode(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """The decoder's rows (value_j: a number, p(true), or the most likely slot; then p(missing))
+        as named columns: numbers, booleans (p ≥ 0.5) and category names."""
+        values = values.reshape(len(values), self.width) if values.size == 0 else values
+        out = {}
+        for j, spec in enumerate(self.columns):
+            cell = values[:, j]
+            if spec.type == "categorical":
+                out[spec.name] = self.slot_name(spec.name, cell)
+            elif spec.type == "binary":
+                out[spec.name] = cell >= 0.5
+            else:
+                out[spec.name] = cell
+        return out
+
+    def typical_rows(self, prep: Preprocessing, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` encoded rows like the training data: numbers drawn N(shift, scale), booleans and
+        slots uniform, cells missing at each column's training rate; (n, width) float32."""
+        rng = np.random.default_rng(seed)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        count = len(self.columns)
+        for j, spec in enumerate(self.columns):
+            if spec.type == "numeric":
+                out[:, j] = prep.shift[j] + prep.scale[j] * rng.standard_normal(n)
+            else:
+                out[:, j] = rng.integers(0, 2 if spec.type == "binary" else spec.slots, n)
+            missing = rng.random(n) < (spec.missing / spec.rows if spec.rows else 0.0)
+            out[missing, j], out[missing, count + j] = 0.0, 1.0
+        return out
+
+
+def _finite(values: np.ndarray, missing: np.ndarray, spec: ColumnSpec, reject) -> np.ndarray:
+    """Numbers with missing cells set to 0; ±inf (not missing: NaN is) rejected."""
+    values = np.where(missing, 0.0, values).astype(np.float32)
+    if not np.isfinite(values.sum()):
+        for index in np.flatnonzero(~np.isfinite(values)):
+            reject(int(index), spec.name, f"value {values[index]} is not a finite number")
+        values = np.where(np.isfinite(values), values, 0.0).astype(np.float32)
+    return values
