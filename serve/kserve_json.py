@@ -22,6 +22,7 @@ from aeserve.serve.protocol import (
     datatype_of,
     decode_tensors,
     is_count,
+    pack_bytes,
 )
 
 __all__ = ["HEADER_LENGTH", "decode_request", "encode_response", "is_digits"]
@@ -113,7 +114,7 @@ def encode_response(request: InferRequest, outputs: dict[str, np.ndarray], model
         array = np.ascontiguousarray(outputs[wanted.name])
         entry = {"name": wanted.name, "datatype": datatype_of(array), "shape": list(array.shape)}
         if request.binary_output if wanted.binary is None else wanted.binary:
-            raw = array.tobytes()
+            raw = pack_bytes(array.reshape(-1)) if array.dtype == object else array.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -121,7 +122,7 @@ def encode_response(request: InferRequest, outputs: dict[str, np.ndarray], model
             if flat.dtype.kind == "f" and not np.isfinite(flat).all():
                 # JSON has no inf/NaN: saturate to the dtype's largest finite value (binary keeps inf)
                 flat = np.nan_to_num(flat, nan=np.finfo(flat.dtype).max)
-            entry["data"] = fastjson.tensor_data(flat)
+            entry["data"] = [str(v) for v in flat] if flat.dtype == object else fastjson.tensor_data(flat)
         entries.append(entry)
     response = {"model_name": model, "model_version": "1", "outputs": entries}
     if request.id is not None:

@@ -86,6 +86,7 @@ class Model:
                                      f"({', '.join(self.features[:6])}{', ...' if len(self.features) > 6 else ''}): "
                                      "pass a pyarrow Table, a pandas DataFrame or a dict of columns")
                 return self.encoding.encode_rows(data, what)
+        if isinstance(data, CheckedRows):
             if data.values.ndim != 2 or data.values.shape[1] != width:
                 raise InputError(f"{what}: expected shape (rows, {width}), got {data.values.shape}")
             return data.values

@@ -18,6 +18,7 @@ import numpy as np
 from aeserve.atomic import atomic_path
 from aeserve.errors import BackendUnavailable, InputError
 from aeserve.evaluation import auroc, average_precision, pr_curve, roc_curve
+from aeserve.readers import CheckedRows
 from aeserve.serve.model import Model
 
 __all__ = ["PlotData", "PLOTS", "render", "render_png_bytes", "load_plot_data", "SIZE", "DPI"]
@@ -46,13 +47,13 @@ def load_plot_data(model: Model, source: str | Path, labels: str | None = None,
     """Read rows (and a label column) from ``source`` and score them."""
     from aeserve.tables import read_table
 
-    rows = read_table(source, expect=model.features).values[:max_rows]
+    rows = read_table(source, expect=model.features, encoding=model.encoding).values[:max_rows]
     label_values = None
     if labels is not None:
         label_values = read_table(source, columns=[labels]).values[:max_rows, 0]
         if not np.isin(label_values, (0, 1)).all():
             raise InputError(f"{source}: label column {labels!r} must hold 0 (normal) and 1 (anomaly)")
-    return PlotData(model, rows, model.energy(rows)["energy"], label_values)
+    return PlotData(model, rows, model.energy(CheckedRows(rows))["energy"], label_values)
 
 
 def _pyplot():
@@ -127,7 +128,7 @@ def plot_latent(fig, data: PlotData) -> None:
     rows = data.rows[:2000]
     colour, colour_label = _colour_values(data)
     colour = colour[:2000]
-    codes = data.model.encode_all(rows)
+    codes = data.model.encode_all(CheckedRows(rows))
     mu, logvar = next(iter(codes.values())), codes.get("logvar")
     centre, basis = _projection(mu)
     points = (mu - centre) @ basis  # (n, 2)
@@ -156,8 +157,11 @@ def plot_reconstructions(fig, data: PlotData, count: int = 6) -> None:
     images when the row is a square picture (e.g. 8x8 digits), else as feature profiles."""
     order = np.argsort(data.energies)
     picks = np.r_[order[: count // 2], order[-(count - count // 2):]]
+    if data.model.encoding is not None:
+        raise InputError("the reconstructions plot draws numeric rows; for a table of typed columns, "
+                         "aeserve score --explain K names each row's unusual columns and their expected values")
     rows = data.rows[picks]
-    rebuilt = data.model.reconstruct(rows)
+    rebuilt = data.model.reconstruct(CheckedRows(rows))
     side = int(round(math.sqrt(rows.shape[1])))
     square = side * side == rows.shape[1] and side > 2
     if not square:  # profiles in the model's own units, so every feature is visible

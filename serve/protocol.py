@@ -7,6 +7,12 @@ A bundle ``NAME`` is served as four endpoints (``endpoints_for``):
 - ``NAME-decode``  z (FP32 [-1, latent]) -> y_tilde (FP32 [-1, features])
 - ``NAME-sample``  n (INT64 [1]), optional seed (INT64 [1]) -> y (FP32 [n, features])
 
+A mixed bundle (a table of typed columns) takes and returns one tensor per column instead of
+``y``, named by the column, shape [-1] or [-1, 1] (as MLServer's pandas codec sends them):
+numbers as any numeric datatype (NaN or a JSON null: missing), booleans as BOOL (or 0/1),
+categories as BYTES (UTF-8 text; integer codes as integers). The server encodes them with the
+bundle's vocabulary, as the file readers do.
+
 Each transport turns its bytes into ``WireTensor``s and ``OutputWanted``s (HTTP's JSON and
 binary extension in ``serve/kserve_json.py``, gRPC's protobuf in ``serve/grpc_server.py``);
 ``decode_tensors`` checks them against the endpoint once, for both (name, datatype, shape,
@@ -38,10 +44,15 @@ __all__ = ["DATATYPES", "RequestError", "TensorSpec", "Endpoint", "endpoint_name
 
 log = logging.getLogger("aeserve.serve")
 
-DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+DATATYPES = {"BYTES": np.object_, "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
              "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
              "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 _NAMES = {np.dtype(v): k for k, v in DATATYPES.items()}
+_NUMERIC = tuple(k for k in DATATYPES if k not in ("BYTES", "BOOL"))
+#: the datatypes a table column's tensor may travel as, by column type
+COLUMN_DATATYPES = {"numeric": ("FP32", *(t for t in _NUMERIC if t != "FP32"), "BOOL"),
+                    "binary": ("BOOL", *_NUMERIC, "BYTES"),
+                    "categorical": ("BYTES", *_NUMERIC, "BOOL")}
 
 
 class RequestError(Exception):
@@ -59,6 +70,8 @@ class TensorSpec:
     name: str
     datatype: str
     shape: list[int]
+    #: a table column: shape [n] or [n, 1], any of ``accepts`` (datatype first), JSON nulls missing
+    accepts: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """The tensor as model metadata lists it."""
@@ -102,17 +115,13 @@ def endpoint_names(name: str) -> list[str]:
 def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoint]:
     """The score/encode/decode/sample endpoints of one runtime ``Model`` (``NAME-sample``
     answers at most ``max_sample_rows`` rows per request)."""
+    if model.encoding is not None:
+        return _table_endpoints(name, model, max_sample_rows)
     d, k = len(model.features), model.latent_size
     terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
     explains = CONTRIBUTIONS in model.bundle.graph("energy").outputs
 
-    def sample(inputs):
-        n = int(inputs["n"].reshape(-1)[0])
-        if not 1 <= n <= max_sample_rows:
-            raise RequestError(f"n must be in 1..{max_sample_rows}, got {n}")
-        seed = int(inputs["seed"].reshape(-1)[0]) if "seed" in inputs else 0
-        return {"y": model.sample(n, seed)}
-
+    sample = _sample_fn(model, max_sample_rows, lambda rows: {"y": rows})
     score_name, encode_name, decode_name, sample_name = endpoint_names(name)
     return [
         Endpoint(score_name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])],
@@ -127,6 +136,59 @@ def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoi
         Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
                  [TensorSpec("y", "FP32", [-1, d])], sample, batched=False, may_omit=("seed",)),
     ]
+
+
+def _sample_fn(model, max_sample_rows: int, outputs):
+    def sample(inputs):
+        n = int(inputs["n"].reshape(-1)[0])
+        if not 1 <= n <= max_sample_rows:
+            raise RequestError(f"n must be in 1..{max_sample_rows}, got {n}")
+        seed = int(inputs["seed"].reshape(-1)[0]) if "seed" in inputs else 0
+        return outputs(model.sample(n, seed))
+    return sample
+
+
+def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
+    """A mixed bundle's endpoints: one input (and decoded output) tensor per column."""
+    columns = model.encoding.columns
+    k = model.latent_size
+    ins = [TensorSpec(c.name, COLUMN_DATATYPES[c.type][0], [-1], accepts=COLUMN_DATATYPES[c.type]) for c in columns]
+    rows = [TensorSpec(c.name, {"numeric": "FP32", "binary": "BOOL", "categorical": "BYTES"}[c.type], [-1])
+            for c in columns]
+    terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
+    score_name, encode_name, decode_name, sample_name = endpoint_names(name)
+
+    def table(inputs):
+        return column_table(inputs, [c.name for c in columns])
+
+    def named(decoded):
+        return {c.name: np.asarray(decoded[c.name], dtype=np.object_ if c.type == "categorical" else None)
+                for c in columns}
+
+    return [
+        Endpoint(score_name, ins, [*terms, TensorSpec("anomaly", "UINT8", [-1])],
+                 lambda inputs: model.score(table(inputs)), batched=False,
+                 optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, len(columns)])],
+                 run_optional=lambda inputs: model.score(table(inputs), explain=True)),
+        Endpoint(encode_name, ins, [TensorSpec(o, "FP32", [-1, k]) for o in model.encoder_outputs],
+                 lambda inputs: model.encode_all(table(inputs)), batched=False),
+        Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], rows,
+                 lambda inputs: named(model.decode(CheckedRows(inputs["z"])))),
+        Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])], rows,
+                 _sample_fn(model, max_sample_rows, named), batched=False, may_omit=("seed",)),
+    ]
+
+
+def column_table(inputs: dict, names: list[str]):
+    """The request's column tensors as a pyarrow table in the bundle's column order; the
+    columns must hold as many rows each."""
+    import pyarrow as pa
+
+    lengths = {n: len(inputs[n]) for n in names}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{n} {count}" for n, count in list(lengths.items())[:6])
+        raise RequestError(f"the column inputs hold different numbers of rows: {shown}")
+    return pa.table({n: inputs[n] for n in names})
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -174,6 +236,8 @@ def _decode_tensor(tensor: WireTensor, specs: dict[str, TensorSpec], endpoint: E
     spec = specs.get(name) if isinstance(name, str) else None
     if spec is None:
         raise RequestError(f"model {endpoint.name!r} has no input {repr(name)[:60]}; inputs: {', '.join(specs)}")
+    if spec.accepts:
+        return name, _decode_column(tensor, spec)
     if datatype != spec.datatype:
         raise RequestError(f"input {name!r}: datatype {str(datatype)[:20]!r}, expected {spec.datatype}")
     if not isinstance(shape, list) or not all(is_count(s) for s in shape):
@@ -202,6 +266,78 @@ def _decode_tensor(tensor: WireTensor, specs: dict[str, TensorSpec], endpoint: E
     return name, array.reshape(shape)
 
 
+def pack_bytes(values) -> bytes:
+    """BYTES tensor elements as KServe's binary form: each a 4-byte little-endian length, then
+    its bytes (text as UTF-8)."""
+    parts = []
+    for value in values:
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts += [len(data).to_bytes(4, "little"), data]
+    return b"".join(parts)
+
+
+def unpack_bytes(raw, count: int, name: str) -> list[bytes]:
+    """``count`` BYTES elements from KServe's binary form; RequestError when it does not hold them."""
+    raw, out, at = bytes(raw), [], 0
+    for _ in range(count):
+        if at + 4 > len(raw):
+            raise RequestError(f"input {name!r}: BYTES data ends after {len(out)} of {count} elements")
+        size = int.from_bytes(raw[at:at + 4], "little")
+        if at + 4 + size > len(raw):
+            raise RequestError(f"input {name!r}: BYTES element {len(out) + 1} is cut short")
+        out.append(raw[at + 4:at + 4 + size])
+        at += 4 + size
+    if at != len(raw):
+        raise RequestError(f"input {name!r}: {len(raw) - at} bytes left after {count} BYTES elements")
+    return out
+
+
+def _decode_column(tensor: WireTensor, spec: TensorSpec):
+    """A table column's tensor -> a pyarrow array (text for BYTES; JSON nulls are missing cells)."""
+    import pyarrow as pa
+
+    name, datatype, shape = tensor.name, tensor.datatype, tensor.shape
+    if datatype not in spec.accepts:
+        raise RequestError(f"input {name!r}: datatype {str(datatype)[:20]!r}, expected one of {', '.join(spec.accepts)}")
+    if not isinstance(shape, list) or not all(is_count(s) for s in shape) or not (
+            len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise RequestError(f"input {name!r}: shape {str(shape)[:80]}, expected [rows] or [rows, 1]")
+    count = shape[0]
+    if count == 0:
+        raise RequestError(f"input {name!r}: shape {shape} holds no row")
+    if tensor.raw is not None:
+        if datatype == "BYTES":
+            cells = [b.decode("utf-8", "replace") for b in unpack_bytes(tensor.raw, count, name)]
+            return pa.array(cells, pa.string())
+        dtype = np.dtype(DATATYPES[datatype])
+        if len(tensor.raw) != count * dtype.itemsize:
+            raise RequestError(f"input {name!r}: {len(tensor.raw)} bytes do not match shape {shape} of {datatype}")
+        return pa.array(np.frombuffer(tensor.raw, dtype=dtype, count=count), from_pandas=True)
+    data = tensor.data
+    if isinstance(data, np.ndarray):  # typed gRPC contents
+        data = data.tolist()
+    if not isinstance(data, list):
+        raise RequestError(f"input {name!r}: needs 'data' (a list) or binary data")
+    if data and isinstance(data[0], list):  # [[v], [v], ...]
+        data = [cell[0] if isinstance(cell, list) and len(cell) == 1 else cell for cell in data]
+    if len(data) != count:
+        raise RequestError(f"input {name!r}: {len(data)} values for shape {shape}")
+    if datatype == "BYTES":
+        bad = next((i for i, v in enumerate(data) if not isinstance(v, (str, bytes, type(None)))), None)
+        if bad is not None:
+            raise RequestError(f"input {name!r}: row {bad + 1}: BYTES values are text, got {str(data[bad])[:40]}")
+        return pa.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data], pa.string())
+    kinds = (bool,) if datatype == "BOOL" else (int, float) if datatype.startswith("FP") else (int,)
+    bad = next((i for i, v in enumerate(data) if v is not None and not (isinstance(v, kinds) and
+                                                                         (datatype == "BOOL" or not isinstance(v, bool)))), None)
+    if bad is not None:
+        raise RequestError(f"input {name!r}: row {bad + 1}: expected a {datatype} value, got {str(data[bad])[:40]!r}")
+    try:
+        return pa.array(data, pa.bool_() if datatype == "BOOL" else pa.from_numpy_dtype(DATATYPES[datatype]))
+    except (pa.ArrowInvalid, OverflowError):
+        raise RequestError(f"input {name!r}: 'data' does not hold {datatype} values") from None
+
+
 def decode_tensors(endpoint: Endpoint, tensors: list[WireTensor]) -> dict[str, np.ndarray]:
     """The input arrays by name, each checked against ``endpoint`` (name, datatype, shape, size,
     finite values), none twice, none missing: the one check every transport's request passes."""
@@ -211,7 +347,7 @@ def decode_tensors(endpoint: Endpoint, tensors: list[WireTensor]) -> dict[str, n
         name, array = _decode_tensor(tensor, specs, endpoint)
         if name in arrays:
             raise RequestError(f"input {name!r} is given twice")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        if isinstance(array, np.ndarray) and array.dtype.kind == "f" and not np.isfinite(array).all():
             row = int(np.argwhere(~np.isfinite(array))[0][0])
             raise RequestError(f"input {name!r}: row {row + 1} holds NaN or inf")
         arrays[name] = array

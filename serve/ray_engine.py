@@ -34,7 +34,10 @@ class BundleScorer:
         missing = [f for f in self.model.features if f not in batch]
         if missing:
             raise InputError(f"input lacks column(s) {', '.join(missing[:5])} the model expects")
-        rows = np.stack([np.asarray(batch[f], dtype=np.float32) for f in self.model.features], axis=1)
+        if self.model.encoding is not None:  # a table of typed columns: encoded by the model
+            rows = {f: batch[f] for f in self.model.features}
+        else:
+            rows = np.stack([np.asarray(batch[f], dtype=np.float32) for f in self.model.features], axis=1)
         scores = self.model.score(rows, self.threshold)
         return {**{k: batch[k] for k in self.keep}, **scores}
 

@@ -14,7 +14,9 @@ __all__ = ["build_report"]
 
 
 def _figures(data: PlotData) -> list[str]:
-    return ["energy", *(["roc"] if data.has_both_classes else []), "latent", "reconstructions", "training"]
+    table = data.model.encoding is not None  # typed columns: no numeric rows to draw beside their reconstructions
+    return ["energy", *(["roc"] if data.has_both_classes else []), "latent",
+            *([] if table else ["reconstructions"]), "training"]
 
 
 def build_report(data: PlotData, out: str | Path, source: str) -> dict:

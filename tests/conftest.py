@@ -56,6 +56,47 @@ def bundles(tmp_path_factory, cancer):
     return paths
 
 
+def mixed_rows(n: int, seed: int, anomalies: bool = False):
+    """A generated table of the kind real tables are: numbers, text (with commas), a boolean and
+    missing cells, whose columns depend on each other. ``anomalies``: rows that break the
+    dependencies (a home unlike the age, an unseen job, a member flag against the income,
+    an income missing where it never is)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(20, 70, n).round()
+    home = np.where(age < 35, "rent", np.where(age < 55, "mortgage, fixed", "owner"))
+    income = np.exp(rng.normal(3.5, 0.3, n) + (age - 45) / 60).round(1)
+    member = income > np.median(income)
+    job = rng.choice(["fixed", "freelance", "partime"], n, p=[0.6, 0.3, 0.1])
+    income_missing = (job == "freelance") & (rng.random(n) < 0.3)  # freelancers often leave income out
+    if anomalies:
+        kind = np.arange(n) % 4
+        home = np.where(kind == 0, np.where(age < 45, "owner", "rent"), home)
+        job = np.where(kind == 1, "astronaut", job)
+        member = np.where(kind == 2, ~member, member)
+        income = np.where(kind == 2, income * 3, income)
+        income_missing = np.where(kind == 3, True, income_missing) & (job != "freelance") | (kind == 3)
+        job = np.where(kind == 3, "fixed", job)
+    frame = pd.DataFrame({"age": age, "home": home, "income": np.where(income_missing, np.nan, income),
+                          "member": member, "job": job})
+    frame["income"] = frame["income"].astype("float64")
+    return frame
+
+
+@pytest.fixture(scope="session")
+def mixed_bundle(tmp_path_factory):
+    """An ae bundle trained through the CLI on a generated mixed table (CSV), with its data."""
+    root = tmp_path_factory.mktemp("mixed")
+    train, normal, odd = mixed_rows(3000, 0), mixed_rows(300, 1), mixed_rows(300, 2, anomalies=True)
+    for name, frame in (("train", train), ("normal", normal), ("anomalies", odd)):
+        frame.to_csv(root / f"{name}.csv", index=False)
+    result = run_cli("train", root / "train.csv", "--out", root / "ae", "--epochs", "60", "--hidden", "32",
+                     "--latent", "4", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return {"path": root / "ae", "root": root, "normal": normal, "anomalies": odd}
+
+
 @pytest.fixture(scope="session")
 def conv_bundles(tmp_path_factory):
     """Every kind as stride-2 convolutions on 8x8 digits (few epochs: parity needs weights, not quality),

@@ -26,7 +26,7 @@ from aeserve.errors import InputError
 from aeserve.manifest import ColumnSpec, InputSpec, Preprocessing
 
 __all__ = ["OTHER", "TRUE_TEXT", "FALSE_TEXT", "infer_types", "fit_columns", "as_arrow_table", "TableEncoding",
-           "needs_mixed"]
+           "needs_mixed", "missing_cells"]
 
 #: the name of a categorical column's last slot (rarer and unseen categories)
 OTHER = "(other)"
@@ -56,16 +56,16 @@ def infer_types(schema, names: Sequence[str], *, categorical: Sequence[str] = ()
         raise InputError(f"column(s) {', '.join(map(repr, sorted(both)))} given both as --categorical and --numeric")
     types = {}
     for name in names:
-        kind = schema.field(name).type
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
+        arrow_type = schema.field(name).type
+        if pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
         if name in categorical:
             types[name] = "categorical"
         elif name in numeric:
             types[name] = "numeric"
-        elif pa.types.is_boolean(kind):
+        elif pa.types.is_boolean(arrow_type):
             types[name] = "binary"
-        elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
+        elif pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_null(arrow_type):
             types[name] = "numeric"
         else:
             types[name] = "categorical"
@@ -88,7 +88,7 @@ def as_arrow_table(data: Any, names: Sequence[str] | None = None):
         data = pa.Table.from_batches([data])
     elif not isinstance(data, pa.Table):
         if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
-            data = pa.Table.from_pandas(data, preserve_index=False)
+            data = _from_pandas(data)
         elif isinstance(data, Mapping):
             try:
                 data = pa.table({str(k): _as_array(v, str(k)) for k, v in data.items()})
@@ -104,6 +104,23 @@ def as_arrow_table(data: Any, names: Sequence[str] | None = None):
                              f"{', '.join(map(repr, absent[:6]))}; expected {', '.join(names)}")
         data = data.select(list(names))
     return data
+
+
+def _from_pandas(frame):
+    """A DataFrame as an Arrow table; a column of mixed Python objects (numbers and text) as text,
+    so that the encoding names its bad cell rather than Arrow failing on the whole column."""
+    pa, _ = _pa()
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        columns = {}
+        for name in frame.columns:
+            try:
+                columns[str(name)] = pa.Array.from_pandas(frame[name])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                columns[str(name)] = pa.array([None if v is None or v != v else str(v) for v in frame[name]],
+                                              pa.string())
+        return pa.table(columns)
 
 
 def _as_array(values, name: str):
@@ -135,27 +152,42 @@ def _text(column):
     return pc.cast(column, pa.string())
 
 
+def missing_cells(column) -> np.ndarray:
+    """Which cells are missing (n,) bool: nulls, NaN, and text that a CSV reads as missing ("",
+    "NA", "null", ... : ``aeserve.readers.NULL_VALUES``), so that a table means the same from a
+    file, a DataFrame or a request."""
+    pa, pc = _pa()
+    from aeserve.readers import NULL_VALUES
+
+    missing = pc.is_null(column, nan_is_null=True)
+    plain = _plain(column)
+    if pa.types.is_string(plain.type) or pa.types.is_large_string(plain.type):
+        missing = pc.or_(missing, pc.fill_null(pc.is_in(plain, value_set=pa.array(NULL_VALUES)), False))
+    return missing.to_numpy(zero_copy_only=False)
+
+
 def fit_columns(table, types: Mapping[str, str], *, min_count: int = 5, max_categories: int = 100
                 ) -> tuple[ColumnSpec, ...]:
     """Each column's record from the training rows: a categorical column keeps the categories seen
     at least ``min_count`` times, the ``max_categories`` most frequent (ties by name), in that
     order; every column counts its missing cells."""
-    _, pc = _pa()
+    pa, pc = _pa()
     if min_count < 1 or max_categories < 1:
         raise InputError(f"--min-category-count and --max-categories must be >= 1, got {min_count}, {max_categories}")
     specs = []
-    for name, kind in types.items():
+    for name, column_type in types.items():
         column = table.column(name)
-        missing = int(pc.sum(pc.is_null(column, nan_is_null=True).cast("int64")).as_py() or 0)
+        absent = missing_cells(column)
+        missing = int(absent.sum())
         vocabulary, other = (), 0
-        if kind == "categorical":
-            counts = pc.value_counts(_text(column).drop_null()).to_pylist()
+        if column_type == "categorical":
+            counts = pc.value_counts(_text(column).filter(pa.array(~absent))).to_pylist()
             ranked = sorted(((c["counts"], c["values"]) for c in counts), key=lambda pair: (-pair[0], pair[1]))
             kept = [value for count, value in ranked if count >= min_count][:max_categories]
             vocabulary = tuple(kept)
             other = int(sum(count for count, value in ranked) - sum(count for count, value in ranked
                                                                      if value in set(kept)))
-        specs.append(ColumnSpec(name=name, type=kind, vocabulary=vocabulary, missing=missing,
+        specs.append(ColumnSpec(name=name, type=column_type, vocabulary=vocabulary, missing=missing,
                                 rows=table.num_rows, other=other))
     return tuple(specs)
 
@@ -218,10 +250,9 @@ class TableEncoding:
         reject = _Reject(rows, source, skip, np.ones(n, dtype=bool), [])
         out = np.zeros((n, self.width), dtype=np.float32)
         count = len(self.columns)
-        _, pc = _pa()
         for j, spec in enumerate(self.columns):
             column = table.column(spec.name)
-            missing = pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
+            missing = missing_cells(column)
             encode = {"numeric": self._numeric, "binary": self._binary, "categorical": self._categorical}[spec.type]
             out[:, j] = encode(column, missing, spec, reject)
             out[:, count + j] = missing

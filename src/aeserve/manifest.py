@@ -178,6 +178,7 @@ class Architecture:
     image_shape: tuple[int, ...] = ()
     channels: tuple[int, ...] = ()
     members: int = 1  # an ensemble's members (their energies averaged in one graph)
+    table: tuple[str, ...] = ()  # a mixed table's columns: numeric, binary, categorical:K ('?': seen missing)
     options: dict[str, Any] = _extra()
 
     @classmethod

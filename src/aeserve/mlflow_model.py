@@ -36,7 +36,9 @@ class AeserveModel(mlflow.pyfunc.PythonModel):
             if missing:
                 raise InputError(f"model_input lacks feature column(s) {', '.join(missing[:5])}"
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-            rows = model_input[self.model.features].to_numpy(dtype=np.float32)
+            table = self.model.encoding is not None  # typed columns (text, booleans, missing cells)
+            rows = model_input[self.model.features] if table else \
+                model_input[self.model.features].to_numpy(dtype=np.float32)
         else:
             rows = np.asarray(model_input, dtype=np.float32)
         threshold = (params or {}).get("threshold")

@@ -19,7 +19,7 @@ from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
 from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview
 
-__all__ = ["Table", "read_table", "read_training_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite",
+__all__ = ["Table", "read_table", "read_training_table", "typed_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite",
            "SUFFIXES"]
 
 
@@ -60,12 +60,13 @@ def _select(names: Sequence[str], path: Path, columns: Sequence[str] | None,
 
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
                drop: Sequence[str] | None = None,
-               expect: Sequence[str] | None = None) -> Table:
+               expect: Sequence[str] | None = None, encoding=None) -> Table:
     """Read a numeric table from .csv (with header), .parquet or .npy.
 
     ``columns`` keeps those (in that order), ``drop`` removes those. ``expect`` is the
     feature list a model needs: named columns are selected by name (extra columns such
-    as ids or labels are ignored) and a .npy must have exactly that width.
+    as ids or labels are ignored) and a .npy must have exactly that width. ``encoding``
+    (a mixed bundle's ``Model.encoding``, with ``expect``): its rows encoded, 2 values a column.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -79,8 +80,9 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         keep = _select(names, path, columns, drop)
     # a .npy's columns have no names to select by: read them all, then pick
     read = (keep if expect is not None else names) if npy else keep
-    chunks = [chunk.values for chunk in iter_chunks(path, read)]
-    values = np.concatenate(chunks) if chunks else np.empty((0, len(read)), np.float32)
+    chunks = [chunk.values for chunk in iter_chunks(path, read, encoding=encoding)]
+    width = encoding.width if encoding is not None else len(read)
+    values = np.concatenate(chunks) if chunks else np.empty((0, width), np.float32)
     if npy and expect is None and keep != names:
         values = np.ascontiguousarray(values[:, [names.index(c) for c in keep]])
     if values.shape[0] == 0:
@@ -135,7 +137,6 @@ def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None =
     with text, boolean or missing cells (or ``categorical`` columns) becomes a mixed table: each
     column typed (``aeserve.columns.infer_types``; a text column of numbers with a few stray cells
     stays numeric), its vocabulary and missing cells counted, its rows encoded."""
-    from aeserve.columns import TableEncoding, fit_columns, infer_types, needs_mixed
 
     path = Path(path)
     if _suffix(path) == ".npy" or not path.is_file():
@@ -146,13 +147,27 @@ def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None =
     data = _read_arrow(path, keep)
     if data.num_rows == 0:
         raise InputError(f"{path}: no data rows")
-    stray = [n for n in keep if n not in categorical and _mostly_numbers(data.column(n))]
-    types = infer_types(data.schema, keep, categorical=categorical, numeric=[*numeric, *stray])
+    typed = typed_table(data, str(path), categorical=categorical, numeric=numeric,
+                        min_category_count=min_category_count, max_categories=max_categories)
+    return typed if typed is not None else read_table(path, columns=keep)
+
+
+def typed_table(data, source: str, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),
+                min_category_count: int = 5, max_categories: int = 100) -> Table | None:
+    """A mixed table to train on from a pyarrow table (or a DataFrame, or a dict of columns):
+    each column typed, its vocabulary and missing cells counted, its rows encoded; None when
+    every column is a complete number column (then the plain numeric path applies)."""
+    from aeserve.columns import TableEncoding, as_arrow_table, fit_columns, infer_types, needs_mixed
+
+    data = as_arrow_table(data)
+    names = data.column_names
+    stray = [n for n in names if n not in categorical and _mostly_numbers(data.column(n))]
+    types = infer_types(data.schema, names, categorical=categorical, numeric=[*numeric, *stray])
     if not needs_mixed(data, types) and not categorical:
-        return read_table(path, columns=keep)
+        return None
     specs = fit_columns(data, types, min_count=min_category_count, max_categories=max_categories)
-    values, _, _ = TableEncoding(specs).encode(data, source=str(path))
-    return Table(values, list(keep), str(path), specs)
+    values, _, _ = TableEncoding(specs).encode(data, source=source)
+    return Table(values, list(names), source, specs)
 
 
 def check_output_path(path: str | os.PathLike) -> Path:

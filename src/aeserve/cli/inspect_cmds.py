@@ -43,7 +43,8 @@ def info(
                f"seed {training.settings.get('seed', '?')}" if training is not None else "no record")
     rows = [
         ("kind", m.kind),
-        ("input", f"{len(features)} features: {', '.join(features[:5])}{' ...' if len(features) > 5 else ''}"),
+        ("input", f"{len(features)} {'columns' if m.input.mixed else 'features'}: {', '.join(features[:5])}"
+                  f"{' ...' if len(features) > 5 else ''}" + (" (typed table: see columns)" if m.input.mixed else "")),
         ("preprocessing", m.preprocessing.formula),
         ("architecture", f"hidden {list(m.architecture.hidden)}, latent {m.latent.size}, {m.architecture.activation}"),
         ("energy", f"{m.energy.formula} (cost {m.energy.cost}, regulariser {m.energy.regulariser}, "
@@ -63,6 +64,23 @@ def info(
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)
+    if m.input.mixed:
+        out.print(_columns_table(m.input.columns))
+
+
+def _columns_table(columns):
+    """A mixed bundle's columns: type, vocabulary (most frequent first), missing cells in training."""
+    from rich.table import Table
+
+    table = Table(title="columns")
+    for heading in ("column", "type", "categories", "missing in training"):
+        table.add_column(heading)
+    for c in columns:
+        shown = ", ".join(c.vocabulary[:6]) + (f", ... ({len(c.vocabulary)} in all)" if len(c.vocabulary) > 6 else "")
+        categories = f"{shown} + (other): {c.other} rows" if c.type == "categorical" else ""
+        share = f"{c.missing} of {c.rows} ({c.missing / c.rows:.1%})" if c.rows and c.missing else "none"
+        table.add_row(escape(c.name), c.type, escape(categories), share)
+    return table
 
 
 def _auto_choice(bundle) -> str:

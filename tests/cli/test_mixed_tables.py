@@ -1,0 +1,146 @@
+"""Mixed tables end to end: text, boolean and missing cells trained and scored inside the bundle,
+through the CLI, the Python API and every backend (issue 22)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import aeserve
+from aeserve.errors import InputError
+
+from conftest import run_cli
+
+
+def _energies(result) -> np.ndarray:
+    return result["energy"]
+
+
+def test_the_manifest_records_each_column_type_vocabulary_and_missing_cells(mixed_bundle):
+    manifest = aeserve.load(mixed_bundle["path"], backend="onnxruntime").bundle.manifest
+    assert manifest.schema_version == 3 and manifest.input.mixed and manifest.energy.cost == "mixed"
+    columns = {c.name: c for c in manifest.input.columns}
+    assert {n: c.type for n, c in columns.items()} == {"age": "numeric", "home": "categorical", "income": "numeric",
+                                                       "member": "binary", "job": "categorical"}
+    assert set(columns["home"].vocabulary) == {"rent", "mortgage, fixed", "owner"}  # a comma inside quotes
+    assert columns["income"].missing > 100 and columns["age"].missing == 0
+    info = run_cli("info", mixed_bundle["path"])
+    assert info.returncode == 0 and "categorical" in info.stdout and "mortgage, fixed" in info.stdout
+    assert "missing in training" in info.stdout
+
+
+def test_anomalies_of_a_mixed_table_rank_above_normal_rows(mixed_bundle):
+    root = mixed_bundle["root"]
+    for name in ("normal", "anomalies"):
+        result = run_cli("score", mixed_bundle["path"], root / f"{name}.csv", "-o", root / f"{name}-scores.csv")
+        assert result.returncode == 0, result.stderr
+    normal = pacsv.read_csv(root / "normal-scores.csv").column("energy").to_numpy()
+    odd = pacsv.read_csv(root / "anomalies-scores.csv").column("energy").to_numpy()
+    auroc = roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(odd))], np.r_[normal, odd])
+    assert auroc > 0.9, auroc
+
+
+def test_csv_parquet_pandas_arrow_and_dicts_give_the_same_energies_on_every_backend(mixed_bundle, tmp_path):
+    frame = mixed_bundle["anomalies"].head(50)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # Parquet as writers make it: dictionary and large_string text, nullable integers
+    stored = table.set_column(1, "home", table.column("home").dictionary_encode())
+    stored = stored.set_column(4, "job", table.column("job").cast(pa.large_string()))
+    stored = stored.set_column(0, "age", table.column("age").cast(pa.int64()))
+    pq.write_table(stored, tmp_path / "rows.parquet")
+    reference = aeserve.load(mixed_bundle["path"], backend="onnxruntime").energy(frame)["energy"]
+    for backend in ("onnxruntime", "openvino", "torch"):
+        model = aeserve.load(mixed_bundle["path"], backend=backend)
+        for data in (frame, table, stored, frame.to_dict(orient="list")):
+            np.testing.assert_allclose(model.energy(data)["energy"], reference, rtol=1e-4, atol=1e-4)
+    result = run_cli("score", mixed_bundle["path"], tmp_path / "rows.parquet", "-o", tmp_path / "scores.parquet")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(pq.read_table(tmp_path / "scores.parquet").column("energy").to_numpy(), reference,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_an_unseen_category_is_scored_in_the_other_slot(mixed_bundle):
+    model = aeserve.load(mixed_bundle["path"], backend="onnxruntime")
+    row = {"age": [30.0], "home": ["rent"], "income": [30.0], "member": [False], "job": ["fixed"]}
+    usual = model.energy(row)["energy"][0]
+    unseen = model.energy({**row, "job": ["astronaut"]})["energy"][0]
+    assert unseen > usual + 1.0
+
+
+def test_explanations_name_the_column_the_value_seen_and_the_value_expected(mixed_bundle, tmp_path):
+    model = aeserve.load(mixed_bundle["path"], backend="onnxruntime")
+    row = {"age": [25.0], "home": ["owner"], "income": [28.0], "member": [False], "job": ["fixed"]}
+    explained = model.explain(row, k=2)
+    contributions = explained["contributions"]
+    assert contributions.shape == (1, 5)
+    np.testing.assert_allclose(contributions.sum(axis=1), explained["reconstruction"], rtol=1e-5)
+    assert explained["top_features"][0, 0] == "home"
+    text = explained["top_explanations"][0, 0]
+    assert text.startswith("home = 'owner' (p ") and "; expected '" in text and "expected 'owner'" not in text, text
+    result = run_cli("score", mixed_bundle["path"], mixed_bundle["root"] / "anomalies.csv", "-o",
+                     tmp_path / "why.csv", "--explain", "2")
+    assert result.returncode == 0, result.stderr
+    why = pacsv.read_csv(tmp_path / "why.csv")
+    assert {"feature_1", "share_1", "explanation_1", "explanation_2"} <= set(why.column_names)
+    assert all("expected" in t for t in why.column("explanation_1").to_pylist())
+
+
+def test_decode_reconstruct_and_sample_return_category_names(mixed_bundle, tmp_path):
+    model = aeserve.load(mixed_bundle["path"], backend="onnxruntime")
+    rebuilt = model.reconstruct(mixed_bundle["normal"].head(20))
+    assert set(rebuilt["home"]) <= {"rent", "mortgage, fixed", "owner", "(other)"}
+    assert rebuilt["member"].dtype == np.bool_ and rebuilt["age"].dtype == np.float32
+    # most normal rows come back with the home their age implies
+    assert np.mean(rebuilt["home"] == mixed_bundle["normal"].head(20)["home"].to_numpy()) > 0.8
+    result = run_cli("sample", mixed_bundle["path"], "-n", "5", "-o", tmp_path / "samples.csv")
+    assert result.returncode == 0, result.stderr
+    samples = pacsv.read_csv(tmp_path / "samples.csv")
+    assert samples.column_names == ["age", "home", "income", "member", "job"]
+    assert set(samples.column("job").to_pylist()) <= {"fixed", "freelance", "partime", "(other)"}
+
+
+@pytest.mark.parametrize("column, cell, expected", [
+    ("age", "old", "column 'age': expected a number, got 'old'"),
+    ("member", "2", "column 'member': expected true or false"),
+])
+def test_a_bad_cell_is_one_line_naming_file_row_column_and_the_expected_type(mixed_bundle, tmp_path, column, cell,
+                                                                              expected):
+    frame = mixed_bundle["normal"].head(10).astype({column: object})
+    frame.loc[3, column] = cell
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    result = run_cli("score", mixed_bundle["path"], tmp_path / "bad.csv", "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.csv'}: row 4, {expected}"
+                                                  + result.stderr.split(expected, 1)[1].strip()]
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(InputError, match=f"row 4, {expected}"):
+        aeserve.load(mixed_bundle["path"], backend="onnxruntime").score(frame)
+
+
+def test_a_table_lacking_a_column_is_refused(mixed_bundle, tmp_path):
+    mixed_bundle["normal"].drop(columns=["job"]).to_csv(tmp_path / "short.csv", index=False)
+    result = run_cli("score", mixed_bundle["path"], tmp_path / "short.csv", "-o", tmp_path / "out.csv")
+    assert result.returncode == 2 and "lacks 1 the model expects (job)" in result.stderr
+    with pytest.raises(InputError, match="a pyarrow Table, a pandas DataFrame or a dict"):
+        aeserve.load(mixed_bundle["path"], backend="onnxruntime").score(np.zeros((2, 5), np.float32))
+
+
+def test_categorical_and_numeric_flags_override_the_inferred_types(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = {"code": rng.integers(1, 4, 300), "x": rng.normal(size=300), "flag": rng.integers(0, 2, 300)}
+    pacsv.write_csv(pa.table(frame), tmp_path / "codes.csv")
+    result = run_cli("train", tmp_path / "codes.csv", "--out", tmp_path / "m", "--epochs", "2", "--quiet",
+                     "--categorical", "code", "--min-category-count", "1")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    types = {c["name"]: (c["type"], c.get("vocabulary")) for c in manifest["input"]["columns"]}
+    assert types["code"] == ("categorical", ["1", "2", "3"]) or sorted(types["code"][1]) == ["1", "2", "3"]
+    assert types["x"][0] == "numeric"
+    result = run_cli("train", tmp_path / "codes.csv", "--out", tmp_path / "n", "--categorical", "nope")
+    assert result.returncode == 2 and "'nope'" in result.stderr
