@@ -42,9 +42,10 @@ def test_each_column_term_is_the_lecture_cost_and_the_terms_sum_to_c():
                          [0.0, 2, 0, 1, 0, 0],    # x missing, c in "other"
                          [3.0, 0, 0, 0, 1, 1]])   # c and b missing (never missing in training)
     out = torch.tensor([[0.5, -1.0, 0.2, 1.5, -0.3, -2.0, 0.7, 0.1]] * 3)
-    # the model space's layout puts the scalars first: x, b; then c's slots; then the flags
+    # the model space puts the scalars first: x, b; then c's slots; then the flags
     y_hat = table.preprocess(rows, shift, 1.0 / scale)
     np.testing.assert_allclose(y_hat[0].numpy(), [1.0, 1.0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_allclose(y_hat[1].numpy(), [0.0, 0.0, 0, 0, 1, 1, 0, 0])
     terms = table.terms(y_hat, out)
     for row, got in zip(rows.tolist(), terms.tolist()):
         np.testing.assert_allclose(got, _hand_terms(row, out[0].tolist(), 2.0, 4.0, 98), rtol=1e-5)
