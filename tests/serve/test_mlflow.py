@@ -32,3 +32,18 @@ def test_log_load_predict_equals_the_runtime(bundles, cancer, tmp_path, monkeypa
     assert any(p.name == "manifest.json" for p in stored)
     with pytest.raises(Exception, match="lacks feature column"):
         loaded.predict(frame.drop(columns=[cancer["names"][0]]))
+
+
+def test_a_mixed_table_bundle_predicts_from_a_dataframe_of_mixed_dtypes(mixed_bundle, tmp_path, monkeypatch):
+    import aeserve
+    import aeserve.mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    with mlflow.start_run():
+        info = aeserve.mlflow.log_model(mixed_bundle["path"])
+    frame = mixed_bundle["anomalies"].head(20)  # text, a boolean, NaN for missing incomes
+    result = mlflow.pyfunc.load_model(info.model_uri).predict(frame.assign(label=1))
+    expected = aeserve.load(mixed_bundle["path"]).score(frame)
+    np.testing.assert_allclose(result["energy"].to_numpy(), expected["energy"], rtol=1e-5)

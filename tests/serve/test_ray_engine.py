@@ -39,3 +39,15 @@ def test_ray_engine_refuses_mixed_inputs_before_starting_ray(bundles, tmp_path):
     result = run_cli("score", bundles["ae"], tmp_path / "a.csv", tmp_path / "b.npy", "-o", tmp_path / "out",
                      "--engine", "ray")
     assert result.returncode == 2 and "one kind" in result.stderr
+
+
+def test_ray_engine_scores_a_mixed_table_as_the_api_does(mixed_bundle, tmp_path):
+    frame = mixed_bundle["anomalies"].head(60).reset_index(drop=True).assign(id=lambda f: f.index * 3)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "rows.parquet")
+    result = run_cli("score", mixed_bundle["path"], tmp_path / "rows.parquet", "-o", tmp_path / "scored",
+                     "--engine", "ray", "--id-column", "id")
+    assert result.returncode == 0, result.stderr
+    scored = pq.read_table(tmp_path / "scored").to_pydict()
+    order = np.argsort(scored["id"])
+    expected = aeserve.load(mixed_bundle["path"]).score(frame.drop(columns="id"))
+    np.testing.assert_allclose(np.asarray(scored["energy"])[order], expected["energy"], rtol=1e-5)
