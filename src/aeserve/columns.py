@@ -118,21 +118,28 @@ def _from_pandas(frame):
             try:
                 columns[str(name)] = pa.Array.from_pandas(frame[name])
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                columns[str(name)] = pa.array([None if v is None or v != v else str(v) for v in frame[name]],
-                                              pa.string())
+                columns[str(name)] = pa.array(_as_text(frame[name].tolist()), pa.string())
         return pa.table(columns)
 
 
+def _as_text(values) -> list:
+    """Cells as text, missing ones (None, NaN) kept missing: a column of mixed Python objects."""
+    return [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
+
+
 def _as_array(values, name: str):
+    """One column of a dict as an Arrow array; mixed objects (numbers and text) become text, so
+    that the encoding names the cell that does not fit its column."""
     pa, _ = _pa()
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
-    array = np.asarray(values)
+    array = np.asarray(values, dtype=object) if isinstance(values, (list, tuple)) else np.asarray(values)
     if array.ndim != 1:
         raise InputError(f"column {name!r}: expected a 1-D column of values, got shape {array.shape}")
-    if array.dtype.kind in "OUS":  # text (None is a missing cell)
-        return pa.array(array.tolist(), from_pandas=True)
-    return pa.array(array, from_pandas=True)
+    try:
+        return pa.array(array.tolist() if array.dtype.kind in "OUS" else array, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(_as_text(array.tolist()), pa.string())
 
 
 def _plain(column):
@@ -300,9 +307,10 @@ class TableEncoding:
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             values = pc.fill_null(pc.cast(column, pa.float64()), 0.0).to_numpy(zero_copy_only=False)
             values = np.where(missing, 0.0, values)
-            for index in np.flatnonzero((values != 0) & (values != 1)):
+            wrong = (values != 0) & (values != 1)
+            for index in np.flatnonzero(wrong):
                 reject(int(index), spec.name, f"expected true or false (or 1/0), got {values[index]:g}")
-            return values.astype(np.float32)
+            return np.where(wrong, 0.0, values).astype(np.float32)  # a skipped row's cell: 0, never inf
         words = pa.array([*FALSE_TEXT, *TRUE_TEXT])  # index i: false for i < 5, else true
         found = pc.index_in(pc.utf8_lower(pc.utf8_trim_whitespace(_text(column))), value_set=words)
         index = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)

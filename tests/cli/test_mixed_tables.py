@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -161,3 +162,22 @@ def test_real_credit_records_train_as_they_come_and_rank_bad_loans_higher(tmp_pa
     energies = np.r_[model.energy(held)["energy"], model.energy(bad)["energy"]]
     auroc = roc_auc_score(np.r_[np.zeros(len(held)), np.ones(len(bad))], energies)
     assert auroc > 0.6, auroc
+
+
+def test_calibrate_plot_and_report_take_a_mixed_table(mixed_bundle, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(mixed_bundle["path"], bundle)
+    labelled = np.r_[np.zeros(len(mixed_bundle["normal"])), np.ones(len(mixed_bundle["anomalies"]))]
+    frame = pa.Table.from_pandas(pd.concat([mixed_bundle["normal"], mixed_bundle["anomalies"]], ignore_index=True),
+                                 preserve_index=False)
+    pacsv.write_csv(frame.append_column("label", pa.array(labelled.astype(np.int64))), tmp_path / "labelled.csv")
+    result = run_cli("calibrate", bundle, tmp_path / "labelled.csv", "--labels", "label", "--method", "f1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((bundle / "manifest.json").read_text())["threshold"]["method"] == "f1"
+    result = run_cli("report", bundle, tmp_path / "labelled.csv", "--labels", "label", "-o", tmp_path / "r.html")
+    assert result.returncode == 0, result.stderr
+    assert "AUROC" in (tmp_path / "r.html").read_text()
+    result = run_cli("plot", bundle, tmp_path / "labelled.csv", "--what", "reconstructions", "-o", tmp_path / "p.png")
+    assert result.returncode == 2 and "--explain" in result.stderr

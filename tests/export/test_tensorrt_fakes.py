@@ -189,3 +189,17 @@ def test_onnxruntime_without_its_cuda_libraries_does_not_fall_back_silently(bund
     assert "CUDA provider did not start" in model.backend.describe() and "running on the CPU" in model.backend.describe()
     expected = aeserve.load(bundles["ae"], device="cpu").energy(rows)["energy"]
     np.testing.assert_array_equal(model.energy(rows)["energy"], expected)
+
+
+def test_a_mixed_table_bundle_builds_plans_that_score_and_decode_as_onnxruntime(fake_gpu, mixed_bundle, tmp_path):
+    target = tmp_path / "mixed"
+    shutil.copytree(mixed_bundle["path"], target)
+    result = build_tensorrt(target, PROFILE, require_tensorrt=True)
+    assert result.built, result.message
+    frame = mixed_bundle["anomalies"].head(100)
+    reference = aeserve.load(target, backend="onnxruntime", device="cpu")
+    with aeserve.load(target, backend="tensorrt") as model:
+        np.testing.assert_allclose(model.energy(frame)["energy"], reference.energy(frame)["energy"], rtol=1e-5)
+        explained = model.explain(frame, k=1)  # the decoder's two outputs: rows and slot probabilities
+        assert list(explained["top_explanations"][:, 0]) == list(reference.explain(frame, k=1)["top_explanations"][:, 0])
+        assert list(model.reconstruct(frame)["home"]) == list(reference.reconstruct(frame)["home"])

@@ -31,7 +31,9 @@ __all__ = ["train", "export"]
 @kind_option_flags(after="cost")
 def train(
     data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet, .npy, or a folder of "
-                                          "PNG/JPEG images.", show_default=False),
+                                          "PNG/JPEG images. Text, boolean and missing cells are welcome: such a "
+                                          "table's columns are typed and recorded in the bundle.",
+                                show_default=False),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
     arch: Arch = typer.Option(Arch.mlp, help="mlp, or conv: stride-2 convolutions for images (every kind)."),
     image_size: Optional[str] = typer.Option(None, help="Images: resize to HEIGHT,WIDTH (default: the first image's)."),
@@ -76,8 +78,9 @@ def train(
     Options marked with a kind apply to that kind only; giving one to another kind is an error.
 
     \b
-    Example:
+    Examples:
       aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae
+      aeserve train credit.csv --kind vae --drop Status --categorical zip_code --min-category-count 10
     """
     for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
         if not 0.0 < value < 1.0:
