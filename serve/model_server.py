@@ -103,7 +103,7 @@ class ModelServer:
     def _start_batcher(self, endpoint: Endpoint) -> None:
         if endpoint.batched and self.config.max_batch > 1:
             endpoint.batcher = Batcher(
-                lambda rows, e=endpoint: e.run({e.inputs[0].name: rows}), self.executor,
+                endpoint.run_rows or (lambda rows, e=endpoint: e.run({e.inputs[0].name: rows})), self.executor,
                 max_batch=self.config.max_batch, max_delay=self.config.max_delay_ms / 1000.0,
                 max_queue_rows=self.config.max_queue_rows,
                 on_batch=lambda n, waited, seconds, e=endpoint: self._observe_batch(e.name, n, waited, seconds))
@@ -157,7 +157,8 @@ class ModelServer:
         if endpoint.wants_optional(request):
             return await loop.run_in_executor(self.executor, endpoint.run_optional, request.inputs)
         if endpoint.batcher is not None:
-            return await endpoint.batcher.submit(next(iter(request.inputs.values())))
+            rows = endpoint.batch_rows(request.inputs) if endpoint.batch_rows else next(iter(request.inputs.values()))
+            return await endpoint.batcher.submit(rows)
         started = time.perf_counter()
         outputs = await loop.run_in_executor(self.executor, endpoint.run, request.inputs)
         self._observe_batch(endpoint.name, len(next(iter(outputs.values()))), [0.0], time.perf_counter() - started)

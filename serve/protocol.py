@@ -94,6 +94,10 @@ class Endpoint:
     run_optional: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     #: inputs a request may leave out
     may_omit: tuple[str, ...] = ()
+    #: the one array the batcher joins across requests (default: the first input) and the
+    #: function run on a joined batch of them (default: ``run`` of the first input)
+    batch_rows: Callable[[dict], np.ndarray] | None = None
+    run_rows: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
 
     def metadata(self) -> dict:
         """The model metadata answer (KServe v2): name, versions, platform, inputs, outputs."""
@@ -161,17 +165,22 @@ def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
     def table(inputs):
         return column_table(inputs, [c.name for c in columns])
 
+    def encoded(inputs) -> np.ndarray:  # a request's columns as the graphs' rows, joined by the batcher
+        return model.encoding.encode_rows(table(inputs), "request")
+
     def named(decoded):
         return {c.name: np.asarray(decoded[c.name], dtype=np.object_ if c.type == "categorical" else None)
                 for c in columns}
 
     return [
         Endpoint(score_name, ins, [*terms, TensorSpec("anomaly", "UINT8", [-1])],
-                 lambda inputs: model.score(table(inputs)), batched=False,
+                 lambda inputs: model.score(table(inputs)),
                  optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, len(columns)])],
-                 run_optional=lambda inputs: model.score(table(inputs), explain=True)),
+                 run_optional=lambda inputs: model.score(table(inputs), explain=True),
+                 batch_rows=encoded, run_rows=lambda rows: model.score(CheckedRows(rows))),
         Endpoint(encode_name, ins, [TensorSpec(o, "FP32", [-1, k]) for o in model.encoder_outputs],
-                 lambda inputs: model.encode_all(table(inputs)), batched=False),
+                 lambda inputs: model.encode_all(table(inputs)),
+                 batch_rows=encoded, run_rows=lambda rows: model.encode_all(CheckedRows(rows))),
         Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], rows,
                  lambda inputs: named(model.decode(CheckedRows(inputs["z"])))),
         Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])], rows,

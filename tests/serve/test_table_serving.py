@@ -114,3 +114,24 @@ def test_a_bad_column_is_a_400_naming_the_input(served, mixed_bundle):
     assert status == 400 and "column 'member': expected true or false" in body["error"]
     status, body = post(job={"shape": [3], "data": ["fixed"] * 3})
     assert status == 400 and "different numbers of rows" in body["error"]
+
+
+def test_concurrent_table_requests_are_batched_and_each_gets_its_own_rows(served, mixed_bundle):
+    """The score endpoint encodes each request's columns and joins the rows of concurrent
+    requests in one batch: every answer must hold exactly its own rows' energies."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, _ = served
+    frame = mixed_bundle["anomalies"].head(64).reset_index(drop=True)
+    expected = aeserve.load(mixed_bundle["path"], backend="onnxruntime").energy(frame)["energy"]
+    parts = [frame.iloc[i * 4:(i + 1) * 4 + i % 3] for i in range(15)]
+
+    def ask(part):
+        body = json.dumps({"inputs": _json_inputs(part, lambda n: [n])}).encode()
+        return server.post(f"/v2/models/{mixed_bundle['path'].name}/infer", body)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, parts))
+    for part, (status, body) in zip(parts, answers):
+        assert status == 200, body
+        np.testing.assert_allclose(body["outputs"][0]["data"], expected[part.index], rtol=1e-5)
