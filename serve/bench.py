@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from aeserve.bundle import Bundle
+from aeserve.readers import CheckedRows
 
 __all__ = ["BenchResult", "dense_flops_per_row", "matmul_ceiling", "ceiling_shapes", "time_rows", "bench_bundle"]
 
@@ -31,7 +32,7 @@ def dense_flops_per_row(bundle: Bundle) -> float:
     """2·in·out summed over the encoder's and decoder's dense layers: the energy graph's MatMul
     work per row (the CAE Jacobian and lvm inference steps add more; not counted)."""
     arch = bundle.manifest.architecture
-    sizes = [arch.n_features, *arch.hidden, arch.latent]
+    sizes = [arch.model_width, *arch.hidden, arch.latent]  # a mixed table: its one-hot model space
     layers = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
     extra_heads = (len(bundle.manifest.encoder_outputs) - 1) * 2 * sizes[-2] * sizes[-1]  # a VAE's logvar head
     return float(arch.members * (2 * layers + extra_heads))  # encoder + mirrored decoder (+ code heads), per member
@@ -81,8 +82,8 @@ def bench_bundle(path, backends: list[tuple[str, str]], batch_sizes: list[int], 
     from aeserve.serve.model import load
 
     bundle = Bundle.open(path)
-    typical = bundle.manifest.preprocessing.typical_rows(min(n_rows, 8192))
-    rows = np.resize(typical, (n_rows, bundle.n_features)).astype(np.float32)
+    typical = bundle.manifest.typical_rows(min(n_rows, 8192))
+    rows = CheckedRows(np.resize(typical, (n_rows, bundle.n_features)))  # valid rows, encoded for a mixed table
     flops = dense_flops_per_row(bundle)
     results = []
     for backend, precision in backends:

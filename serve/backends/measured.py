@@ -124,7 +124,7 @@ def choose_by_measurement(bundle: Bundle, candidates: list, start: Callable[[obj
             return start(cached[0]), cached[1]
         except BackendUnavailable:
             pass  # measure again below
-    rows = bundle.manifest.preprocessing.typical_rows(PROBE_ROWS)  # like the training data, in raw units
+    rows = bundle.manifest.typical_rows(PROBE_ROWS)  # like the training data, in raw units
     started, rates, failed, reference = {}, {}, [], None
     for candidate in sorted(candidates, key=lambda c: c.reduced):  # fp32 first: the reference energies
         label = candidate.label

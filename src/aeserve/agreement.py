@@ -41,7 +41,7 @@ def check_rows(bundle) -> tuple[np.ndarray, str]:
         return kept[1], f"{len(kept[1])} validation rows kept in the bundle"
     if kept is not None and len(kept[0]) + len(kept[1]) >= 32:
         return np.concatenate(kept), f"{len(kept[0]) + len(kept[1])} training and validation rows kept in the bundle"
-    return bundle.manifest.preprocessing.typical_rows(2048), "2048 rows drawn N(0, 1) in the preprocessed space"
+    return bundle.manifest.typical_rows(2048), "2048 rows drawn like the training data (N(0, 1) in the preprocessed space)"
 
 
 def scoring_batch_sizes(default_batch: int) -> list[int]:

@@ -181,6 +181,15 @@ class Architecture:
     table: tuple[str, ...] = ()  # a mixed table's columns: numeric, binary, categorical:K ('?': seen missing)
     options: dict[str, Any] = _extra()
 
+    @property
+    def model_width(self) -> int:
+        """Values the first layer takes: the input row, or a mixed table's model space (each scalar
+        column, each categorical column's slots padded to the widest, each missing flag)."""
+        if not self.table:
+            return self.n_features
+        slots = [int(c.rstrip("?").partition(":")[2]) for c in self.table if c.startswith("categorical")]
+        return len(self.table) - len(slots) + len(slots) * max(slots, default=1) + len(self.table)
+
     @classmethod
     def from_flat_dict(cls, data: dict[str, Any]) -> "Architecture":
         """From the kind config's flat dict (aeserve.train.config.ModelConfig.to_dict)."""
@@ -396,6 +405,15 @@ class Manifest:
     def graph(self, name: str, precision: str = "fp32") -> GraphRecord | None:
         """The record of graph ``name`` at ``precision``, or None when it was not exported."""
         return self.graphs.get(precision, {}).get(name)
+
+    def typical_rows(self, n: int, seed: int = 0):
+        """``n`` rows like the training data as the graphs take them (probes, checks, bench): the
+        preprocessing's draw, or a mixed table's valid encoded rows (whole slot indices, 0/1 flags)."""
+        if self.input.mixed:
+            from aeserve.columns import TableEncoding
+
+            return TableEncoding(self.input.columns).typical_rows(self.preprocessing, n, seed)
+        return self.preprocessing.typical_rows(n, seed)
 
     @property
     def encoder_outputs(self) -> tuple[str, ...]:

@@ -85,3 +85,17 @@ def test_booleans_read_from_text_and_numbers():
 def test_a_table_lacking_a_column_is_refused_naming_it():
     with pytest.raises(InputError, match="lacks 1 column.*'member'"):
         TableEncoding((ColumnSpec("age"), ColumnSpec("member", "binary"))).encode_rows({"age": [1.0]})
+
+
+def test_typical_rows_of_a_mixed_table_are_valid_encodings():
+    from aeserve.manifest import Preprocessing
+
+    specs = (ColumnSpec("x", missing=50, rows=100), ColumnSpec("b", "binary", rows=100),
+             ColumnSpec("c", "categorical", ("a", "b", "c"), rows=100))
+    prep = Preprocessing("standardize", (5.0, 0, 0, 0, 0, 0), (2.0, 1, 1, 1, 1, 1), False, "")
+    rows = TableEncoding(specs).typical_rows(prep, 2000, seed=1)
+    assert rows.shape == (2000, 6) and rows.dtype == np.float32
+    assert set(np.unique(rows[:, 1])) == {0.0, 1.0} and set(np.unique(rows[:, 2])) == {0.0, 1.0, 2.0, 3.0}
+    assert set(np.unique(rows[:, 3:])) == {0.0, 1.0} and 0.4 < rows[:, 3].mean() < 0.6  # x missing half the time
+    observed = rows[rows[:, 3] == 0, 0]
+    assert abs(observed.mean() - 5.0) < 0.2 and abs(observed.std() - 2.0) < 0.2

@@ -79,3 +79,11 @@ def test_every_kind_s_graphs_take_table_rows_and_the_energy_sums_the_column_term
             decoded, slot_p = graph_modules(model)["decoder"](torch.zeros(2, 2))
         assert decoded.shape == (2, 6) and slot_p.shape == (2, 3)
         np.testing.assert_allclose(slot_p.sum(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+def test_the_manifest_knows_the_model_space_width_without_torch():
+    from aeserve.manifest import Architecture
+
+    layout = ("numeric?", "categorical:3", "binary", "categorical:7")
+    arch = Architecture(kind="ae", n_features=8, hidden=(4,), latent=2, cost="mixed", table=layout)
+    assert arch.model_width == MixedTable(layout).width == 2 + 2 * 7 + 4
