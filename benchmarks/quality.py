@@ -177,7 +177,7 @@ def aeserve_contender(kind: str, int8: bool = False):
         from aeserve.tables import Table, typed_table
         from aeserve.train.config import ModelConfig
         from aeserve.train.fit import FitConfig
-        from aeserve.train.mixed import column_layout
+        from aeserve.train.mixed import table_options
         from aeserve.train.pipeline import train_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -187,8 +187,7 @@ def aeserve_contender(kind: str, int8: bool = False):
                 table = Table(np.asarray(train, np.float32), [f"f{i}" for i in range(train.shape[1])], "train")
             model_options = {k: v for k, v in OVERRIDES["model"].items()
                              if k in _shared_fields() or k in _option_names(kind)}
-            if table.specs:
-                model_options.update(table=column_layout(table.specs), cost="mixed")
+            model_options.update(table_options(table.specs))
             train_bundle(table, Path(tmp) / "m", ModelConfig(kind=kind, n_features=table.values.shape[1],
                                                              **model_options),
                          FitConfig(seed=seed, **OVERRIDES["fit"]), export=int8, **OVERRIDES["train"])

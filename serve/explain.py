@@ -38,16 +38,12 @@ def _describe(encoding: TableEncoding, j: int, seen: float, missing: bool, expec
 
 
 def describe_columns(encoding: TableEncoding, encoded: np.ndarray, rebuilt: np.ndarray, slot_p: np.ndarray,
-                     contributions: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """``top_features`` (n, k) column names, largest term of C first; ``top_shares`` (n, k), each
-    term's share of C; ``top_explanations`` (n, k) text, e.g. ``Home = 'other' (p 0.01);
-    expected 'owner' (p 0.83)``. ``encoded``: the rows as the graphs take them; ``rebuilt``
-    and ``slot_p``: the decoder's outputs for their codes."""
+                     top: np.ndarray) -> np.ndarray:
+    """Text (n, k) for the columns ``top`` (n, k) of each row, e.g. ``Home = 'other' (p 0.01);
+    expected 'owner' (p 0.83)``. ``encoded``: the rows as the graphs take them; ``rebuilt`` and
+    ``slot_p``: the decoder's outputs for their codes."""
     n_columns = len(encoding.columns)
-    k = max(1, min(int(k), n_columns))
-    top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]  # (n, k)
-    total = np.maximum(contributions.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
-    offsets, at = {}, 0
+    offsets, at = {}, 0  # each categorical column's first slot in slot_p
     for j, spec in enumerate(encoding.columns):
         if spec.type == "categorical":
             offsets[j], at = at, at + spec.slots
@@ -57,6 +53,4 @@ def describe_columns(encoding: TableEncoding, encoded: np.ndarray, rebuilt: np.n
             text[i, t] = _describe(encoding, int(j), float(encoded[i, j]), bool(encoded[i, n_columns + j]),
                                    float(rebuilt[i, j]), float(rebuilt[i, n_columns + j]), slot_p[i],
                                    offsets.get(int(j), 0))
-    return {"top_features": np.asarray(encoding.names, dtype=object)[top],
-            "top_shares": (np.take_along_axis(contributions, top, axis=1) / total).astype(np.float32),
-            "top_explanations": text}
+    return text

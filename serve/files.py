@@ -33,13 +33,15 @@ def _columns(names: list[str], array) -> dict[str, np.ndarray]:
     return {name: array[:, i] for i, name in enumerate(names)}
 
 
-def _run(model: Model, sources, out, *, expect: list[str], fn, progress, id_column, on_error,
+def _run(model: Model, sources, out, *, fn, progress, id_column, on_error, codes: bool = False,
          npy_layout: list[str] | None = None) -> StreamSummary:
+    """Stream ``sources`` through ``fn``: the bundle's input rows (a mixed bundle's encoded by the
+    readers), or with ``codes`` the code columns z0.."""
     image = model.bundle.manifest.input.image
-    table = expect is model.features  # rows of the bundle's input (not codes): a mixed bundle's are encoded
+    expect, encoding = (model.code_names, None) if codes else (model.features, model.encoding)
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
                           batch_rows=rows_per_call(model.batch_size), image_shape=image.shape if image else None,
-                          npy_layout=npy_layout, progress=progress, encoding=model.encoding if table else None)
+                          npy_layout=npy_layout, progress=progress, encoding=encoding)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
 
@@ -71,7 +73,7 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
         anomalies[0] += int(scores["anomaly"].sum())
         return scores
 
-    summary = _run(model, sources, out, expect=model.features, fn=fn, progress=progress, id_column=id_column,
+    summary = _run(model, sources, out, fn=fn, progress=progress, id_column=id_column,
                    on_error=on_error)
     # with no input row, the one call was stream_verb's probe for the output columns: nothing to count
     summary.extra = {"anomalies": anomalies[0] if summary.rows else 0, "threshold": limit}
@@ -88,7 +90,7 @@ def encode_file(model: Model, sources, out, *, progress: Progress | None = None,
         outputs = model.encode_all(rows).values()
         return dict(zip(encode_columns(model), (column for array in outputs for column in array.T)))
 
-    return _run(model, sources, out, expect=model.features, fn=fn, progress=progress, id_column=id_column,
+    return _run(model, sources, out, fn=fn, progress=progress, id_column=id_column,
                 on_error=on_error)
 
 
@@ -97,7 +99,7 @@ def decode_file(model: Model, sources, out, *, progress: Progress | None = None,
     """Rows in raw units, one per code row; columns named like the training features. Reads the
     code z0..z{k-1} by name from .csv/.parquet; from a .npy either exactly k columns, or a file
     as wide as ``encode_file`` writes (z0.. first, then e.g. a VAE's logvar0..: μ is decoded)."""
-    return _run(model, sources, out, expect=model.code_names,
+    return _run(model, sources, out, codes=True,
                 fn=lambda z: _columns(model.features, model.decode(z)),
                 progress=progress, id_column=id_column, on_error=on_error, npy_layout=encode_columns(model))
 
@@ -111,7 +113,7 @@ def encode_columns(model: Model) -> list[str]:
 def reconstruct_file(model: Model, sources, out, *, progress: Progress | None = None, id_column: str | None = None,
                      on_error: str = "fail") -> StreamSummary:
     """ỹ = decode(encode(y)) per row, in raw units."""
-    return _run(model, sources, out, expect=model.features,
+    return _run(model, sources, out,
                 fn=lambda x: _columns(model.features, model.reconstruct(x)),
                 progress=progress, id_column=id_column, on_error=on_error)
 

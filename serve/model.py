@@ -73,19 +73,23 @@ class Model:
         return self.backend.reason
 
     # -- plumbing ------------------------------------------------------------------------
-    def _rows(self, data, names: list[str], what: str) -> np.ndarray:
+    def _input_rows(self, data) -> np.ndarray:
+        """The bundle's input rows, checked: numeric rows as ``_rows`` takes them; a mixed bundle's
+        as a table (pyarrow, pandas, dict of columns), encoded here, or ``CheckedRows`` already
+        encoded (by a reader or the server)."""
+        if self.encoding is None or isinstance(data, CheckedRows):
+            return self._rows(data, self.features, "rows", width=self.bundle.n_features)
+        if isinstance(data, np.ndarray):
+            shown = ", ".join(self.features[:6]) + (", ..." if len(self.features) > 6 else "")
+            raise InputError(f"rows: this bundle takes a table of typed columns ({shown}): "
+                             "pass a pyarrow Table, a pandas DataFrame or a dict of columns")
+        return self.encoding.encode_rows(data, "rows")
+
+    def _rows(self, data, names: list[str], what: str, width: int | None = None) -> np.ndarray:
         """``data`` as float32 (n, width), checked; ``CheckedRows`` (checked by a reader or the
-        request decoder) are taken as they are, their width alone checked. A mixed bundle's
-        rows are a table (pyarrow, pandas, dict of columns), encoded here."""
-        width = len(names)
-        if self.encoding is not None and names is self.features:
-            width = self.encoding.width
-            if not isinstance(data, CheckedRows):
-                if isinstance(data, np.ndarray):
-                    raise InputError(f"{what}: this bundle takes a table of typed columns "
-                                     f"({', '.join(self.features[:6])}{', ...' if len(self.features) > 6 else ''}): "
-                                     "pass a pyarrow Table, a pandas DataFrame or a dict of columns")
-                return self.encoding.encode_rows(data, what)
+        request decoder) are taken as they are, their width alone checked. ``width`` defaults
+        to one value per name."""
+        width = len(names) if width is None else width
         if isinstance(data, CheckedRows):
             if data.values.ndim != 2 or data.values.shape[1] != width:
                 raise InputError(f"{what}: expected shape (rows, {width}), got {data.values.shape}")
@@ -114,11 +118,11 @@ class Model:
     # -- public API ----------------------------------------------------------------------
     def encode(self, rows) -> np.ndarray:
         """Codes z (n, latent); for a VAE the mean μ."""
-        return self._run("encoder", self._rows(rows, self.features, "rows"))[0]
+        return self._run("encoder", self._input_rows(rows))[0]
 
     def encode_all(self, rows) -> dict[str, np.ndarray]:
         """Every encoder output by name, each (n, latent): {"z"}, or a VAE's {"mu", "logvar"}."""
-        return dict(zip(self.encoder_outputs, self._run("encoder", self._rows(rows, self.features, "rows"))))
+        return dict(zip(self.encoder_outputs, self._run("encoder", self._input_rows(rows))))
 
     def encode_distribution(self, rows) -> tuple[np.ndarray, np.ndarray]:
         """(μ, log v), each (n, latent), from an encoder whose outputs are mu and logvar (a VAE's)."""
@@ -151,37 +155,37 @@ class Model:
     def energy(self, rows) -> dict[str, np.ndarray]:
         """Per-row energy F(y) and its terms (which sum to it), each (n,)."""
         names = ["energy", *self.terms]
-        return dict(zip(names, self._run("energy", self._rows(rows, self.features, "rows"), names)))
+        return dict(zip(names, self._run("energy", self._input_rows(rows), names)))
 
     def explain(self, rows, k: int | None = None) -> dict[str, np.ndarray]:
         """``energy`` and its terms, plus ``contributions`` (n, features): each feature's exact term
         of the reconstruction cost C (they sum to ``reconstruction``; an image's per-pixel map).
         With ``k``: ``top_features`` (n, k) feature names, largest term first, and ``top_shares``
-        (n, k), each term's share of C."""
+        (n, k), each term's share of C; a mixed bundle's are per column, with ``top_explanations``."""
         if CONTRIBUTIONS not in self.bundle.graph("energy").outputs:
             raise BundleError(f"{self.bundle.path}: its energy graph has no per-feature {CONTRIBUTIONS} output "
                               f"(exported by an older aeserve); re-export: aeserve export {self.bundle.path}")
         names = ["energy", *self.terms, CONTRIBUTIONS]
-        encoded = self._rows(rows, self.features, "rows")
+        encoded = self._input_rows(rows)
         result = dict(zip(names, self._run("energy", encoded, names)))
-        if k is not None and self.encoding is not None:
-            result.update(self._explain_columns(encoded, result[CONTRIBUTIONS], k))
-        elif k is not None:
-            contributions = result[CONTRIBUTIONS]  # (n, features)
+        if k is not None:
+            contributions = result[CONTRIBUTIONS]  # (n, features), or (n, columns) for a mixed table
             k = max(1, min(int(k), contributions.shape[1]))
             top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]  # (n, k)
             total = np.maximum(contributions.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
             result["top_features"] = np.asarray(self.features, dtype=object)[top]
             result["top_shares"] = (np.take_along_axis(contributions, top, axis=1) / total).astype(np.float32)
+            if self.encoding is not None:
+                result["top_explanations"] = self._explain_columns(encoded, top)
         return result
 
-    def _explain_columns(self, encoded: np.ndarray, contributions: np.ndarray, k: int) -> dict[str, np.ndarray]:
-        """A mixed bundle's top ``k`` columns per row, each as text naming the observed and the
-        expected value: ``Home = 'other' (p 0.01); expected 'owner' (p 0.83)``."""
+    def _explain_columns(self, encoded: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """A mixed bundle's text for each of the ``top`` columns (n, k) of each row, naming the
+        observed and the expected value: ``Home = 'other' (p 0.01); expected 'owner' (p 0.83)``."""
         from aeserve.serve.explain import describe_columns
 
         rebuilt, slot_p = self._run("decoder", self._run("encoder", encoded)[0], ["y_tilde", "slot_p"])
-        return describe_columns(self.encoding, encoded, rebuilt, slot_p, contributions, k)
+        return describe_columns(self.encoding, encoded, rebuilt, slot_p, top)
 
     def score(self, rows, threshold: float | None = None, *, explain: bool = False,
               k: int | None = None) -> dict[str, np.ndarray]:

@@ -157,8 +157,7 @@ def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
     columns = model.encoding.columns
     k = model.latent_size
     ins = [TensorSpec(c.name, COLUMN_DATATYPES[c.type][0], [-1], accepts=COLUMN_DATATYPES[c.type]) for c in columns]
-    rows = [TensorSpec(c.name, {"numeric": "FP32", "binary": "BOOL", "categorical": "BYTES"}[c.type], [-1])
-            for c in columns]
+    rows = [TensorSpec(c.name, COLUMN_DATATYPES[c.type][0], [-1]) for c in columns]  # decoded: FP32, BOOL, BYTES
     terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
     score_name, encode_name, decode_name, sample_name = endpoint_names(name)
 
@@ -168,19 +167,24 @@ def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
     def encoded(inputs) -> np.ndarray:  # a request's columns as the graphs' rows, joined by the batcher
         return model.encoding.encode_rows(table(inputs), "request")
 
+    def score_rows(rows: np.ndarray):
+        return model.score(CheckedRows(rows))
+
+    def encode_rows(rows: np.ndarray):
+        return model.encode_all(CheckedRows(rows))
+
     def named(decoded):
         return {c.name: np.asarray(decoded[c.name], dtype=np.object_ if c.type == "categorical" else None)
                 for c in columns}
 
     return [
         Endpoint(score_name, ins, [*terms, TensorSpec("anomaly", "UINT8", [-1])],
-                 lambda inputs: model.score(table(inputs)),
+                 lambda inputs: score_rows(encoded(inputs)),
                  optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, len(columns)])],
-                 run_optional=lambda inputs: model.score(table(inputs), explain=True),
-                 batch_rows=encoded, run_rows=lambda rows: model.score(CheckedRows(rows))),
+                 run_optional=lambda inputs: model.score(CheckedRows(encoded(inputs)), explain=True),
+                 batch_rows=encoded, run_rows=score_rows),
         Endpoint(encode_name, ins, [TensorSpec(o, "FP32", [-1, k]) for o in model.encoder_outputs],
-                 lambda inputs: model.encode_all(table(inputs)),
-                 batch_rows=encoded, run_rows=lambda rows: model.encode_all(CheckedRows(rows))),
+                 lambda inputs: encode_rows(encoded(inputs)), batch_rows=encoded, run_rows=encode_rows),
         Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], rows,
                  lambda inputs: named(model.decode(CheckedRows(inputs["z"])))),
         Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])], rows,

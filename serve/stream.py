@@ -27,7 +27,7 @@ import numpy as np
 
 from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
-from aeserve.readers import SUFFIXES, BadRow, CheckedRows, Chunk, exact_chunks, iter_chunks
+from aeserve.readers import SUFFIXES, BadRow, CheckedRows, Chunk, exact_chunks, iter_chunks, row_width
 from aeserve.serve.images import IMAGE_SUFFIXES, load_images
 from aeserve.tables import check_output_path, refuse_output_among_inputs
 
@@ -271,7 +271,8 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
     Output columns: the id column (or ``row``, the 1-based data row), ``source`` when there
     are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``.
     ``npy_layout`` names the columns of a .npy wider than ``features`` (see ``iter_chunks``);
-    ``encoding``, a mixed bundle's typed columns (rows reach ``fn`` encoded). No input row gives a valid empty file with the usual columns. An output that is one of the
+    ``encoding``, a mixed bundle's typed columns (rows reach ``fn`` encoded). No input row
+    gives a valid empty file with the usual columns. An output that is one of the
     inputs is refused before anything is read.
     """
     started = time.perf_counter()
@@ -306,7 +307,7 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
                 skipped, id_dtype = _write_results(results, writer, columns, progress=progress,
                                                    total_bytes=sum(p.stat().st_size for p in files) or 1)
                 if not writer.started:  # no good row: a valid file with the usual columns and no rows
-                    width = encoding.width if encoding is not None else len(features)
+                    width = row_width(features, encoding)
                     probe = fn(CheckedRows(np.zeros((1, width), np.float32)))  # a valid row, encoded or not
                     default_ids = np.int64 if id_column is None and not images else object
                     empty = Chunk(np.empty((0, width), np.float32), np.empty(0, id_dtype or default_ids),

@@ -31,28 +31,18 @@ import torch
 from torch import nn
 from torch.nn import functional as tf
 
-__all__ = ["MixedTable", "column_layout", "PAD"]
+from aeserve.manifest import parse_table_layout, table_layout
+
+__all__ = ["MixedTable", "column_layout", "table_options", "PAD"]
+
+#: the config's compact description of a table's columns (``aeserve.manifest.table_layout``)
+column_layout = table_layout
 
 
-def column_layout(columns: Sequence) -> tuple[str, ...]:
-    """The config's compact description of the columns: 'numeric', 'binary' or 'categorical:K'
-    (K slots), with '?' when training saw the column missing."""
-    out = []
-    for c in columns:
-        text = f"categorical:{c.slots}" if c.type == "categorical" else c.type
-        out.append(text + ("?" if c.may_be_missing else ""))
-    return tuple(out)
-
-
-def _parse(layout: Sequence[str]) -> list[tuple[str, int, bool]]:
-    parsed = []
-    for entry in layout:
-        decoded = entry.endswith("?")
-        kind, _, slots = entry.rstrip("?").partition(":")
-        if kind not in ("numeric", "binary", "categorical") or (kind == "categorical") != bool(slots):
-            raise ValueError(f"bad column layout entry {entry!r}")
-        parsed.append((kind, int(slots) if slots else 1, decoded))
-    return parsed
+def table_options(specs: Sequence) -> dict:
+    """The ModelConfig fields of a mixed table's columns (``Table.specs``): its layout and the
+    mixed cost; nothing for plain rows."""
+    return {"table": column_layout(specs), "cost": "mixed"} if specs else {}
 
 
 #: the logit bias of a padding slot: exp(PAD - max) is 0 in fp32 and fp16, where -inf could make NaN
@@ -76,7 +66,7 @@ class MixedTable(nn.Module):
 
     def __init__(self, layout: Sequence[str]):
         super().__init__()
-        columns = _parse(layout)
+        columns = parse_table_layout(layout)
         self.n = n = len(columns)
         scalar = [j for j, (kind, _, _) in enumerate(columns) if kind != "categorical"]
         categorical = [j for j, (kind, _, _) in enumerate(columns) if kind == "categorical"]

@@ -74,7 +74,6 @@ def infer_types(schema, names: Sequence[str], *, categorical: Sequence[str] = ()
 
 def needs_mixed(table, types: Mapping[str, str]) -> bool:
     """Whether a table needs the mixed encoding: a column that is not numeric, or a missing cell."""
-    _, pc = _pa()
     if any(t != "numeric" for t in types.values()):
         return True
     return any(table.column(n).null_count for n in types)  # NaN alone is a bad number, as in a plain table
@@ -245,11 +244,6 @@ class TableEncoding:
         """The encoding of a mixed bundle's input; None for plain numeric rows."""
         return cls(spec.columns) if spec.mixed else None
 
-    @property
-    def cell_names(self) -> list[str]:
-        """Names of the encoded values: each column, then NAME:missing for each."""
-        return [*self.names, *(f"{n}:missing" for n in self.names)]
-
     # -- table -> rows ---------------------------------------------------------------------
     def encode(self, table, rows: np.ndarray | None = None, *, source: str = "table", skip: bool = False
                ) -> tuple[np.ndarray, np.ndarray, list]:
@@ -266,8 +260,7 @@ class TableEncoding:
         for j, spec in enumerate(self.columns):
             column = table.column(spec.name)
             missing = missing_cells(column)
-            encode = {"numeric": self._numeric, "binary": self._binary, "categorical": self._categorical}[spec.type]
-            cells[j] = encode(column, missing, spec, reject)
+            cells[j] = self._ENCODERS[spec.type](column, missing, spec, reject)
             cells[count + j] = missing
         # one transposing copy: writing each column into a row-major array took half the time
         return np.ascontiguousarray(cells.T), reject.keep, reject.bad
@@ -339,6 +332,9 @@ class TableEncoding:
             slots = pc.fill_null(pc.index_in(text, value_set=vocabulary), other).to_numpy(zero_copy_only=False)
             slots = np.where(missing, 0, slots)
         return slots.astype(np.float32)
+
+    #: each column type's encoder: (column, missing mask, spec, reject) -> values (n,)
+    _ENCODERS = {"numeric": _numeric, "binary": _binary, "categorical": _categorical}
 
     # -- rows -> table -----------------------------------------------------------------------
     def slot_name(self, column: str, slots: np.ndarray) -> np.ndarray:

@@ -47,6 +47,8 @@ __all__ = [
     "MIGRATIONS",
     "COLUMN_TYPES",
     "ColumnSpec",
+    "table_layout",
+    "parse_table_layout",
     "ImageSpec",
     "InputSpec",
     "Preprocessing",
@@ -111,6 +113,24 @@ class ColumnSpec:
     def may_be_missing(self) -> bool:
         """Whether training saw this column missing (then the decoder predicts its missing-indicator)."""
         return self.missing > 0
+
+
+def table_layout(columns) -> tuple[str, ...]:
+    """A mixed table's columns as ``Architecture.table`` holds them: 'numeric', 'binary' or
+    'categorical:K' (K slots), with '?' when training saw the column missing."""
+    return tuple((f"categorical:{c.slots}" if c.type == "categorical" else c.type) + ("?" if c.may_be_missing else "")
+                 for c in columns)
+
+
+def parse_table_layout(layout) -> list[tuple[str, int, bool]]:
+    """``table_layout``'s entries as (type, slots, seen missing); ValueError for a bad entry."""
+    parsed = []
+    for entry in layout:
+        kind, _, slots = entry.rstrip("?").partition(":")
+        if kind not in COLUMN_TYPES or (kind == "categorical") != bool(slots) or (slots and not slots.isdigit()):
+            raise ValueError(f"bad column layout entry {entry!r}")
+        parsed.append((kind, int(slots) if slots else 1, entry.endswith("?")))
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -187,7 +207,7 @@ class Architecture:
         column, each categorical column's slots padded to the widest, each missing flag)."""
         if not self.table:
             return self.n_features
-        slots = [int(c.rstrip("?").partition(":")[2]) for c in self.table if c.startswith("categorical")]
+        slots = [size for kind, size, _ in parse_table_layout(self.table) if kind == "categorical"]
         return len(self.table) - len(slots) + len(slots) * max(slots, default=1) + len(self.table)
 
     @classmethod

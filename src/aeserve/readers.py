@@ -22,7 +22,7 @@ import numpy as np
 
 from aeserve.errors import InputError
 
-__all__ = ["SUFFIXES", "NULL_VALUES", "BadRow", "Chunk", "CheckedRows", "iter_chunks", "exact_chunks",
+__all__ = ["SUFFIXES", "NULL_VALUES", "BadRow", "Chunk", "CheckedRows", "iter_chunks", "exact_chunks", "row_width",
            "column_names", "chunk_rows_for", "check_finite", "convert_columns", "reject_non_finite", "preview"]
 
 SUFFIXES = (".csv", ".parquet", ".npy")
@@ -70,6 +70,11 @@ class CheckedRows:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+def row_width(features: Sequence[str], encoding=None) -> int:
+    """Values per row a reader yields: one per feature, or a mixed bundle's encoding's width."""
+    return encoding.width if encoding is not None else len(features)
 
 
 def chunk_rows_for(width: int) -> int:
@@ -509,7 +514,7 @@ def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = 
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
                          f"expected one of {', '.join(SUFFIXES)}")
     extra = {"npy_layout": npy_layout} if path.suffix.lower() == ".npy" else {}
-    width = encoding.width if encoding is not None else len(features)
+    width = row_width(features, encoding)
     return _READERS[path.suffix.lower()](path, list(features), id_column=id_column, encoding=encoding,
                                          chunk_rows=chunk_rows or chunk_rows_for(width), skip=skip, **extra)
 

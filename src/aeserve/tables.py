@@ -17,10 +17,10 @@ import numpy as np
 
 from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
-from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview
+from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview, row_width
 
-__all__ = ["Table", "read_table", "read_training_table", "typed_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite",
-           "SUFFIXES"]
+__all__ = ["Table", "read_table", "read_training_table", "typed_table", "write_table", "check_output_path",
+           "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
 
 
 @dataclass
@@ -81,8 +81,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     # a .npy's columns have no names to select by: read them all, then pick
     read = (keep if expect is not None else names) if npy else keep
     chunks = [chunk.values for chunk in iter_chunks(path, read, encoding=encoding)]
-    width = encoding.width if encoding is not None else len(read)
-    values = np.concatenate(chunks) if chunks else np.empty((0, width), np.float32)
+    values = np.concatenate(chunks) if chunks else np.empty((0, row_width(read, encoding)), np.float32)
     if npy and expect is None and keep != names:
         values = np.ascontiguousarray(values[:, [names.index(c) for c in keep]])
     if values.shape[0] == 0:
@@ -137,7 +136,6 @@ def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None =
     with text, boolean or missing cells (or ``categorical`` columns) becomes a mixed table: each
     column typed (``aeserve.columns.infer_types``; a text column of numbers with a few stray cells
     stays numeric), its vocabulary and missing cells counted, its rows encoded."""
-
     path = Path(path)
     if _suffix(path) == ".npy" or not path.is_file():
         if categorical:

@@ -171,16 +171,14 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
     table, image_shape = _training_rows(data, columns, drop, image_size, typing or {})
     if arch == "conv" and not image_shape:
         raise typer.BadParameter("--arch conv trains on a folder of images", param_hint="--arch")
-    layout = ()
-    if table.specs:  # a mixed table: the lecture's cost per column type
-        from aeserve.train.mixed import column_layout
+    from aeserve.train.mixed import table_options
 
-        layout, cost = column_layout(table.specs), "mixed"
+    mixed = table_options(table.specs)  # a mixed table: its layout and the lecture's cost per column type
     try:
         config = ModelConfig(kind=kind, n_features=table.values.shape[1], arch=arch,
                              image_shape=image_shape if arch == "conv" else (),
                              channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
-                             latent=latent, members=members, activation=activation, cost=cost, table=layout,
+                             latent=latent, members=members, activation=activation, **{"cost": cost, **mixed},
                              **options)
         fit_config = FitConfig(**fit)
     except OptionError as exc:
