@@ -126,10 +126,11 @@ def parse_table_layout(layout) -> list[tuple[str, int, bool]]:
     """``table_layout``'s entries as (type, slots, seen missing); ValueError for a bad entry."""
     parsed = []
     for entry in layout:
-        kind, _, slots = entry.rstrip("?").partition(":")
-        if kind not in COLUMN_TYPES or (kind == "categorical") != bool(slots) or (slots and not slots.isdigit()):
+        column_type, _, slots = entry.rstrip("?").partition(":")
+        if column_type not in COLUMN_TYPES or (column_type == "categorical") != bool(slots) or \
+                (slots and not slots.isdigit()):
             raise ValueError(f"bad column layout entry {entry!r}")
-        parsed.append((kind, int(slots) if slots else 1, entry.endswith("?")))
+        parsed.append((column_type, int(slots) if slots else 1, entry.endswith("?")))
     return parsed
 
 
@@ -207,7 +208,7 @@ class Architecture:
         column, each categorical column's slots padded to the widest, each missing flag)."""
         if not self.table:
             return self.n_features
-        slots = [size for kind, size, _ in parse_table_layout(self.table) if kind == "categorical"]
+        slots = [size for column_type, size, _ in parse_table_layout(self.table) if column_type == "categorical"]
         return len(self.table) - len(slots) + len(slots) * max(slots, default=1) + len(self.table)
 
     @classmethod
