@@ -14,6 +14,7 @@ import numpy as np
 
 from aeserve.batches import rows_per_call
 from aeserve.bundle import code_columns
+from aeserve.conformal import ExceedanceHistogram, check_alpha, p_value_of_count
 from aeserve.errors import InputError
 from aeserve.manifest import CONTRIBUTIONS
 from aeserve.serve.model import Model
@@ -51,25 +52,30 @@ def _as_list(sources) -> list:
 
 
 def score_file(model: Model, sources, out, *, threshold: float | None = None, progress: Progress | None = None,
-               id_column: str | None = None, on_error: str = "fail", explain: int = 0) -> StreamSummary:
-    """One output row per good input row, same order: id/row, energy, its terms, anomaly (0/1);
-    with ``explain=K`` also feature_1..K and share_1..K: the K features with the largest terms of
-    the reconstruction cost, and each one's share of it."""
+               id_column: str | None = None, on_error: str = "fail", explain: int = 0,
+               fdr: float | None = None) -> StreamSummary:
+    """One output row per good input row, same order: id/row, energy, its terms, p_value (when
+    the bundle keeps held-out energies), anomaly (0/1); with ``explain=K`` also feature_1..K and
+    share_1..K: the K features with the largest terms of the reconstruction cost, and each one's
+    share of it.
+
+    ``fdr``: anomaly is 1 for the rows Benjamini–Hochberg discovers among all the input's rows at
+    that false-discovery rate, instead of energy > threshold. The decision needs every row's
+    p-value, so the rows are scored once into a hidden Parquet file beside ``out`` while a
+    histogram of their exceedance counts (n + 1 integers) is kept, and the anomaly column is
+    written on a second pass over that file: memory stays flat, nothing is scored twice."""
+    if fdr is not None:
+        if threshold is not None:
+            raise InputError("give --threshold or --fdr, not both")
+        return _score_by_fdr(model, sources, out, fdr=check_alpha(fdr), progress=progress, id_column=id_column,
+                             on_error=on_error, explain=explain)
     limit = model.threshold if threshold is None else float(threshold)
     if explain and Path(out).suffix.lower() == ".npy":
         raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
     anomalies = [0]
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
-        scores = model.score(rows, limit, explain=bool(explain), k=explain or None)
-        if explain:  # the top K as columns; the whole (rows, features) map stays out of the file
-            del scores[CONTRIBUTIONS]
-            top, shares = scores.pop("top_features"), scores.pop("top_shares")
-            text = scores.pop("top_explanations", None)  # a mixed bundle's: observed and expected values
-            for i in range(top.shape[1]):
-                scores[f"feature_{i + 1}"], scores[f"share_{i + 1}"] = top[:, i], shares[:, i]
-                if text is not None:
-                    scores[f"explanation_{i + 1}"] = text[:, i]
+        scores = _score_columns(model, rows, limit, explain)
         anomalies[0] += int(scores["anomaly"].sum())
         return scores
 
@@ -77,6 +83,78 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
                    on_error=on_error)
     # with no input row, the one call was stream_verb's probe for the output columns: nothing to count
     summary.extra = {"anomalies": anomalies[0] if summary.rows else 0, "threshold": limit}
+    return summary
+
+
+def _score_columns(model: Model, rows: np.ndarray, limit: float, explain: int) -> dict[str, np.ndarray]:
+    """The score columns of a chunk's rows: energy, terms, p_value, anomaly (and the top K)."""
+    scores = model.score(rows, limit, explain=bool(explain), k=explain or None)
+    if explain:  # the top K as columns; the whole (rows, features) map stays out of the file
+        del scores[CONTRIBUTIONS]
+        top, shares = scores.pop("top_features"), scores.pop("top_shares")
+        text = scores.pop("top_explanations", None)  # a mixed bundle's: observed and expected values
+        for i in range(top.shape[1]):
+            scores[f"feature_{i + 1}"], scores[f"share_{i + 1}"] = top[:, i], shares[:, i]
+            if text is not None:
+                scores[f"explanation_{i + 1}"] = text[:, i]
+    return scores
+
+
+def _score_by_fdr(model: Model, sources, out, *, fdr: float, progress, id_column, on_error,
+                  explain: int) -> StreamSummary:
+    """``score_file`` with ``fdr``: score into a hidden Parquet beside ``out`` counting each row's
+    exceedances, then write ``out`` with anomaly = (p_value <= the Benjamini–Hochberg cut-off)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aeserve.atomic import atomic_path
+    from aeserve.serve.stream import TableWriter, expand_inputs
+    from aeserve.tables import refuse_output_among_inputs
+
+    out = check_output_path(out)
+    refuse_output_among_inputs(out, expand_inputs(_as_list(sources)))
+    if explain and out.suffix.lower() == ".npy":
+        raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
+    counts = ExceedanceHistogram(model.reference_energies())
+    staged = out.with_name(f".{out.name}.fdr.parquet")
+
+    def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
+        scores = _score_columns(model, rows, model.threshold, explain)
+        counts.add(scores["energy"])
+        return scores
+
+    try:
+        summary = _run(model, sources, staged, fn=fn, progress=progress, id_column=id_column, on_error=on_error)
+        if not summary.rows:  # the one call was the probe for the output columns
+            counts.histogram[:] = 0
+        cutoff = counts.cutoff(fdr)
+        limit = p_value_of_count(cutoff, model.reference.size) if cutoff >= 0 else -1.0
+        flagged = 0
+        with atomic_path(out, clean_stale=True) as tmp:
+            writer = TableWriter(tmp, out)
+            try:
+                staged_file = pq.ParquetFile(staged)
+                batches = staged_file.iter_batches(batch_size=65536) if staged_file.metadata.num_rows else \
+                    [pa.RecordBatch.from_pylist([], schema=staged_file.schema_arrow)]  # no row: the columns alone
+                for batch in batches:
+                    columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+                    columns["anomaly"] = (columns["p_value"] <= limit).astype(np.uint8)
+                    flagged += int(columns["anomaly"].sum())
+                    if out.suffix.lower() == ".npy":  # the score columns only, from energy on
+                        names = list(columns)
+                        columns = {name: columns[name] for name in names[names.index("energy"):]}
+                    writer.write(columns)
+            finally:
+                writer.close()
+    finally:
+        staged.unlink(missing_ok=True)
+    if summary.errors_file:  # written beside the staged file: move it beside the output
+        errors = Path(out).with_name(out.name + ".errors.csv")
+        Path(summary.errors_file).replace(errors)
+        summary.errors_file = str(errors)
+    summary.output = str(out)
+    summary.extra = {"anomalies": flagged, "fdr": fdr, "discoveries_p_value": float(limit) if cutoff >= 0 else None,
+                     "threshold": None}
     return summary
 
 

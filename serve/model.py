@@ -9,6 +9,7 @@ import numpy as np
 from aeserve.batches import auto_batch_size, row_batches
 from aeserve.bundle import GRAPH_INPUTS, Bundle, code_columns
 from aeserve.columns import TableEncoding
+from aeserve.conformal import benjamini_hochberg, check_alpha, p_values
 from aeserve.errors import BundleError, InputError
 from aeserve.manifest import CONTRIBUTIONS
 from aeserve.readers import CheckedRows, check_finite
@@ -41,6 +42,9 @@ class Model:
         self.encoder_outputs = bundle.manifest.encoder_outputs
         #: a mixed table's columns and encoding (None for numeric rows): methods then take tables
         self.encoding = TableEncoding.of(bundle.manifest.input)
+        #: the held-out validation energies, sorted (n,) float64: the reference of ``p_value``
+        #: (None for a bundle trained before they were kept)
+        self.reference = bundle.held_out_energies()
 
     def preload(self) -> "Model":
         """Load every graph now rather than at its first call (backends that load lazily), so
@@ -187,11 +191,35 @@ class Model:
         rebuilt, slot_p = self._run("decoder", self._run("encoder", encoded)[0], ["y_tilde", "slot_p"])
         return describe_columns(self.encoding, encoded, rebuilt, slot_p, top)
 
+    def p_values(self, energies: np.ndarray) -> np.ndarray:
+        """Conformal p-values (n,) float64 of ``energies``: (1 + #{held-out energies >= e}) / (n + 1)
+        (``aeserve.conformal``); small means unlike the validation rows held out at training."""
+        return p_values(self.reference_energies(), energies)
+
+    def reference_energies(self) -> np.ndarray:
+        """The held-out validation energies (n,) float64 sorted, or BundleError when the bundle keeps none."""
+        if self.reference is None:
+            raise BundleError(f"{self.bundle.path}: this bundle keeps no held-out validation energies "
+                              "(it was trained before bundles kept them), so it has no p-values; retrain it")
+        return self.reference
+
     def score(self, rows, threshold: float | None = None, *, explain: bool = False,
-              k: int | None = None) -> dict[str, np.ndarray]:
-        """``energy`` plus ``anomaly`` (uint8: 1 where energy > threshold; manifest's by default);
-        with ``explain``, also what ``explain(rows, k)`` adds (contributions, top k features)."""
+              k: int | None = None, fdr: float | None = None) -> dict[str, np.ndarray]:
+        """``energy``, its terms, ``p_value`` (the conformal p-value against the held-out
+        validation energies, when the bundle keeps them) and ``anomaly`` (uint8: 1 where energy >
+        threshold, the manifest's by default; with ``fdr``, 1 for the rows Benjamini–Hochberg
+        discovers among these rows at that false-discovery rate); with ``explain``, also what
+        ``explain(rows, k)`` adds (contributions, top k features)."""
         result = self.explain(rows, k) if explain else self.energy(rows)
+        if fdr is not None:
+            if threshold is not None:
+                raise InputError("give a threshold or a false-discovery rate, not both")
+            result["p_value"] = self.p_values(result["energy"])
+            result["anomaly"] = benjamini_hochberg(self.reference_energies(), result["energy"],
+                                                   check_alpha(fdr)).astype(np.uint8)
+            return result
+        if self.reference is not None:
+            result["p_value"] = self.p_values(result["energy"])
         limit = self.threshold if threshold is None else float(threshold)
         result["anomaly"] = (result["energy"] > limit).astype(np.uint8)
         return result

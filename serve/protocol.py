@@ -2,7 +2,8 @@
 
 A bundle ``NAME`` is served as four endpoints (``endpoints_for``):
 
-- ``NAME``         y (FP32 [-1, features]) -> energy, its terms (FP32 [-1]), anomaly (UINT8 [-1])
+- ``NAME``         y (FP32 [-1, features]) -> energy, its terms (FP32 [-1]), p_value (FP64 [-1],
+                   the conformal p-value against the held-out energies), anomaly (UINT8 [-1])
 - ``NAME-encode``  y -> z (VAE: mu, logvar), FP32 [-1, latent]
 - ``NAME-decode``  z (FP32 [-1, latent]) -> y_tilde (FP32 [-1, features])
 - ``NAME-sample``  n (INT64 [1]), optional seed (INT64 [1]) -> y (FP32 [n, features])
@@ -122,13 +123,12 @@ def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoi
     if model.encoding is not None:
         return _table_endpoints(name, model, max_sample_rows)
     d, k = len(model.features), model.latent_size
-    terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
     explains = CONTRIBUTIONS in model.bundle.graph("energy").outputs
 
     sample = _sample_fn(model, max_sample_rows, lambda rows: {"y": rows})
     score_name, encode_name, decode_name, sample_name = endpoint_names(name)
     return [
-        Endpoint(score_name, [TensorSpec("y", "FP32", [-1, d])], [*terms, TensorSpec("anomaly", "UINT8", [-1])],
+        Endpoint(score_name, [TensorSpec("y", "FP32", [-1, d])], score_outputs(model),
                  lambda inputs: model.score(CheckedRows(inputs["y"])),
                  optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, d])] if explains else [],
                  run_optional=(lambda inputs: model.score(CheckedRows(inputs["y"]), explain=True)) if explains else None),
@@ -140,6 +140,14 @@ def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoi
         Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
                  [TensorSpec("y", "FP32", [-1, d])], sample, batched=False, may_omit=("seed",)),
     ]
+
+
+def score_outputs(model) -> list[TensorSpec]:
+    """A score endpoint's outputs: energy and its terms (FP32), p_value (FP64, the conformal
+    p-value, when the bundle keeps held-out energies) and anomaly (UINT8)."""
+    p_value = [TensorSpec("p_value", "FP64", [-1])] if model.reference is not None else []
+    return [*(TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]), *p_value,
+            TensorSpec("anomaly", "UINT8", [-1])]
 
 
 def _sample_fn(model, max_sample_rows: int, outputs):
@@ -158,7 +166,6 @@ def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
     k = model.latent_size
     ins = [TensorSpec(c.name, COLUMN_DATATYPES[c.type][0], [-1], accepts=COLUMN_DATATYPES[c.type]) for c in columns]
     rows = [TensorSpec(c.name, COLUMN_DATATYPES[c.type][0], [-1]) for c in columns]  # decoded: FP32, BOOL, BYTES
-    terms = [TensorSpec(t, "FP32", [-1]) for t in ["energy", *model.terms]]
     score_name, encode_name, decode_name, sample_name = endpoint_names(name)
 
     def table(inputs):
@@ -178,7 +185,7 @@ def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
                 for c in columns}
 
     return [
-        Endpoint(score_name, ins, [*terms, TensorSpec("anomaly", "UINT8", [-1])],
+        Endpoint(score_name, ins, score_outputs(model),
                  lambda inputs: score_rows(encoded(inputs)),
                  optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, len(columns)])],
                  run_optional=lambda inputs: model.score(CheckedRows(encoded(inputs)), explain=True),

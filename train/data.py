@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from aeserve.bundle import rows_sha256 as data_sha256  # the fingerprint lives in the core: calibrate checks it
 from aeserve.errors import InputError
 from aeserve.manifest import Preprocessing
 
@@ -79,7 +79,3 @@ def table_preprocessing(train: np.ndarray, columns, scaling: str = "standard") -
                          formula="numeric columns: y_hat = (y - shift) / scale, 0 when missing; categorical "
                                  "columns one-hot; booleans and missing flags as they are")
 
-
-def data_sha256(values: np.ndarray) -> str:
-    """sha256 of the float32 rows, the fingerprint the manifest records."""
-    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes()).hexdigest()

@@ -21,6 +21,7 @@ from aeserve.manifest import (
     Architecture,
     ColumnSpec,
     DataRecord,
+    HeldOut,
     ImageSpec,
     InputSpec,
     KeptRows,
@@ -35,9 +36,10 @@ from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
 from aeserve.train.registry import build_model
 from aeserve.train.weights import save_weights
 
-__all__ = ["TrainResult", "train_bundle", "replace_directory", "KEPT_ROWS", "keep_rows"]
+__all__ = ["TrainResult", "train_bundle", "replace_directory", "KEPT_ROWS", "keep_rows", "HELD_OUT", "keep_held_out"]
 
 KEPT_ROWS = "rows.safetensors"
+HELD_OUT = "held_out.safetensors"
 
 
 @dataclass
@@ -78,6 +80,17 @@ def keep_rows(directory: Path, values: np.ndarray, split, n: int, seed: int) -> 
               str(directory / KEPT_ROWS), metadata={"what": "rows kept for int8 calibration, raw units"})
     (directory / KEPT_ROWS).chmod(default_mode())
     return KeptRows(file=KEPT_ROWS, train=int(chosen["train"].size), validation=int(chosen["validation"].size))
+
+
+def keep_held_out(directory: Path, energies: np.ndarray) -> HeldOut:
+    """Write the validation rows' energies, sorted, as ``held_out.safetensors``: the reference
+    of the runtime's conformal p-values and of ``aeserve calibrate`` without data."""
+    from safetensors.numpy import save_file
+
+    save_file({"energy": np.sort(np.asarray(energies, np.float32))}, str(directory / HELD_OUT),
+              metadata={"what": "energies of the validation rows held out at training, fp32, sorted"})
+    (directory / HELD_OUT).chmod(default_mode())
+    return HeldOut(file=HELD_OUT, rows=int(energies.size))
 
 
 def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config: FitConfig,
@@ -149,9 +162,8 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     try:
         save_weights(model, built)
         kept = keep_rows(built, values, split, kept_rows, fit_config.seed)
-        if kept is not None:
-            manifest = dataclasses.replace(
-                manifest, training=dataclasses.replace(manifest.training, kept_rows=kept))
+        manifest = dataclasses.replace(manifest, training=dataclasses.replace(
+            manifest.training, kept_rows=kept, held_out=keep_held_out(built, val_energies)))
         write_manifest(built, manifest)
         if export:
             from aeserve.export.onnx import export_onnx

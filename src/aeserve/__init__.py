@@ -19,7 +19,18 @@ __all__ = [
     "InputError",
     "BackendUnavailable",
     "ExportError",
+    "Detector",
 ]
+
+
+def __getattr__(name: str):
+    """``aeserve.Detector`` (train/detector.py) is imported when first asked for: it needs torch
+    and scikit-learn, which ``import aeserve`` and the torch-free runtime must not pull in."""
+    if name == "Detector":
+        from aeserve.train.detector import Detector
+
+        return Detector
+    raise AttributeError(f"module 'aeserve' has no attribute {name!r}")
 
 
 def load(path, backend: str = "auto", batch_size: int | None = None, **backend_options):

@@ -64,6 +64,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def rows_sha256(values) -> str:
+    """sha256 of rows as contiguous float32, the training data's fingerprint in the manifest
+    (``training.data.sha256``); ``aeserve calibrate`` compares it to refuse the training data."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes()).hexdigest()
+
+
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Manifest:
     """Record the sha256 of every file in ``directory`` (but the manifest) and write it atomically;
     returns the manifest as written."""
@@ -196,6 +204,28 @@ class Bundle:
                 raise BundleError(f"{self.path / record.file}: {name} is {rows.dtype.name} {rows.shape}, "
                                   f"expected float32 (rows, {self.n_features})")
         return train, validation
+
+    def held_out_energies(self):
+        """The held-out validation energies, (rows,) float64 sorted ascending, the reference of
+        conformal p-values; None when the bundle keeps none (trained before they were kept)."""
+        record = self.manifest.training.held_out if self.manifest.training else None
+        if record is None:
+            return None
+        import numpy as np
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        path = self.hashed_file(record.file)
+        try:
+            energies = load_file(str(path))["energy"]
+        except (SafetensorError, KeyError, OSError) as exc:
+            raise BundleError(f"{path}: not held-out energies (a safetensors tensor energy): {exc}") from None
+        energies = np.asarray(energies, np.float64)
+        if energies.ndim != 1 or energies.size != record.rows or not np.isfinite(energies).all() \
+                or (np.diff(energies) < 0).any():
+            raise BundleError(f"{path}: energy must be {record.rows} finite values sorted ascending, "
+                              f"got {energies.dtype.name} {energies.shape}")
+        return energies
 
     def verify(self) -> None:
         """Raise BundleError naming the first file that is missing or whose sha256 differs."""

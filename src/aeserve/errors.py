@@ -33,8 +33,9 @@ class BundleError(AeserveError):
     """A bundle is missing, incomplete, tampered with, or of an unknown kind/schema."""
 
 
-class InputError(AeserveError):
-    """Input data is unusable: wrong width, NaN/inf, text in a number column, unreadable file."""
+class InputError(AeserveError, ValueError):
+    """Input data is unusable: wrong width, NaN/inf, text in a number column, unreadable file.
+    A ValueError too, as scikit-learn and numpy callers expect of bad input."""
 
 
 class OptionError(InputError):

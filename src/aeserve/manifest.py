@@ -20,7 +20,8 @@ Layout of schema 3::
     threshold      value, method, provenance (how and on what it was calibrated)
     training       data (source, rows, train_rows, val_rows, sha256), epochs_run, best_epoch,
                    stopped, settings (optimiser and fit options), history, kept_rows? (file,
-                   train, validation: rows kept for int8 calibration)
+                   train, validation: rows kept for int8 calibration), held_out? (file, rows:
+                   the validation rows' energies, the reference of p-values)
     versions       library -> version
     graphs         precision (fp32, int8, int8-static) -> graph (encoder, decoder, energy) -> file, inputs, outputs
     exports        onnx, int8, int8_static, tensorrt (plan directory -> build record), triton
@@ -58,6 +59,7 @@ __all__ = [
     "Threshold",
     "DataRecord",
     "KeptRows",
+    "HeldOut",
     "TrainingRecord",
     "GraphRecord",
     "TensorRTCheck",
@@ -288,9 +290,20 @@ class KeptRows:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The energies of the validation rows held out at training (safetensors tensor ``energy``,
+    (rows,) float32 sorted ascending, from the fp32 model): the reference of conformal p-values
+    and of ``aeserve calibrate`` without data (``aeserve.conformal``)."""
+
+    file: str
+    rows: int
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """How training went: data, epochs, why it stopped, the fit settings, per-epoch energies,
-    and the rows kept for calibration (None when none were kept)."""
+    the rows kept for calibration (None when none were kept) and the held-out validation
+    energies (None in bundles of aeserve 0.x before they were kept)."""
 
     data: DataRecord
     epochs_run: int
@@ -299,6 +312,7 @@ class TrainingRecord:
     settings: dict[str, Any] = field(default_factory=dict)
     history: dict[str, tuple[float, ...]] = field(default_factory=dict)
     kept_rows: KeptRows | None = None
+    held_out: HeldOut | None = None
 
 
 @dataclass(frozen=True)

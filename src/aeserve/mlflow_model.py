@@ -4,7 +4,8 @@ stores this file and the bundle directory, never a pickled object.
 ``load_context`` opens the bundle MLflow keeps as the ``bundle`` artifact with the torch-free
 runtime (``aeserve.load``, backend ``auto``); ``predict`` scores a pandas DataFrame (the
 bundle's feature columns, by name; other columns are ignored) or a numpy array of rows and
-returns a DataFrame: energy, its terms, and anomaly (1 above the bundle's threshold).
+returns a DataFrame on the input's index: energy, its terms, p_value (the conformal p-value,
+when the bundle keeps held-out energies) and anomaly (1 above the bundle's threshold).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class AeserveModel(mlflow.pyfunc.PythonModel):
             rows = np.asarray(model_input, dtype=np.float32)
         threshold = (params or {}).get("threshold")
         scores = self.model.score(rows, threshold=None if threshold is None else float(threshold))
-        return pd.DataFrame({name: scores[name] for name in ("energy", *self.model.terms, "anomaly")})
+        names = ("energy", *self.model.terms, *(["p_value"] if "p_value" in scores else []), "anomaly")
+        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
+        return pd.DataFrame({name: scores[name] for name in names}, index=index)
 
 
 set_model(AeserveModel())

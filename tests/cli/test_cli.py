@@ -47,11 +47,12 @@ def test_score_writes_one_row_per_input_row_matching_the_api(workdir):
     model = aeserve.load(workdir / "ae")  # auto: the CPU backend measured fastest here, as the CLI's
     assert f"backend {model.backend.name}" in result.stderr
     table = pacsv.read_csv(workdir / "scores.csv")
-    assert table.column_names == ["row", "energy", "reconstruction", "regulariser", "anomaly"]
+    assert table.column_names == ["row", "energy", "reconstruction", "regulariser", "p_value", "anomaly"]
     assert table.column("row").to_pylist() == list(range(1, 313))  # 1-based data rows, input order
     rows = read_table(workdir / "test.csv", drop=["id", "label"]).values
     expected = model.score(rows)
     np.testing.assert_array_equal(table.column("energy").to_numpy().astype(np.float32), expected["energy"])
+    np.testing.assert_array_equal(table.column("p_value").to_numpy(), expected["p_value"])  # float64, exact in text
     np.testing.assert_array_equal(table.column("anomaly").to_numpy(), expected["anomaly"])
 
 

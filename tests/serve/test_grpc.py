@@ -51,7 +51,8 @@ def test_every_model_over_grpc_equals_the_api(served, bundles, cancer, kind):
 
     scored = _infer(client, kind, {"y": rows})
     expected = model.score(rows)
-    assert set(scored) == {"energy", *model.terms, "anomaly"}
+    assert set(scored) == {"energy", *model.terms, "p_value", "anomaly"}
+    np.testing.assert_array_equal(scored["p_value"], model.p_values(scored["energy"]))
     for name in ("energy", *model.terms):
         np.testing.assert_allclose(scored[name], expected[name], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(scored["anomaly"], expected["anomaly"])

@@ -24,7 +24,8 @@ def test_log_load_predict_equals_the_runtime(bundles, cancer, tmp_path, monkeypa
     frame = pd.DataFrame(rows, columns=cancer["names"]).assign(label=1)  # extra columns are ignored
     for model_input in (frame, rows):
         result = loaded.predict(model_input)
-        assert list(result.columns) == ["energy", *aeserve.load(bundles["vae"]).terms, "anomaly"]
+        assert list(result.columns) == ["energy", *aeserve.load(bundles["vae"]).terms, "p_value", "anomaly"]
+        np.testing.assert_array_equal(result["p_value"].to_numpy(), expected["p_value"])
         np.testing.assert_allclose(result["energy"].to_numpy(), expected["energy"], rtol=1e-5)
         np.testing.assert_array_equal(result["anomaly"].to_numpy(), expected["anomaly"])
     stored = list((tmp_path / "mlruns").rglob("*"))

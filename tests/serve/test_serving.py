@@ -43,7 +43,7 @@ def test_tritonclient_inference_matches_the_api(server, bundles, cancer, kind, b
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(kind)
     rows = np.concatenate([cancer["test_normal"][:20], cancer["anomalies"][:20]])
     outputs = None if binary else [th.InferRequestedOutput(n, binary_data=False)
-                                   for n in ("energy", "reconstruction", "regulariser", "anomaly")]
+                                   for n in ("energy", "reconstruction", "regulariser", "p_value", "anomaly")]
     result = client.infer(kind, [_input(rows, binary)], outputs=outputs)
     expected = aeserve.load(bundles[kind]).score(rows)
     for name, values in expected.items():
@@ -53,8 +53,9 @@ def test_tritonclient_inference_matches_the_api(server, bundles, cancer, kind, b
 def test_metadata_encode_decode_sample(server, bundles, cancer):
     client = th.InferenceServerClient(server.url)
     meta = client.get_model_metadata("vae")
-    assert [o["name"] for o in meta["outputs"]] == ["energy", "reconstruction", "regulariser", "anomaly",
-                                                    "contributions"]  # the last only when asked for
+    assert [o["name"] for o in meta["outputs"]] == ["energy", "reconstruction", "regulariser", "p_value",
+                                                    "anomaly", "contributions"]  # the last only when asked for
+    assert meta["outputs"][3] == {"name": "p_value", "datatype": "FP64", "shape": [-1]}
     assert meta["inputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 30]}]
     assert [o["name"] for o in client.get_model_metadata("vae-encode")["outputs"]] == ["mu", "logvar"]
     model = aeserve.load(bundles["vae"])

@@ -140,7 +140,7 @@ def test_npy_output_streams_with_a_valid_header(bundles, rows, tmp_path, monkeyp
     monkeypatch.setattr(stream, "chunk_rows_for", lambda width: 1000)
     score_file(aeserve.load(bundles["ae"]), tmp_path / "rows.npy", tmp_path / "out.npy")
     out = np.load(tmp_path / "out.npy")
-    assert out.shape == (5000, 4) and out.dtype == np.float32
+    assert out.shape == (5000, 5) and out.dtype == np.float32  # energy, 2 terms, p_value, anomaly
     np.testing.assert_array_equal(out[:, 0], aeserve.load(bundles["ae"]).score(rows)["energy"])
 
 

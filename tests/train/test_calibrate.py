@@ -77,3 +77,76 @@ def test_calibrate_writes_the_threshold_and_its_provenance(bundles, cancer, tmp_
     refused = run_cli("calibrate", bundle, tmp_path / "normal.csv", "--labels", "label", "--method", "f1")
     assert refused.returncode == 2 and "both classes" in refused.stderr and "Traceback" not in refused.stderr
     assert Bundle.open(bundle).manifest.threshold.method == "f1"  # the refused run changed nothing
+
+
+def test_calibrate_without_data_uses_the_held_out_rows_and_refuses_the_training_data(bundles, cancer, tmp_path):
+    """No DATA: the threshold is the conformal quantile of the held-out validation energies the
+    bundle keeps (it flags exactly the rows whose p-value is at most the target). The training
+    file itself, or a part of it, is refused in one line that says what to do instead."""
+    from aeserve.conformal import conformal_threshold, p_values
+    from aeserve.tables import write_table
+
+    bundle = tmp_path / "vae"
+    shutil.copytree(bundles["vae"], bundle)
+    reference = Bundle.open(bundle).held_out_energies()
+    assert reference.size == Bundle.open(bundle).manifest.training.data.val_rows  # every held-out row
+    result = run_cli("calibrate", bundle, "--target-fpr", "0.05")
+    assert result.returncode == 0, result.stderr
+    threshold = Bundle.open(bundle).manifest.threshold
+    assert threshold.value == conformal_threshold(reference, 0.05)
+    assert threshold.provenance["data"] == "the training hold-out"
+    model = aeserve.load(bundle)
+    energies = model.energy(cancer["test_normal"])["energy"]
+    np.testing.assert_array_equal(model.score(cancer["test_normal"])["anomaly"] == 1,
+                                  p_values(reference, energies) <= 0.05)
+
+    names = cancer["names"]
+    train = tmp_path / "cancer.csv"  # the very rows the fixture trained on
+    write_table(train, {n: cancer["train"][:, i] for i, n in enumerate(names)})
+    before = (bundle / "manifest.json").read_bytes()
+    for data, says in ((train, "this is the data"), (None, "of its rows are rows")):
+        if data is None:  # 150 training rows and 50 unseen ones
+            data = tmp_path / "mixed.csv"
+            rows = np.concatenate([cancer["train"][:150], cancer["test_normal"][:50]])
+            write_table(data, {n: rows[:, i] for i, n in enumerate(names)})
+        refused = run_cli("calibrate", bundle, data)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+        assert f"aeserve calibrate {bundle} (no DATA)" in refused.stderr.replace("\n", " ")
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) <= 3
+    assert (bundle / "manifest.json").read_bytes() == before  # nothing changed
+    fresh = tmp_path / "fresh.csv"  # rows the model never saw are welcome
+    write_table(fresh, {n: cancer["test_normal"][:, i] for i, n in enumerate(names)})
+    assert run_cli("calibrate", bundle, fresh).returncode == 0
+
+
+def test_score_fdr_flags_rows_by_benjamini_hochberg_over_the_whole_file(bundles, cancer, tmp_path):
+    """`score --fdr`: p_value per row as Model gives it, anomaly = BH discoveries over all rows of
+    the file, the same whatever the batch size cuts; realised FDR on labelled rows reported."""
+    import pyarrow.parquet as pq
+
+    from aeserve.conformal import benjamini_hochberg
+    from aeserve.tables import write_table
+
+    rows = np.concatenate([cancer["test_normal"], cancer["anomalies"][:40]])
+    data = tmp_path / "rows.csv"
+    write_table(data, {n: rows[:, i] for i, n in enumerate(cancer["names"])})
+    model = aeserve.load(bundles["vae"])
+    energies = model.energy(rows)["energy"]
+    expected = benjamini_hochberg(model.reference, energies, 0.1)
+    assert 20 <= expected.sum() and expected[100:].mean() > 0.5  # the anomalies are found
+    for batch, out in (("7", tmp_path / "a.parquet"), ("4096", tmp_path / "b.csv")):
+        result = run_cli("score", bundles["vae"], data, "--fdr", "0.1", "--batch-size", batch, "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert "by Benjamini-Hochberg at FDR 0.1" in result.stderr
+        table = pq.read_table(out).to_pydict() if out.suffix == ".parquet" else None
+        if table is None:
+            import pandas as pd
+            table = pd.read_csv(out).to_dict("list")
+        np.testing.assert_array_equal(np.asarray(table["anomaly"]) == 1, expected)
+        np.testing.assert_allclose(table["p_value"], model.p_values(energies), rtol=0, atol=1e-12)
+        assert table["row"] == list(range(1, len(rows) + 1))
+    assert not list(tmp_path.glob(".*fdr*"))  # the staged scores are gone
+    both = run_cli("score", bundles["vae"], data, "--fdr", "0.1", "--threshold", "3", "-o", tmp_path / "c.csv")
+    assert both.returncode == 2 and "not both" in both.stderr
+    bad = run_cli("score", bundles["vae"], data, "--fdr", "1.5", "-o", tmp_path / "c.csv")
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr

@@ -21,7 +21,9 @@ Method = choices("Method", THRESHOLD_METHODS, "How the threshold is chosen.")
 @user_errors
 def calibrate(
     bundle: Path = BUNDLE_ARG,
-    data: Path = typer.Argument(..., help="Rows to calibrate on: .csv, .parquet or .npy.", show_default=False),
+    data: Optional[Path] = typer.Argument(None, help=(
+        "Rows to calibrate on: .csv, .parquet or .npy, rows the model was not trained on (the training data is "
+        "refused). Without DATA: the validation rows the bundle held out at training."), show_default=False),
     method: Method = typer.Option(Method.quantile, "--method", "-m", help=(
         "quantile: the energy that the target share of normal rows exceeds; f1: the best F1 on labelled rows "
         "(needs --labels with both classes); pot: peaks-over-threshold, a generalised Pareto tail fitted to the "
@@ -31,12 +33,17 @@ def calibrate(
                                                     "normal rows only, and recall is reported."),
     backend: Backend = BACKEND_OPT,
 ) -> None:
-    """Set the bundle's threshold from DATA and record how (method, target, data file and hash,
-    rows, realised false-positive rate and recall on them); `aeserve info` shows it and
-    `aeserve score --threshold` still overrides it.
+    """Set the bundle's threshold from DATA, or from the validation rows held out at training,
+    and record how (method, target, data file and hash, rows, realised false-positive rate and
+    recall on them); `aeserve info` shows it and `aeserve score --threshold` still overrides it.
+
+    Rows the model was trained on score lower than new ones, so a threshold set on them flags
+    more than the target: given the training data (its fingerprint is in the manifest), or a
+    file holding many of its rows, calibrate refuses and says what to do instead.
 
     \b
     Examples:
+      aeserve calibrate models/rows-vae --target-fpr 0.05
       aeserve calibrate models/rows-vae val.csv --method pot --target-fpr 0.001
       aeserve calibrate models/rows-vae labelled.csv --labels label --method f1
     """

@@ -52,6 +52,10 @@ def score(
     device: Device = DEVICE_OPT,
     precision: Precision = PRECISION_OPT,
     threshold: Optional[float] = typer.Option(None, help="Energy above which a row is an anomaly (default: the bundle threshold)."),
+    fdr: Optional[float] = typer.Option(None, "--fdr", metavar="ALPHA", help=(
+        "Flag rows by Benjamini-Hochberg over their p-values instead of a threshold: of the rows flagged, at most "
+        "a share ALPHA are expected to be normal. Decided over all the input's rows at once (a second pass over "
+        "the scores; memory stays flat). The server decides each request on its own.")),
     engine: Engine = typer.Option(Engine.local, help="local, or ray: Ray Data over a local Ray or a cluster."),
     address: Optional[str] = typer.Option(None, help="ray: cluster address (ray://host:10001 or auto); default a local Ray."),
     id_column: Optional[str] = ID_OPT,
@@ -64,8 +68,12 @@ def score(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Score DATA for anomalies: one output row per input row, in order, with columns
-    row (or --id-column), source (several inputs), energy, its terms and anomaly (0/1);
+    row (or --id-column), source (several inputs), energy, its terms, p_value and anomaly (0/1);
     a .npy output holds the score columns only. Files of any size stream in flat memory.
+
+    p_value = (1 + held-out energies >= energy) / (held-out rows + 1): the share of the
+    validation rows held out at training that score at least as high (conformal: for normal
+    rows, P(p_value <= a) <= a).
 
     \b
     Examples:
@@ -73,12 +81,20 @@ def score(
       aeserve score models/rows-ae 'day-*.csv' --id-column id --on-error skip -o scores.csv
       aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id
       aeserve score models/rows-ae new_rows.csv --explain 3 -o explained.csv
+      aeserve score models/rows-ae new_rows.csv --fdr 0.05 -o flagged.csv
     """
     if explain < 0:
         raise typer.BadParameter(f"must be >= 0, got {explain}", param_hint="--explain")
     if threshold is not None and not math.isfinite(threshold):
         raise typer.BadParameter(f"must be a finite number, got {threshold}", param_hint="--threshold")
+    if fdr is not None and not 0.0 < fdr < 1.0:
+        raise typer.BadParameter(f"must be between 0 and 1, got {fdr}", param_hint="--fdr")
+    if fdr is not None and threshold is not None:
+        raise typer.BadParameter("give --threshold or --fdr, not both", param_hint="--fdr")
     if engine == Engine.ray:
+        if fdr is not None:
+            raise typer.BadParameter("--fdr runs with --engine local (it decides over all rows at once)",
+                                     param_hint="--fdr")
         if explain:
             raise typer.BadParameter("--explain runs with --engine local", param_hint="--explain")
         from aeserve.serve.ray_engine import score_with_ray
@@ -99,15 +115,16 @@ def score(
         raise typer.BadParameter(f"the model has {len(model.features)} features, got {explain}", param_hint="--explain")
     with row_progress(not (quiet or as_json), "scoring") as bar:
         summary = score_file(model, data, output, threshold=threshold, progress=progress_callback(bar),
-                             id_column=id_column, on_error=on_error.value, explain=explain)
+                             id_column=id_column, on_error=on_error.value, explain=explain, fdr=fdr)
     if save_reconstructions is not None:
         count = write_pictures(model, data, save_reconstructions)
         if not quiet:
             err.print(f"wrote reconstructions and energy maps of {count} images to {escape(str(save_reconstructions))}")
     anomalies = summary.extra["anomalies"]
+    rule = f"at threshold {summary.extra['threshold']:.4g}" if fdr is None else \
+        f"by Benjamini-Hochberg at FDR {fdr:g}"
     finish(summary, "scored", quiet=quiet, as_json=as_json,
-           detail=f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) "
-           f"at threshold {summary.extra['threshold']:.4g}")
+           detail=f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) {rule}")
 
 
 def _files():
