@@ -20,7 +20,9 @@ default 0.1 keeps 30, too few for a 1% target) and scores with the torch referen
 - **Calibration FPR** at targets 5% and 1% on the test's normal rows, pooled over seeds:
   *before*, the quantile of the energies of the training file (the rows trained on plus the
   held-out ones: what ``aeserve calibrate MODEL train.csv`` did before it refused); *after*, the
-  conformal quantile of the held-out energies (``aeserve calibrate MODEL``).
+  conformal quantile of the held-out energies (``aeserve calibrate MODEL``; refused where a
+  target needs more held-out rows than the bundle has, 1/target − 1); *pot*, peaks-over-threshold
+  on the held-out energies (``aeserve calibrate MODEL --method pot``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def run_set(normal, anomalies, seed: int, kind: str, val_fraction: float) -> dic
     from aeserve.conformal import benjamini_hochberg, conformal_threshold, p_values
     from aeserve.errors import InputError
     from aeserve.tables import Table
-    from aeserve.thresholds import quantile_threshold
+    from aeserve.thresholds import pot_threshold, quantile_threshold
     from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
     from aeserve.train.pipeline import train_bundle
@@ -75,8 +77,9 @@ def run_set(normal, anomalies, seed: int, kind: str, val_fraction: float) -> dic
             after = conformal_threshold(reference, target)
         except InputError:
             after = math.nan  # too few held-out rows for this target
+        pot = pot_threshold(reference, target).value  # aeserve calibrate MODEL --method pot
         out["fpr"][target] = (int((normal_e > before).sum()), None if math.isnan(after) else int((normal_e > after).sum()),
-                              normal_e.size)
+                              normal_e.size, int((normal_e > pot).sum()))
     return out
 
 
@@ -104,10 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {cpu_model()}; kind {args.kind}, val-fraction {args.val_fraction}, {args.seeds} seeds\n", flush=True)
     print("| set | held-out rows | KS of normal p-values (rows) | " +
           " | ".join(f"FDR at {a:g} (power)" for a in ALPHAS) + " | " +
-          " | ".join(f"FPR at {t:g}: before / after" for t in TARGETS) + " |")
+          " | ".join(f"FPR at {t:g}: before / after / pot" for t in TARGETS) + " |")
     print("| --- " * (3 + len(ALPHAS) + len(TARGETS)) + "|", flush=True)
-    pooled = {t: [0, 0, 0] for t in TARGETS}
-    mnist = {t: [0, 0, 0] for t in TARGETS}
+    pooled = {t: [0, 0, 0, 0, 0] for t in TARGETS}
+    mnist = {t: [0, 0, 0, 0, 0] for t in TARGETS}
     all_fdr = {a: [] for a in ALPHAS}
     for name in names:
         runs = [run_set(*data[name], seed, args.kind, args.val_fraction) for seed in range(args.seeds)]
@@ -122,9 +125,12 @@ def main(argv: list[str] | None = None) -> None:
             before = sum(r["fpr"][target][0] for r in runs)
             after = [r["fpr"][target][1] for r in runs]
             rows = sum(r["fpr"][target][2] for r in runs)
-            shown_after = "refused (too few held-out rows)" if None in after else f"{sum(after) / rows:.3f}"
-            cells.append(f"{before / rows:.3f} / {shown_after}")
+            pot = sum(r["fpr"][target][3] for r in runs)
+            shown_after = "refused" if None in after else f"{sum(after) / rows:.3f}"
+            cells.append(f"{before / rows:.3f} / {shown_after} / {pot / rows:.3f}")
             for acc in (pooled, *((mnist,) if name.startswith("mnist") else ())):
+                acc[target][3] += pot
+                acc[target][4] += rows
                 if None not in after:
                     acc[target][0] += before
                     acc[target][1] += sum(after)
@@ -135,11 +141,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"BH at {alpha:g}: mean realised FDR over every set and seed {np.mean(all_fdr[alpha]):.4f}")
     for label, acc in (("MNIST one-class sets", mnist), ("every set with enough held-out rows", pooled)):
         for target in TARGETS:
-            before, after, rows = acc[target]
+            before, after, rows, pot, all_rows = acc[target]
             if rows:
                 se = math.sqrt(max(after / rows * (1 - after / rows), 1e-12) / rows)
                 print(f"{label}, target {target:g}: before {before / rows:.4f}, after {after / rows:.4f} ± {se:.4f} "
                       f"({rows} held-out normal rows)")
+            if all_rows:
+                print(f"{label}, target {target:g}, pot on the held-out energies: {pot / all_rows:.4f} "
+                      f"({all_rows} rows)")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,15 @@ class Model:
         """The bundle's input rows, checked: numeric rows as ``_rows`` takes them; a mixed bundle's
         as a table (pyarrow, pandas, dict of columns), encoded here, or ``CheckedRows`` already
         encoded (by a reader or the server)."""
+        if self.encoding is None and _is_table(data):  # columns by name, the others ignored
+            from aeserve.columns import as_arrow_table
+
+            table = as_arrow_table(data, self.features)
+            if self.bundle.manifest.input.image:
+                raise InputError("rows: an image bundle takes pixel rows (an array), not a table")
+            data = np.stack([np.asarray(table.column(n).to_numpy(zero_copy_only=False), dtype=np.float32)
+                             for n in self.features], axis=1) if table.num_rows else \
+                np.empty((0, len(self.features)), np.float32)
         if self.encoding is None or isinstance(data, CheckedRows):
             return self._rows(data, self.features, "rows", width=self.bundle.n_features)
         if isinstance(data, np.ndarray):
@@ -157,7 +166,11 @@ class Model:
         return self.decode((mean + eps @ chol.T).astype(np.float32))
 
     def energy(self, rows) -> dict[str, np.ndarray]:
-        """Per-row energy F(y) and its terms (which sum to it), each (n,)."""
+        """Per-row energy F(y) and its terms (which sum to it), each (n,); for a DataFrame, a
+        DataFrame on its index."""
+        return _aligned(rows, self._energy(rows), self.features)
+
+    def _energy(self, rows) -> dict[str, np.ndarray]:
         names = ["energy", *self.terms]
         return dict(zip(names, self._run("energy", self._input_rows(rows), names)))
 
@@ -165,7 +178,11 @@ class Model:
         """``energy`` and its terms, plus ``contributions`` (n, features): each feature's exact term
         of the reconstruction cost C (they sum to ``reconstruction``; an image's per-pixel map).
         With ``k``: ``top_features`` (n, k) feature names, largest term first, and ``top_shares``
-        (n, k), each term's share of C; a mixed bundle's are per column, with ``top_explanations``."""
+        (n, k), each term's share of C; a mixed bundle's are per column, with ``top_explanations``.
+        For a DataFrame, a DataFrame on its index (``_aligned`` names the columns)."""
+        return _aligned(rows, self._explain(rows, k), self.features)
+
+    def _explain(self, rows, k: int | None) -> dict[str, np.ndarray]:
         if CONTRIBUTIONS not in self.bundle.graph("energy").outputs:
             raise BundleError(f"{self.bundle.path}: its energy graph has no per-feature {CONTRIBUTIONS} output "
                               f"(exported by an older aeserve); re-export: aeserve export {self.bundle.path}")
@@ -209,20 +226,47 @@ class Model:
         validation energies, when the bundle keeps them) and ``anomaly`` (uint8: 1 where energy >
         threshold, the manifest's by default; with ``fdr``, 1 for the rows Benjamini–Hochberg
         discovers among these rows at that false-discovery rate); with ``explain``, also what
-        ``explain(rows, k)`` adds (contributions, top k features)."""
-        result = self.explain(rows, k) if explain else self.energy(rows)
+        ``explain(rows, k)`` adds (contributions, top k features). For a pandas DataFrame, a
+        DataFrame on its index (see ``_aligned``)."""
+        result = self._explain(rows, k) if explain else self._energy(rows)
         if fdr is not None:
             if threshold is not None:
                 raise InputError("give a threshold or a false-discovery rate, not both")
             result["p_value"] = self.p_values(result["energy"])
             result["anomaly"] = benjamini_hochberg(self.reference_energies(), result["energy"],
                                                    check_alpha(fdr)).astype(np.uint8)
-            return result
+            return _aligned(rows, result, self.features)
         if self.reference is not None:
             result["p_value"] = self.p_values(result["energy"])
         limit = self.threshold if threshold is None else float(threshold)
         result["anomaly"] = (result["energy"] > limit).astype(np.uint8)
+        return _aligned(rows, result, self.features)
+
+
+def _is_table(data) -> bool:
+    """Whether ``data`` holds named columns: a DataFrame, a pyarrow table or batch, a dict."""
+    return hasattr(data, "columns") and hasattr(data, "dtypes") or hasattr(data, "column_names") \
+        or isinstance(data, dict)
+
+
+def _aligned(rows, result: dict[str, np.ndarray], features: list[str]):
+    """``result`` as it is, or for a pandas DataFrame ``rows`` a DataFrame on its index: one column
+    per 1-D output; ``contributions`` as contribution_<feature>; the top K as feature_i, share_i
+    (and a mixed bundle's explanation_i), i = 1..K, as ``aeserve score --explain`` writes them."""
+    if not (hasattr(rows, "index") and hasattr(rows, "dtypes") and hasattr(rows, "columns")):
         return result
+    import pandas as pd
+
+    columns: dict[str, np.ndarray] = {}
+    prefixes = {"top_features": "feature", "top_shares": "share", "top_explanations": "explanation"}
+    for name, values in result.items():
+        if values.ndim == 1:
+            columns[name] = values
+        elif name == CONTRIBUTIONS:
+            columns.update({f"contribution_{f}": values[:, j] for j, f in enumerate(features)})
+        else:
+            columns.update({f"{prefixes.get(name, name)}_{i + 1}": values[:, i] for i in range(values.shape[1])})
+    return pd.DataFrame(columns, index=rows.index)
 
 
 def load(path: str | os.PathLike, backend: str = "auto", batch_size: int | None = None,

@@ -288,6 +288,15 @@ class Detector(OutlierMixin, BaseEstimator):
         energies = self._energies(X)  # checks that the detector is fitted
         return self.model_.p_values(energies)
 
+    def score_frame(self, X):
+        """The runtime's score columns for ``X`` (energy, its terms, p_value, anomaly at
+        ``threshold_``), as ``aeserve.load(...).score`` gives them: for a DataFrame, a DataFrame
+        on its index, its columns taken by name."""
+        check_is_fitted(self, "model_")
+        if hasattr(X, "columns") and hasattr(X, "index"):
+            return self.model_.score(X, self.threshold_)
+        return self.model_.score(self._rows(X), self.threshold_)
+
     def predict_proba(self, X) -> np.ndarray:
         """(n, 2): [p, 1 − p], p the conformal p-value: how typical of the held-out normal rows a
         row is (PyOD's column order: normal, anomaly); not a posterior probability of anomaly."""

@@ -30,23 +30,13 @@ class AeserveModel(mlflow.pyfunc.PythonModel):
         import numpy as np
         import pandas as pd
 
-        from aeserve.errors import InputError
-
-        if isinstance(model_input, pd.DataFrame):
-            missing = [name for name in self.model.features if name not in model_input.columns]
-            if missing:
-                raise InputError(f"model_input lacks feature column(s) {', '.join(missing[:5])}"
-                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-            table = self.model.encoding is not None  # typed columns (text, booleans, missing cells)
-            rows = model_input[self.model.features] if table else \
-                model_input[self.model.features].to_numpy(dtype=np.float32)
-        else:
-            rows = np.asarray(model_input, dtype=np.float32)
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = np.asarray(model_input, dtype=np.float32)  # rows (n, features)
         threshold = (params or {}).get("threshold")
-        scores = self.model.score(rows, threshold=None if threshold is None else float(threshold))
-        names = ("energy", *self.model.terms, *(["p_value"] if "p_value" in scores else []), "anomaly")
-        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
-        return pd.DataFrame({name: scores[name] for name in names}, index=index)
+        # a DataFrame's columns are taken by name (others ignored, a missing one named) and the
+        # scores come back on its index
+        scores = self.model.score(model_input, threshold=None if threshold is None else float(threshold))
+        return scores if isinstance(scores, pd.DataFrame) else pd.DataFrame(scores)
 
 
 set_model(AeserveModel())

@@ -92,3 +92,32 @@ def test_each_path_checks_finiteness_once(bundles, cancer, tmp_path, monkeypatch
     bad[1, 2] = np.nan
     with pytest.raises(RequestError, match="row 2 holds NaN or inf"):
         decode_tensors(endpoint, [WireTensor("y", "FP32", list(bad.shape), data=None, raw=bad.tobytes())])
+
+
+def test_a_dataframe_is_matched_by_name_and_scored_on_its_index(bundles, cancer, mixed_bundle):
+    """Columns by name, in any order, extra ones ignored, a missing one named; the result is a
+    DataFrame on the input's index whose values are those of the array path."""
+    import pandas as pd
+
+    from aeserve.errors import InputError
+
+    from conftest import mixed_rows
+
+    model = aeserve.load(bundles["vae"])
+    rows = cancer["test_normal"][:25]
+    frame = pd.DataFrame(rows, columns=cancer["names"], index=[f"r{i}" for i in range(25)])
+    frame = frame[cancer["names"][::-1]].assign(label=1)  # reversed, plus a column the model ignores
+    scored = model.score(frame)
+    assert isinstance(scored, pd.DataFrame) and list(scored.index) == list(frame.index)
+    assert list(scored.columns) == ["energy", *model.terms, "p_value", "anomaly"]
+    expected = model.score(rows)
+    for name in scored.columns:
+        np.testing.assert_array_equal(scored[name].to_numpy(), expected[name])
+    explained = model.explain(frame, k=2)
+    assert {"contribution_" + cancer["names"][0], "feature_1", "share_2"} <= set(explained.columns)
+    with pytest.raises(InputError, match=repr(cancer["names"][3])):
+        model.score(frame.drop(columns=[cancer["names"][3]]))
+    table = mixed_rows(40, seed=3)
+    table.index = range(100, 140)
+    mixed = aeserve.load(mixed_bundle["path"]).score(table.assign(extra="x"))
+    assert list(mixed.index) == list(range(100, 140)) and mixed["energy"].notna().all()
