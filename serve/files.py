@@ -64,14 +64,14 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
     p-value, so the rows are scored once into a hidden Parquet file beside ``out`` while a
     histogram of their exceedance counts (n + 1 integers) is kept, and the anomaly column is
     written on a second pass over that file: memory stays flat, nothing is scored twice."""
+    if explain and Path(out).suffix.lower() == ".npy":
+        raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
     if fdr is not None:
         if threshold is not None:
             raise InputError("give --threshold or --fdr, not both")
         return _score_by_fdr(model, sources, out, fdr=check_alpha(fdr), progress=progress, id_column=id_column,
                              on_error=on_error, explain=explain)
     limit = model.threshold if threshold is None else float(threshold)
-    if explain and Path(out).suffix.lower() == ".npy":
-        raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
     anomalies = [0]
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -113,8 +113,6 @@ def _score_by_fdr(model: Model, sources, out, *, fdr: float, progress, id_column
 
     out = check_output_path(out)
     refuse_output_among_inputs(out, expand_inputs(_as_list(sources)))
-    if explain and out.suffix.lower() == ".npy":
-        raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
     counts = ExceedanceHistogram(model.reference_energies())
     staged = out.with_name(f".{out.name}.fdr.parquet")
 

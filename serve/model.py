@@ -84,12 +84,11 @@ class Model:
         if self.encoding is None and _is_table(data):  # columns by name, the others ignored
             from aeserve.columns import as_arrow_table
 
-            table = as_arrow_table(data, self.features)
             if self.bundle.manifest.input.image:
                 raise InputError("rows: an image bundle takes pixel rows (an array), not a table")
+            table = as_arrow_table(data, self.features)
             data = np.stack([np.asarray(table.column(n).to_numpy(zero_copy_only=False), dtype=np.float32)
-                             for n in self.features], axis=1) if table.num_rows else \
-                np.empty((0, len(self.features)), np.float32)
+                             for n in self.features], axis=1)
         if self.encoding is None or isinstance(data, CheckedRows):
             return self._rows(data, self.features, "rows", width=self.bundle.n_features)
         if isinstance(data, np.ndarray):
@@ -228,32 +227,34 @@ class Model:
         discovers among these rows at that false-discovery rate); with ``explain``, also what
         ``explain(rows, k)`` adds (contributions, top k features). For a pandas DataFrame, a
         DataFrame on its index (see ``_aligned``)."""
+        if fdr is not None and threshold is not None:
+            raise InputError("give a threshold or a false-discovery rate, not both")
         result = self._explain(rows, k) if explain else self._energy(rows)
+        if self.reference is not None or fdr is not None:  # without held-out energies, fdr is refused here
+            result["p_value"] = self.p_values(result["energy"])
         if fdr is not None:
-            if threshold is not None:
-                raise InputError("give a threshold or a false-discovery rate, not both")
-            result["p_value"] = self.p_values(result["energy"])
-            result["anomaly"] = benjamini_hochberg(self.reference_energies(), result["energy"],
-                                                   check_alpha(fdr)).astype(np.uint8)
-            return _aligned(rows, result, self.features)
-        if self.reference is not None:
-            result["p_value"] = self.p_values(result["energy"])
-        limit = self.threshold if threshold is None else float(threshold)
-        result["anomaly"] = (result["energy"] > limit).astype(np.uint8)
+            flagged = benjamini_hochberg(self.reference, result["energy"], check_alpha(fdr))
+        else:
+            flagged = result["energy"] > (self.threshold if threshold is None else float(threshold))
+        result["anomaly"] = flagged.astype(np.uint8)
         return _aligned(rows, result, self.features)
+
+
+def _is_frame(data) -> bool:
+    """Whether ``data`` is a pandas DataFrame (duck-typed: pandas is not imported for the test)."""
+    return hasattr(data, "columns") and hasattr(data, "dtypes") and hasattr(data, "index")
 
 
 def _is_table(data) -> bool:
     """Whether ``data`` holds named columns: a DataFrame, a pyarrow table or batch, a dict."""
-    return hasattr(data, "columns") and hasattr(data, "dtypes") or hasattr(data, "column_names") \
-        or isinstance(data, dict)
+    return _is_frame(data) or hasattr(data, "column_names") or isinstance(data, dict)
 
 
 def _aligned(rows, result: dict[str, np.ndarray], features: list[str]):
     """``result`` as it is, or for a pandas DataFrame ``rows`` a DataFrame on its index: one column
     per 1-D output; ``contributions`` as contribution_<feature>; the top K as feature_i, share_i
     (and a mixed bundle's explanation_i), i = 1..K, as ``aeserve score --explain`` writes them."""
-    if not (hasattr(rows, "index") and hasattr(rows, "dtypes") and hasattr(rows, "columns")):
+    if not _is_frame(rows):
         return result
     import pandas as pd
 

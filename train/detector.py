@@ -106,7 +106,6 @@ class Detector(OutlierMixin, BaseEstimator):
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Train on the rows of ``X`` (``y`` is ignored: training is unsupervised); returns self."""
-        from aeserve.tables import Table
         from aeserve.train.config import ModelConfig
         from aeserve.train.fit import FitConfig
         from aeserve.train.mixed import table_options
@@ -117,10 +116,9 @@ class Detector(OutlierMixin, BaseEstimator):
         if len(table.values) < 3:
             raise ValueError(f"Detector needs at least 3 rows (n_samples = {len(table.values)}): some are held out "
                              "for early stopping, the threshold and the p-values")
-        if table.specs:
+        if table.specs:  # a mixed table: always named columns
             self.n_features_in_ = len(table.columns)
-            if not _is_array(X):
-                self.feature_names_in_ = np.asarray(table.columns, dtype=object)
+            self.feature_names_in_ = np.asarray(table.columns, dtype=object)
         kind_options = {name: getattr(self, name) for name in KIND_PARAMETERS if getattr(self, name) is not None}
         config = ModelConfig(kind=self.kind, n_features=table.values.shape[1], hidden=tuple(self.hidden),
                              latent=self.latent, activation=self.activation, members=self.members,
@@ -132,7 +130,7 @@ class Detector(OutlierMixin, BaseEstimator):
         self._close()
         self._directory = tempfile.TemporaryDirectory(prefix="aeserve-detector-")
         path = Path(self._directory.name) / "bundle"
-        train_bundle(Table(table.values, table.columns, "Detector.fit", table.specs), path, config, fit_config,
+        train_bundle(table, path, config, fit_config,
                      quantile=self.quantile, val_fraction=self.val_fraction, scaling=self.scaling, export=False,
                      name="detector", on_epoch=self._progress if self.verbose else None)
         self._open(path)
@@ -157,16 +155,15 @@ class Detector(OutlierMixin, BaseEstimator):
         from aeserve.tables import Table, typed_table
 
         if not _is_array(X):
-            typed = typed_table(X, "X", categorical=tuple(self.categorical),
+            typed = typed_table(X, "Detector.fit", categorical=tuple(self.categorical),
                                 min_category_count=self.min_category_count, max_categories=self.max_categories)
             if typed is not None:
-                _forget(self, "feature_names_in_")
                 return typed
         elif self.categorical:
             raise ValueError("categorical names columns of a DataFrame or pyarrow table; an array has no names")
         values = validate_data(self, _plain(X), dtype=np.float32, reset=True)
         names = list(getattr(self, "feature_names_in_", [f"x{i}" for i in range(values.shape[1])]))
-        return Table(np.ascontiguousarray(values, np.float32), [str(n) for n in names], "X")
+        return Table(np.ascontiguousarray(values, np.float32), [str(n) for n in names], "Detector.fit")
 
     def _progress(self, epoch: int, train_energy: float, val_energy: float) -> None:
         import sys
@@ -322,7 +319,3 @@ def _is_array(X) -> bool:
 def _plain(X):
     """A pyarrow table as a DataFrame (scikit-learn validates that); anything else as it is."""
     return X.to_pandas() if hasattr(X, "column_names") and hasattr(X, "to_pandas") else X
-
-
-def _forget(obj, name: str) -> None:
-    obj.__dict__.pop(name, None)

@@ -82,9 +82,8 @@ def signature_of(bundle, example):
     from aeserve.serve.model import Model
 
     inferred = infer_signature(example)
-    columns = {c.name: c for c in bundle.manifest.input.columns}
-    inputs = Schema([ColSpec(spec.type, spec.name, required=not (columns.get(spec.name) is not None
-                                                                  and columns[spec.name].may_be_missing))
+    columns = {c.name: c for c in bundle.manifest.input.columns}  # schema 3: one record per input column
+    inputs = Schema([ColSpec(spec.type, spec.name, required=not columns[spec.name].may_be_missing)
                      for spec in inferred.inputs.inputs])
     model = Model(bundle, create_backend("onnxruntime", bundle))
     try:
