@@ -18,11 +18,12 @@ from aeserve.conformal import ExceedanceHistogram, check_alpha, p_value_of_count
 from aeserve.errors import InputError
 from aeserve.manifest import CONTRIBUTIONS
 from aeserve.serve.model import Model
+from aeserve.serve.series_rows import SeriesStage
 from aeserve.serve.stream import StreamSummary, stream_verb
 from aeserve.tables import check_output_path, write_table
 
-__all__ = ["score_file", "encode_file", "decode_file", "reconstruct_file", "sample_file", "save_reconstructions",
-           "encode_columns"]
+__all__ = ["score_file", "score_columns", "series_stage", "encode_file", "decode_file", "reconstruct_file",
+           "sample_file", "save_reconstructions", "encode_columns"]
 
 Progress = Callable[[int, int, int], None]  # (bytes done, bytes total, rows written)
 
@@ -35,14 +36,18 @@ def _columns(names: list[str], array) -> dict[str, np.ndarray]:
 
 
 def _run(model: Model, sources, out, *, fn, progress, id_column, on_error, codes: bool = False,
-         npy_layout: list[str] | None = None) -> StreamSummary:
+         npy_layout: list[str] | None = None, series: SeriesStage | None = None, observe=None) -> StreamSummary:
     """Stream ``sources`` through ``fn``: the bundle's input rows (a mixed bundle's encoded by the
-    readers), or with ``codes`` the code columns z0.."""
+    readers; a series bundle's windows, one ending at every row), or with ``codes`` the code
+    columns z0.."""
     image = model.bundle.manifest.input.image
     expect, encoding = (model.code_names, None) if codes else (model.features, model.encoding)
+    if model.window is not None and not codes:
+        expect, series = list(model.window.channels), series or SeriesStage(model.window)
     summary = stream_verb(_as_list(sources), out, expect, fn, id_column=id_column, skip=on_error == "skip",
                           batch_rows=rows_per_call(model.batch_size), image_shape=image.shape if image else None,
-                          npy_layout=npy_layout, progress=progress, encoding=encoding)
+                          npy_layout=npy_layout, progress=progress, encoding=encoding, series=series,
+                          observe=observe)
     summary.backend, summary.reason = model.backend.describe(), model.backend_reason
     return summary
 
@@ -53,7 +58,7 @@ def _as_list(sources) -> list:
 
 def score_file(model: Model, sources, out, *, threshold: float | None = None, progress: Progress | None = None,
                id_column: str | None = None, on_error: str = "fail", explain: int = 0,
-               fdr: float | None = None) -> StreamSummary:
+               fdr: float | None = None, window_score: str = "last") -> StreamSummary:
     """One output row per good input row, same order: id/row, energy, its terms, p_value (when
     the bundle keeps held-out energies), anomaly (0/1); with ``explain=K`` also feature_1..K and
     share_1..K: the K features with the largest terms of the reconstruction cost, and each one's
@@ -63,30 +68,60 @@ def score_file(model: Model, sources, out, *, threshold: float | None = None, pr
     that false-discovery rate, instead of energy > threshold. The decision needs every row's
     p-value, so the rows are scored once into a hidden Parquet file beside ``out`` while a
     histogram of their exceedance counts (n + 1 integers) is kept, and the anomaly column is
-    written on a second pass over that file: memory stays flat, nothing is scored twice."""
+    written on a second pass over that file: memory stays flat, nothing is scored twice.
+
+    A series bundle scores every row by the windows that contain it (``window_score``: last,
+    mean or max; see ``aeserve.serve.series_rows``) and adds ``windows``, how many scored it (0:
+    none, the first W−1 rows of a series; their energy and p_value are NaN, anomaly 0); the
+    time and group columns lead the output."""
     if explain and Path(out).suffix.lower() == ".npy":
         raise InputError(f"{out}: --explain writes feature names, which a .npy cannot hold; use .csv or .parquet")
+    series = series_stage(model, window_score, explain, threshold)
     if fdr is not None:
         if threshold is not None:
             raise InputError("give --threshold or --fdr, not both")
         return _score_by_fdr(model, sources, out, fdr=check_alpha(fdr), progress=progress, id_column=id_column,
-                             on_error=on_error, explain=explain)
+                             on_error=on_error, explain=explain, series=series)
     limit = model.threshold if threshold is None else float(threshold)
-    anomalies = [0]
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
-        scores = _score_columns(model, rows, limit, explain)
-        anomalies[0] += int(scores["anomaly"].sum())
-        return scores
+        return score_columns(model, rows, limit, explain)
 
-    summary = _run(model, sources, out, fn=fn, progress=progress, id_column=id_column,
-                   on_error=on_error)
-    # with no input row, the one call was stream_verb's probe for the output columns: nothing to count
-    summary.extra = {"anomalies": anomalies[0] if summary.rows else 0, "threshold": limit}
+    anomalies = [0]
+
+    def count(columns: dict[str, np.ndarray]) -> None:
+        anomalies[0] += int(columns["anomaly"].sum())
+
+    summary = _run(model, sources, out, fn=fn, progress=progress, id_column=id_column, on_error=on_error,
+                   series=series, observe=count)
+    summary.extra = {"anomalies": anomalies[0], "threshold": limit}
     return summary
 
 
-def _score_columns(model: Model, rows: np.ndarray, limit: float, explain: int) -> dict[str, np.ndarray]:
+def series_stage(model: Model, window_score: str, explain: int, threshold: float | None) -> SeriesStage | None:
+    """A series bundle's ``SeriesStage`` for scoring (None for other bundles: ``window_score``
+    then must be last): with ``mean``, p_value and anomaly follow each row's mean energy."""
+    if model.window is None:
+        if window_score != "last":
+            raise InputError(f"--window-score {window_score} applies to a series bundle (trained with --window); "
+                             f"{model.bundle.path} scores rows one by one")
+        return None
+    if explain and window_score == "mean":
+        raise InputError("--explain names the cells of one window: use --window-score last or max")
+    limit = model.threshold if threshold is None else float(threshold)
+
+    def recompute(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        energy = columns["energy"]
+        scored = np.isfinite(energy)
+        if "p_value" in columns:
+            columns["p_value"] = np.where(scored, model.p_values(np.where(scored, energy, 0.0)), np.nan)
+        columns["anomaly"] = (scored & (np.where(scored, energy, -np.inf) > limit)).astype(np.uint8)
+        return columns
+
+    return SeriesStage(model.window, window_score, recompute)
+
+
+def score_columns(model: Model, rows: np.ndarray, limit: float, explain: int) -> dict[str, np.ndarray]:
     """The score columns of a chunk's rows: energy, terms, p_value, anomaly (and the top K)."""
     scores = model.score(rows, limit, explain=bool(explain), k=explain or None)
     if explain:  # the top K as columns; the whole (rows, features) map stays out of the file
@@ -101,9 +136,10 @@ def _score_columns(model: Model, rows: np.ndarray, limit: float, explain: int) -
 
 
 def _score_by_fdr(model: Model, sources, out, *, fdr: float, progress, id_column, on_error,
-                  explain: int) -> StreamSummary:
+                  explain: int, series: SeriesStage | None) -> StreamSummary:
     """``score_file`` with ``fdr``: score into a hidden Parquet beside ``out`` counting each row's
-    exceedances, then write ``out`` with anomaly = (p_value <= the Benjamini–Hochberg cut-off)."""
+    exceedances, then write ``out`` with anomaly = (p_value <= the Benjamini–Hochberg cut-off).
+    A series' rows that no window scored (energy NaN) are no hypothesis: never flagged, not counted."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -117,14 +153,15 @@ def _score_by_fdr(model: Model, sources, out, *, fdr: float, progress, id_column
     staged = out.with_name(f".{out.name}.fdr.parquet")
 
     def fn(rows: np.ndarray) -> dict[str, np.ndarray]:
-        scores = _score_columns(model, rows, model.threshold, explain)
-        counts.add(scores["energy"])
-        return scores
+        return score_columns(model, rows, model.threshold, explain)
+
+    def count(columns: dict[str, np.ndarray]) -> None:  # the rows as written (a series' per-row energies)
+        energy = columns["energy"]
+        counts.add(energy[np.isfinite(energy)])
 
     try:
-        summary = _run(model, sources, staged, fn=fn, progress=progress, id_column=id_column, on_error=on_error)
-        if not summary.rows:  # the one call was the probe for the output columns
-            counts.histogram[:] = 0
+        summary = _run(model, sources, staged, fn=fn, progress=progress, id_column=id_column, on_error=on_error,
+                       series=series, observe=count)
         cutoff = counts.cutoff(fdr)
         limit = p_value_of_count(cutoff, model.reference.size) if cutoff >= 0 else -1.0
         flagged = 0

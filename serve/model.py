@@ -42,6 +42,9 @@ class Model:
         self.encoder_outputs = bundle.manifest.encoder_outputs
         #: a mixed table's columns and encoding (None for numeric rows): methods then take tables
         self.encoding = TableEncoding.of(bundle.manifest.input)
+        #: a series bundle's window (None otherwise): methods take windows (n, channels x size),
+        #: channel-major; the file verbs and the server cut series into them
+        self.window = bundle.manifest.input.window
         #: the held-out validation energies, sorted (n,) float64: the reference of ``p_value``
         #: (None for a bundle trained before they were kept)
         self.reference = bundle.held_out_energies()

@@ -190,25 +190,26 @@ def _drain(in_queue: queue.Queue) -> Iterator:
 
 @dataclass(frozen=True)
 class _Columns:
-    """The columns before ``fn``'s outputs: the id (or ``row``/``path``), ``source`` with several inputs."""
+    """The columns before ``fn``'s outputs: the id (or ``row``/``path``), ``source`` with several
+    inputs, a series' time and group columns."""
 
     id_name: str
     several: bool
     scores_only: bool  # a .npy holds one float32 matrix: the outputs alone
 
     def leading(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        """This chunk's id and source columns."""
+        """This chunk's id, source and key columns."""
         if self.scores_only:
             return {}
         columns = {self.id_name: chunk.ids}
         if self.several:
             names = chunk.sources if chunk.sources is not None else np.full(len(chunk.ids), chunk.source, dtype=object)
             columns["source"] = np.array([Path(n).name for n in names], dtype=object)
-        return columns
+        return {**columns, **chunk.keys}
 
 
 def _input_chunks(files: list[Path], features: Sequence[str], *, image_shape, id_column: str | None,
-                  chunk_rows: int, skip: bool, npy_layout, encoding) -> Iterator[Chunk]:
+                  chunk_rows: int, skip: bool, npy_layout, encoding, keys: Sequence[str] = ()) -> Iterator[Chunk]:
     """Every input's chunks in order: tables through their readers, images 256 files a chunk
     (one row per file, its path as the id)."""
     pending_images: list[Path] = []
@@ -223,11 +224,11 @@ def _input_chunks(files: list[Path], features: Sequence[str], *, image_shape, id
             pending_images = []
         if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
             yield from iter_chunks(path, features, id_column=id_column, chunk_rows=chunk_rows, skip=skip,
-                                   npy_layout=npy_layout, encoding=encoding)
+                                   npy_layout=npy_layout, encoding=encoding, keys=keys)
 
 
 def _write_results(results: queue.Queue, writer: TableWriter, columns: _Columns, *, total_bytes: int,
-                   progress) -> tuple[list[BadRow], np.dtype | None]:
+                   progress, observe=None) -> tuple[list[BadRow], np.dtype | None]:
     """Write each computed chunk in order; returns the bad rows seen and the ids' dtype (None: no id seen)."""
     skipped: list[BadRow] = []
     id_dtype = None
@@ -241,6 +242,8 @@ def _write_results(results: queue.Queue, writer: TableWriter, columns: _Columns,
             id_dtype = np.asarray(chunk.ids).dtype
         if outputs is not None:
             writer.write({**columns.leading(chunk), **outputs})
+            if observe:
+                observe(outputs)
         if progress:
             progress(finished_bytes + chunk.bytes_read, total_bytes, writer.rows)
     return skipped, id_dtype
@@ -258,22 +261,36 @@ def _write_errors(out: Path, skipped: list[BadRow]) -> str:
     return str(errors)
 
 
+def series_outputs(series, chunk: Chunk, fn: Callable[[CheckedRows], dict[str, np.ndarray]]
+                   ) -> Iterator[tuple[Chunk, dict]]:
+    """A series chunk through ``fn``: its windows scored, then the chunks whose rows are all final
+    with their per-row outputs (``SeriesStage``); rows that end no window are scored by none."""
+    windows = series.cut(chunk)
+    outputs = fn(CheckedRows(windows.values)) if len(windows.ends) else \
+        series.probe(fn(CheckedRows(np.zeros((1, series.width), np.float32))))
+    yield from series.rows(chunk, windows, {k: v for k, v in outputs.items() if k != "windows"})
+
+
 def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
                 fn: Callable[[CheckedRows], dict[str, np.ndarray]], *, id_column: str | None = None,
                 skip: bool = False, chunk_rows: int | None = None, batch_rows: int = 2048,
                 image_shape: Sequence[int] | None = None, npy_layout: Sequence[str] | None = None,
-                progress: Callable[[int, int, int], None] | None = None, encoding=None) -> StreamSummary:
+                progress: Callable[[int, int, int], None] | None = None, encoding=None,
+                series=None, observe: Callable[[dict[str, np.ndarray]], None] | None = None) -> StreamSummary:
     """Read ``sources`` chunk by chunk, apply ``fn`` to each chunk's rows, write ``out``.
 
     The readers check every row; ``fn`` gets each chunk's rows as ``CheckedRows`` of exactly
     ``batch_rows`` rows (the last chunk shorter; see ``readers.exact_chunks``).
 
     Output columns: the id column (or ``row``, the 1-based data row), ``source`` when there
-    are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``.
+    are several inputs, then ``fn``'s outputs. ``progress(bytes_done, bytes_total, rows)``;
+    ``observe(outputs)``: each written chunk's outputs (e.g. to count anomalies).
     ``npy_layout`` names the columns of a .npy wider than ``features`` (see ``iter_chunks``);
-    ``encoding``, a mixed bundle's typed columns (rows reach ``fn`` encoded). No input row
-    gives a valid empty file with the usual columns. An output that is one of the
-    inputs is refused before anything is read.
+    ``encoding``, a mixed bundle's typed columns (rows reach ``fn`` encoded); ``series``, a
+    series bundle's ``SeriesStage`` (``features`` are its channels; ``fn`` gets the windows that
+    end at each chunk's rows, and the output has a row per input row, with the time and group
+    columns). No input row gives a valid empty file with the usual columns. An output that is
+    one of the inputs is refused before anything is read.
     """
     started = time.perf_counter()
     out = check_output_path(out)
@@ -288,13 +305,20 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
     def read() -> Iterator[Chunk]:
         return exact_chunks(_input_chunks(files, features, image_shape=image_shape, id_column=id_column,
                                           chunk_rows=chunk_rows or batch_rows, skip=skip, npy_layout=npy_layout,
-                                          encoding=encoding),
+                                          encoding=encoding, keys=series.keys if series else ()),
                             batch_rows)
 
     def computed() -> Iterator[tuple[Chunk, dict | None]]:
         # the rows were checked by their reader; Model cuts each chunk into its batches
         for chunk in _drain(parsed):
-            yield chunk, (fn(CheckedRows(chunk.values)) if len(chunk.values) else None)
+            if series is None:
+                yield chunk, (fn(CheckedRows(chunk.values)) if len(chunk.values) else None)
+            elif len(chunk.values):
+                yield from series_outputs(series, chunk, fn)
+            else:
+                yield chunk, None
+        if series is not None:
+            yield from series.finish()
 
     stop = threading.Event()
     parsed: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
@@ -304,15 +328,16 @@ def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, fe
         with atomic_path(out, clean_stale=True) as tmp:
             writer = TableWriter(tmp, out)
             try:
-                skipped, id_dtype = _write_results(results, writer, columns, progress=progress,
+                skipped, id_dtype = _write_results(results, writer, columns, progress=progress, observe=observe,
                                                    total_bytes=sum(p.stat().st_size for p in files) or 1)
                 if not writer.started:  # no good row: a valid file with the usual columns and no rows
-                    width = row_width(features, encoding)
-                    probe = fn(CheckedRows(np.zeros((1, width), np.float32)))  # a valid row, encoded or not
+                    width = series.width if series else row_width(features, encoding)
+                    probe = fn(CheckedRows(np.zeros((1, width), np.float32)))  # a valid row (window), encoded or not
+                    probe = series.probe(probe) if series else {k: np.asarray(v)[:0] for k, v in probe.items()}
                     default_ids = np.int64 if id_column is None and not images else object
                     empty = Chunk(np.empty((0, width), np.float32), np.empty(0, id_dtype or default_ids),
-                                  str(files[-1]))
-                    writer.write({**columns.leading(empty), **{k: np.asarray(v)[:0] for k, v in probe.items()}})
+                                  str(files[-1]), keys={k: np.empty(0, object) for k in (series.keys if series else ())})
+                    writer.write({**columns.leading(empty), **probe})
             finally:
                 writer.close()
     finally:

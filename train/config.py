@@ -20,7 +20,7 @@ __all__ = ["ACTIVATION_NAMES", "COST_NAMES", "ARCHES", "KindOptions", "ModelConf
 
 ACTIVATION_NAMES = ("relu", "tanh", "sigmoid")
 COST_NAMES = ("mse", "bce", "mixed")
-ARCHES = ("mlp", "conv")
+ARCHES = ("mlp", "conv", "conv1d")
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ class ModelConfig:
     latent: int
     activation: str
     cost: str           # C: mse | bce
-    arch: str           # mlp | conv (images: rows are flattened (C, H, W) pixels)
-    image_shape: tuple[int, ...]  # conv: (C, H, W)
-    channels: tuple[int, ...]     # conv: channels of the stride-2 3x3 convolutions
+    arch: str           # mlp | conv (images: rows are flattened (C, H, W) pixels) | conv1d (series windows)
+    image_shape: tuple[int, ...]  # conv: (C, H, W); conv1d: (channels, 1, window), a window's channel-major layout
+    channels: tuple[int, ...]     # conv, conv1d: channels of the stride-2 convolutions (3x3; 1x3 along the window)
     members: int        # ensemble: members whose energies are averaged (1: a single model)
     table: tuple[str, ...]  # mixed: each column 'numeric', 'binary' or 'categorical:K', '?' if seen missing
     options: KindOptions
@@ -106,6 +106,14 @@ class ModelConfig:
                 raise OptionError("channels", f"arch conv with {len(self.channels)} stride-2 layers needs height "
                                               f"and width divisible by {step}, got "
                                               f"{self.image_shape[1]}x{self.image_shape[2]}")
+        if self.arch == "conv1d":
+            if len(self.image_shape) != 3 or self.image_shape[1] != 1 or math.prod(self.image_shape) != self.n_features:
+                raise OptionError("arch", f"arch conv1d takes windows of a series (channels, 1, window) = "
+                                          f"{self.n_features} values, got {self.image_shape}")
+            step = 2 ** len(self.channels)
+            if self.image_shape[2] % step:
+                raise OptionError("channels", f"arch conv1d with {len(self.channels)} stride-2 layers needs a window "
+                                              f"divisible by {step}, got {self.image_shape[2]}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready flat dict: the shared fields, then the kind's options (tuples become lists)."""

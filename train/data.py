@@ -10,7 +10,8 @@ from aeserve.bundle import rows_sha256 as data_sha256  # the fingerprint lives i
 from aeserve.errors import InputError
 from aeserve.manifest import Preprocessing
 
-__all__ = ["SCALINGS", "Split", "split_rows", "preprocessing_stats", "table_preprocessing", "data_sha256"]
+__all__ = ["SCALINGS", "Split", "split_rows", "split_windows", "preprocessing_stats", "table_preprocessing",
+           "window_preprocessing", "data_sha256"]
 
 
 @dataclass
@@ -30,6 +31,44 @@ def split_rows(n_rows: int, val_fraction: float, seed: int) -> Split:
         raise InputError(f"need at least 3 rows to train with a validation split, got {n_rows}")
     order = np.random.default_rng(seed).permutation(n_rows)
     return Split(train=np.sort(order[n_val:]), val=np.sort(order[:n_val]))
+
+
+def split_windows(ends: np.ndarray, series: np.ndarray, size: int, val_fraction: float, seed: int) -> Split:
+    """Hold out ``val_fraction`` of a series' windows in whole blocks of consecutive windows (drawn
+    with ``seed``), and leave out of training every window that shares a row with a held-out one
+    (its end less than ``size`` rows from a held-out window's end, in the same series): windows
+    that overlap score alike, so a random split would hold out near-copies of training windows and
+    make the held-out energies (threshold, p-values) too low. ``ends``: each window's last row (in
+    the sorted rows), ``series``: its series."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n = len(ends)
+    block = max(2 * size, n // 50, 1)  # at least 50 blocks when there are windows enough
+    # block ids: consecutive windows of one series, a new block at each series' start
+    starts = np.flatnonzero(np.diff(series, prepend=series[0] - 1) != 0)
+    position = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+    block_id = np.unique(np.stack([series, position // block], axis=1), axis=0, return_inverse=True)[1].ravel()
+    blocks = int(block_id.max()) + 1
+    n_val = min(max(1, int(round(blocks * val_fraction))), blocks - 1) if blocks > 1 else 0
+    if n_val == 0:
+        raise InputError(f"the series give {n} windows in one block; need more rows (or a smaller --window) to hold "
+                         "out validation windows that share no row with training ones")
+    held = np.zeros(blocks, bool)
+    held[np.random.default_rng(seed).permutation(blocks)[:n_val]] = True
+    val = held[block_id]
+    near = np.zeros(n, bool)
+    for s in np.unique(series[val]):  # training windows overlapping a held-out one of the same series
+        mine = series == s
+        held_ends = np.sort(ends[mine & val])
+        at = np.searchsorted(held_ends, ends[mine])
+        before = np.abs(ends[mine] - held_ends[np.clip(at - 1, 0, len(held_ends) - 1)])
+        after = np.abs(held_ends[np.clip(at, 0, len(held_ends) - 1)] - ends[mine])
+        near[np.flatnonzero(mine)] = np.minimum(before, after) < size
+    train = np.flatnonzero(~val & ~near)
+    if len(train) < 2:
+        raise InputError(f"the series give {n} windows, too few to train on once validation windows and their "
+                         "overlaps are held out: give more rows, a smaller --window or a smaller --val-fraction")
+    return Split(train=train, val=np.flatnonzero(val))
 
 
 #: how ``preprocessing_stats`` scales features for the mse cost
@@ -59,6 +98,18 @@ def preprocessing_stats(train: np.ndarray, cost: str, scaling: str = "standard")
     return Preprocessing(method=method, shift=tuple(shift.astype(np.float32).tolist()),
                          scale=tuple(scale.astype(np.float32).tolist()), clip=cost == "bce",
                          formula="y_hat = (y - shift) / scale" + (", clipped to [0, 1]" if cost == "bce" else ""))
+
+
+def window_preprocessing(train: np.ndarray, channels: int, size: int, cost: str,
+                         scaling: str = "standard") -> Preprocessing:
+    """Shift/scale of windows (rows, channels x size, channel-major) per channel, the same at every
+    lag (``preprocessing_stats`` of the channels' values in the training windows, repeated ``size``
+    times), so that a value is scaled alike wherever it falls in a window."""
+    cells = np.ascontiguousarray(train.reshape(len(train), channels, size).transpose(0, 2, 1)).reshape(-1, channels)
+    prep = preprocessing_stats(cells, cost, scaling)
+    return Preprocessing(method=prep.method, shift=tuple(np.repeat(prep.shift, size).tolist()),
+                         scale=tuple(np.repeat(prep.scale, size).tolist()), clip=prep.clip,
+                         formula=prep.formula + "; per channel, the same at every lag of the window")
 
 
 def table_preprocessing(train: np.ndarray, columns, scaling: str = "standard") -> Preprocessing:

@@ -27,6 +27,7 @@ __all__ = [
     "l1_penalty",
     "kl_to_standard_normal",
     "contractive_penalty",
+    "conv_adjoint",
     "activation_derivative",
     "loss_functional",
 ]
@@ -84,6 +85,16 @@ def activation_derivative(name: str, pre: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def conv_adjoint(rows: torch.Tensor, conv: nn.Module, transposed: bool) -> torch.Tensor:
+    """The adjoint of a stride-2 convolution layer applied to ``rows``: the transposed convolution
+    with the same weights (``transposed=False``: ``conv`` is an encoder's Conv2d), or the
+    convolution (``conv`` is a decoder's ConvTranspose2d)."""
+    if transposed:
+        return torch.nn.functional.conv2d(rows, conv.weight, stride=conv.stride, padding=conv.padding)
+    return torch.nn.functional.conv_transpose2d(rows, conv.weight, stride=conv.stride, padding=conv.padding,
+                                                output_padding=tuple(s - 1 for s in conv.stride))
+
+
 def contractive_penalty(layers: Sequence[nn.Linear], activation: str,
                         pre_activations: Sequence[torch.Tensor], *, convs: Sequence[nn.Conv2d] = (),
                         conv_pres: Sequence[torch.Tensor] = ()) -> torch.Tensor:
@@ -106,7 +117,7 @@ def contractive_penalty(layers: Sequence[nn.Linear], activation: str,
         for conv, pre in zip(reversed(convs), reversed(conv_pres)):
             slope = activation_derivative(activation, pre).unsqueeze(1).expand(-1, latent, *pre.shape[1:])
             rows = rows * slope.reshape(batch * latent, *pre.shape[1:])
-            rows = torch.nn.functional.conv_transpose2d(rows, conv.weight, stride=2, padding=1, output_padding=1)
+            rows = conv_adjoint(rows, conv, transposed=False)
         jac = rows.reshape(batch, latent, -1)  # (batch, latent, C*H*W)
     return jac.pow(2).sum(dim=(1, 2))  # (batch,); (1,) when there is no hidden layer
 

@@ -232,7 +232,7 @@ class LatentVariableEBM(EnergyAutoencoder):
                 if i < len(self.decoder_convs) - 1:
                     grad = grad * E.activation_derivative(self.config.activation, conv_pres[i])
                 # the adjoint of a transposed convolution is the convolution with the same weights
-                grad = torch.nn.functional.conv2d(grad, self.decoder_convs[i].weight, stride=2, padding=1)
+                grad = E.conv_adjoint(grad, self.decoder_convs[i], transposed=True)
             grad = grad.flatten(1) * E.activation_derivative(self.config.activation, dense_pre)
         grad = torch.matmul(grad, self.decoder_layers[-1].weight)
         for layer, pre in zip(reversed(self.decoder_layers[:-1]), reversed(pres[:hidden])):

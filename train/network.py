@@ -23,13 +23,25 @@ from aeserve.train import energy as E
 from aeserve.train.config import KindOptions, ModelConfig
 from aeserve.train.mixed import MixedTable
 
-__all__ = ["ACTIVATIONS", "EnergyAutoencoder", "mlp"]
+__all__ = ["ACTIVATIONS", "CONV_GEOMETRY", "EnergyAutoencoder", "mlp"]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
 }
+
+
+#: each convolutional arch's layers: kernel, stride, padding (transposed: the same, plus output padding)
+CONV_GEOMETRY: dict[str, dict[str, tuple[int, int]]] = {
+    "conv": {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+    "conv1d": {"kernel_size": (1, 3), "stride": (1, 2), "padding": (0, 1)},
+}
+
+
+def _output_padding(geometry: dict) -> tuple[int, ...]:
+    """The transposed convolution's output padding that gives back the even sizes it halved."""
+    return tuple(s - 1 for s in geometry["stride"])
 
 
 def mlp(sizes: list[int]) -> nn.ModuleList:
@@ -61,13 +73,18 @@ class EnergyAutoencoder(nn.Module):
         if self.table is not None:
             flat = self.table.width
         self.encoder_convs, self.decoder_convs = nn.ModuleList(), nn.ModuleList()
-        if config.arch == "conv":
+        if config.arch in CONV_GEOMETRY:
+            # conv: 3x3 over images (C, H, W); conv1d: 1x3 over a window's channels (C, 1, W), i.e. a
+            # temporal convolution along the window; both stride 2, so each layer halves W (and H)
+            geometry = CONV_GEOMETRY[config.arch]
             chans = [config.image_shape[0], *config.channels]
-            self.encoder_convs.extend(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
-            self.decoder_convs.extend(nn.ConvTranspose2d(b, a, 3, stride=2, padding=1, output_padding=1)
+            self.encoder_convs.extend(nn.Conv2d(a, b, **geometry) for a, b in zip(chans[:-1], chans[1:]))
+            self.decoder_convs.extend(nn.ConvTranspose2d(b, a, **geometry, output_padding=_output_padding(geometry))
                                       for a, b in reversed(list(zip(chans[:-1], chans[1:]))))
-            shrink = 2 ** len(config.channels)
-            self.conv_out = (chans[-1], config.image_shape[1] // shrink, config.image_shape[2] // shrink)
+            height, width = config.image_shape[1:]
+            for _ in config.channels:
+                height, width = -(-height // geometry["stride"][0]), -(-width // geometry["stride"][1])
+            self.conv_out = (chans[-1], height, width)
             flat = int(np.prod(self.conv_out))
         sizes = [flat, *config.hidden, config.latent]  # flat: the model space's width
         self.encoder_layers = self._make_encoder(sizes)

@@ -31,7 +31,14 @@ from aeserve.manifest import (
 from aeserve.tables import Table
 from aeserve.train.calibrate import latent_sampler, quantile_threshold
 from aeserve.train.config import ModelConfig
-from aeserve.train.data import data_sha256, preprocessing_stats, split_rows, table_preprocessing
+from aeserve.train.data import (
+    data_sha256,
+    preprocessing_stats,
+    split_rows,
+    split_windows,
+    table_preprocessing,
+    window_preprocessing,
+)
 from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
 from aeserve.train.registry import build_model
 from aeserve.train.weights import save_weights
@@ -113,11 +120,16 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     if bool(table.specs) != bool(config.table):
         raise InputError(f"{table.source}: a table of typed columns trains with ModelConfig(table=column_layout(specs), "
                          "cost='mixed'), and only such a table does")
-    split = split_rows(values.shape[0], val_fraction, fit_config.seed)
-    if table.specs:
-        prep = table_preprocessing(values[split.train], table.specs, scaling)
+    window = getattr(table, "window", None)  # a SeriesTable: rows are windows of a series
+    if window is not None:
+        split = split_windows(table.ends, table.series, window.size, val_fraction, fit_config.seed)
+        prep = window_preprocessing(values[split.train], len(window.channels), window.size, config.cost, scaling)
     else:
-        prep = preprocessing_stats(values[split.train], config.cost, scaling)
+        split = split_rows(values.shape[0], val_fraction, fit_config.seed)
+        if table.specs:
+            prep = table_preprocessing(values[split.train], table.specs, scaling)
+        else:
+            prep = preprocessing_stats(values[split.train], config.cost, scaling)
 
     torch.manual_seed(fit_config.seed)
     model = build_model(config)
@@ -137,17 +149,18 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
         name=name or out.name,
         kind=config.kind,
         input=InputSpec(features=tuple(table.columns),
-                        image=ImageSpec(shape=config.image_shape) if config.image_shape else None,
+                        image=ImageSpec(shape=config.image_shape) if config.arch == "conv" else None,
                         encoding="mixed" if table.specs else "plain",
                         columns=table.specs or tuple(ColumnSpec(name=c, rows=int(values.shape[0]))
-                                                     for c in table.columns)),
+                                                     for c in table.columns),
+                        window=window),
         preprocessing=prep,
         architecture=Architecture.from_flat_dict(config.to_dict()),
         energy=model.energy_spec(),
         latent=latent_sampler(model, train_rows),
         threshold=threshold,
         training=TrainingRecord(
-            data=DataRecord(source=Path(table.source).name, rows=int(values.shape[0]),
+            data=DataRecord(source=Path(table.source).name, rows=int(values.shape[0]),  # a series': its windows
                             train_rows=int(split.train.size), val_rows=int(split.val.size),
                             sha256=data_sha256(values)),
             epochs_run=len(history.train_energy), best_epoch=history.best_epoch, stopped=history.stopped,

@@ -6,12 +6,13 @@
 (``MIGRATIONS``), so every bundle any aeserve wrote still loads; writes are always the
 current version. Nothing outside this module indexes the manifest dictionary.
 
-Layout of schema 3::
+Layout of schema 4::
 
     schema_version, name, kind
     input          features, dtype, image? (shape (C, H, W), pixels), encoding (plain | mixed),
                    columns (each: name, type numeric | binary | categorical, vocabulary, missing,
-                   rows, other)
+                   rows, other), window? (size, channels, stride, time_column, group_column,
+                   max_gap, layout: a series bundle's graphs take windows of its channels)
     preprocessing  method, shift, scale, clip, formula
     architecture   the kind's config: kind, n_features, hidden, latent, activation, cost, arch,
                    image_shape, channels, and the kind's own options (flat)
@@ -51,6 +52,7 @@ __all__ = [
     "table_layout",
     "parse_table_layout",
     "ImageSpec",
+    "WindowSpec",
     "InputSpec",
     "Preprocessing",
     "Architecture",
@@ -71,7 +73,7 @@ __all__ = [
     "Manifest",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: what a table column can be: a number, true/false, or one of a vocabulary of categories
 COLUMN_TYPES = ("numeric", "binary", "categorical")
 #: the energy graph's per-feature output: C's terms, (batch, features), summing to its first term
@@ -136,6 +138,41 @@ def parse_table_layout(layout) -> list[tuple[str, int, bool]]:
     return parsed
 
 
+#: how a window's values are laid out in the graphs' rows (``WindowSpec.layout``)
+WINDOW_LAYOUT = "channel-major: value c*size + l is channel c at row t-(size-1-l), t the window's last row"
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A series bundle's window: the graphs take rows of ``size`` consecutive rows of the
+    ``channels`` (channel-major: all of channel 0's lags, oldest first, then channel 1's, ...);
+    the runtime cuts a series into them, one window ending at every row. Rows are ordered by
+    ``time_column`` (file order without one), each value of ``group_column`` is its own series,
+    and a step in time larger than ``max_gap`` (in the time column's unit; seconds for
+    timestamps) starts a new series. ``stride``: the step between training windows."""
+
+    size: int
+    channels: tuple[str, ...]
+    stride: int = 1
+    time_column: str | None = None
+    group_column: str | None = None
+    max_gap: float | None = None
+    layout: str = WINDOW_LAYOUT
+
+    @property
+    def cells(self) -> tuple[str, ...]:
+        """The graphs' value names, channel-major: 'temp@t-2', 'temp@t-1', 'temp@t', 'load@t-2', ..."""
+        return tuple(f"{c}@t-{lag}" if lag else f"{c}@t" for c in self.channels
+                     for lag in range(self.size - 1, -1, -1))
+
+    def same_windows(self, other: "WindowSpec | None") -> bool:
+        """Whether ``other`` cuts a series into the same windows (size, channels, time, groups,
+        gaps): then the rows a server holds for a sequence stay valid across a reload."""
+        return other is not None and (self.size, self.channels, self.time_column, self.group_column,
+                                      self.max_gap) == (other.size, other.channels, other.time_column,
+                                                        other.group_column, other.max_gap)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What one input row is: named float32 features (or flattened image pixels); or, with
@@ -148,6 +185,7 @@ class InputSpec:
     image: ImageSpec | None = None
     encoding: str = "plain"
     columns: tuple[ColumnSpec, ...] = ()
+    window: WindowSpec | None = None  # a series bundle: ``features`` are its window's cells
 
     @property
     def mixed(self) -> bool:
@@ -469,6 +507,16 @@ def _check_input(spec: InputSpec, source: str) -> None:
             raise BundleError(f"{source}: column {column.name!r}: its vocabulary repeats a category")
     if spec.mixed and tuple(c.name for c in spec.columns) != spec.features:
         raise BundleError(f"{source}: field 'input.columns' does not name the features in order")
+    window = spec.window
+    if window is not None:
+        if window.size < 1 or window.stride < 1 or not window.channels or len(set(window.channels)) != len(window.channels):
+            raise BundleError(f"{source}: field 'input.window': size and stride must be >= 1 and the channels "
+                              f"distinct, got size {window.size}, stride {window.stride}, channels {window.channels}")
+        if window.layout != WINDOW_LAYOUT or spec.features != window.cells or spec.mixed or spec.image:
+            raise BundleError(f"{source}: field 'input.window' does not match the features (expected the "
+                              f"{window.size} x {len(window.channels)} cells of numeric channels, {WINDOW_LAYOUT})")
+        if window.max_gap is not None and not window.max_gap > 0:
+            raise BundleError(f"{source}: field 'input.window.max_gap' must be > 0, got {window.max_gap}")
 
 
 # -- migrations ----------------------------------------------------------------------------
@@ -520,8 +568,16 @@ def _v2_to_v3(old: dict) -> dict:
     return data
 
 
+def _v3_to_v4(old: dict) -> dict:
+    """Schema 3 -> 4: the input may name a window (series bundles); every schema-3 bundle scores
+    rows one by one, so it has none."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 4
+    return data
+
+
 #: version N -> a function taking a schema-N dict to schema N + 1
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 # -- typed conversion ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 from aeserve.errors import InputError
 
 __all__ = ["SUFFIXES", "NULL_VALUES", "BadRow", "Chunk", "CheckedRows", "iter_chunks", "exact_chunks", "row_width",
-           "column_names", "chunk_rows_for", "check_finite", "convert_columns", "reject_non_finite", "preview"]
+           "column_names", "chunk_rows_for", "parse_csv_lines", "check_finite", "convert_columns", "reject_non_finite", "preview"]
 
 SUFFIXES = (".csv", ".parquet", ".npy")
 _CHUNK_BYTES = 4 << 20  # target size of one parsed chunk: small, so memory stays flat
@@ -55,6 +55,21 @@ class Chunk:
     bad: list[BadRow] = field(default_factory=list)
     bytes_read: int = 0       # bytes of ``source`` read so far, this chunk included (progress)
     sources: np.ndarray | None = None  # (n,) file of each row, when rows span files
+    keys: dict[str, np.ndarray] = field(default_factory=dict)  # (n,) each: a series' time and group columns
+    rows: np.ndarray | None = None  # (n,) 1-based data rows, when ``ids`` hold an id column (errors name rows)
+
+    def take(self, part) -> "Chunk":
+        """The rows ``part`` (a slice or an index array) of this chunk, with their ids, sources and
+        keys; bad rows and progress stay with the chunk they were found in."""
+        return Chunk(self.values[part], self.ids[part], self.source, [], self.bytes_read,
+                     None if self.sources is None else self.sources[part],
+                     {name: column[part] for name, column in self.keys.items()},
+                     None if self.rows is None else self.rows[part])
+
+    @property
+    def row_numbers(self) -> np.ndarray:
+        """The 1-based data row of each row (in its own file)."""
+        return self.rows if self.rows is not None else np.asarray(self.ids)
 
 
 @dataclass(frozen=True)
@@ -257,7 +272,12 @@ def _csv_header(path: Path) -> list[str]:
     return names
 
 
-def _check_columns(path: Path, names: Sequence[str], features: Sequence[str], id_column: str | None) -> None:
+def _check_columns(path: Path, names: Sequence[str], features: Sequence[str], id_column: str | None,
+                   keys: Sequence[str] = ()) -> None:
+    absent = [k for k in keys if k not in names]
+    if absent:
+        raise InputError(f"{path}: no column {absent[0]!r} (the model orders its series by it); "
+                         f"it has {len(names)}: {preview(list(names))}")
     missing = [c for c in features if c not in names]
     if missing:
         raise InputError(f"{path}: has {len(names)} columns but lacks {len(missing)} the model expects "
@@ -302,19 +322,19 @@ def _csv_types(features, encoding, skip: bool) -> dict:
     return {c.name: numeric if c.type == "numeric" else pa.string() for c in encoding.columns}
 
 
-def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=None) -> Iterator[Chunk]:
+def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=None, keys=()) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     names = column_names(path)
-    _check_columns(path, names, features, id_column)
+    _check_columns(path, names, features, id_column, keys)
     malformed: list = []
 
     def on_invalid(row) -> str:
         malformed.append(row)
         return "skip" if skip else "error"
 
-    columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
+    columns = list(dict.fromkeys([*features, *([id_column] if id_column else []), *keys]))
     convert = pacsv.ConvertOptions(include_columns=columns, column_types=_csv_types(features, encoding, skip),
                                    null_values=NULL_VALUES, strings_can_be_null=True)
     # Small blocks: pyarrow's reader holds several in flight, and its peak memory grows with the
@@ -337,8 +357,7 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=Non
             bad = [BadRow(str(path), int(r.number) - 1 if r.number else -1, "*",
                           f"expected {r.expected_columns} fields, got {r.actual_columns}") for r in malformed] + bad
             malformed.clear()
-            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
-            yield Chunk(*_kept(keep, values, ids), str(path), bad, source.consumed)
+            yield _chunk(table, values, keep, bad, rows, str(path), source.consumed, id_column, keys, skip)
     except (pa.ArrowException, OSError) as exc:
         if not isinstance(exc, pa.ArrowInvalid):  # e.g. a header pyarrow reads differently from the csv module
             raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
@@ -351,6 +370,37 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=Non
         raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
     finally:
         source.close()
+
+
+def parse_csv_lines(header: bytes, lines: bytes, features: Sequence[str], *, first_row: int, source: str = "<stdin>",
+                    keys: Sequence[str] = (), encoding=None) -> Chunk:
+    """Complete CSV lines (``lines``, each ending in a newline) under ``header`` as one checked
+    chunk, as a file's reader would give them: the rows of a stream that arrives line by line
+    (standard input). ``first_row``: the 1-based data row of the first line, for errors."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = next(csv.reader([header.decode("utf-8-sig", "replace")]), [])
+    _check_columns(Path(source), names, features, None, keys)
+    columns = list(dict.fromkeys([*features, *keys]))
+    convert = pacsv.ConvertOptions(include_columns=columns, column_types=_csv_types(features, encoding, False),
+                                   null_values=NULL_VALUES, strings_can_be_null=True)
+    try:
+        table = pacsv.read_csv(io.BytesIO(header + lines), read_options=pacsv.ReadOptions(use_threads=False),
+                               convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        text = _first_line(exc)
+        if "conversion error" in text or "column #" in text.lower():
+            # name the cell: read again as text, converted column by column
+            as_text = pacsv.read_csv(io.BytesIO(header + lines), convert_options=pacsv.ConvertOptions(
+                include_columns=columns, column_types={f: pa.string() for f in features}, null_values=NULL_VALUES,
+                strings_can_be_null=True))
+            _convert(as_text, features, np.arange(first_row, first_row + as_text.num_rows), source=source,
+                     skip=False, encoding=encoding)
+        raise InputError(f"{source}: rows from {first_row}: cannot parse CSV ({text})") from None
+    rows = np.arange(first_row, first_row + table.num_rows)
+    values, keep, bad = _convert(table, features, rows, source=source, skip=False, encoding=encoding)
+    return _chunk(table, values, keep, bad, rows, source, 0, None, keys, False)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -381,15 +431,15 @@ def _locate_bad_cell(path: Path, features, encoding=None) -> None:
         return
 
 
-def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip, encoding=None) -> Iterator[Chunk]:
+def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip, encoding=None, keys=()) -> Iterator[Chunk]:
     import pyarrow as pa
 
     # a mixed bundle's text columns read as dictionaries: the encoding then maps each chunk's
     # dictionary (its distinct values) to slots, not every cell
     text = [c.name for c in encoding.columns if c.type == "categorical"] if encoding is not None else []
     handle = _parquet_file(path, read_dictionary=text)
-    _check_columns(path, handle.schema_arrow.names, features, id_column)
-    columns = list(dict.fromkeys([*features, *([id_column] if id_column else [])]))
+    _check_columns(path, handle.schema_arrow.names, features, id_column, keys)
+    columns = list(dict.fromkeys([*features, *([id_column] if id_column else []), *keys]))
     size, total, parsed = path.stat().st_size, max(handle.metadata.num_rows, 1), 0
     try:
         for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
@@ -397,8 +447,7 @@ def _read_parquet(path: Path, features, *, id_column, chunk_rows, skip, encoding
             rows = np.arange(parsed + 1, parsed + table.num_rows + 1)
             parsed += table.num_rows
             values, keep, bad = _convert(table, features, rows, source=str(path), skip=skip, encoding=encoding)
-            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
-            yield Chunk(*_kept(keep, values, ids), str(path), bad, int(size * parsed / total))
+            yield _chunk(table, values, keep, bad, rows, str(path), int(size * parsed / total), id_column, keys, skip)
     except InputError:
         raise
     except (pa.ArrowException, OSError, ValueError, IndexError, TypeError) as exc:
@@ -434,7 +483,11 @@ def _npy_header(path: Path, fh) -> tuple[tuple[int, int], np.dtype]:
     return shape, dtype
 
 
-def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=None, encoding=None) -> Iterator[Chunk]:
+def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=None, encoding=None,
+              keys=()) -> Iterator[Chunk]:
+    if keys:
+        raise InputError(f"{path}: a .npy has no named columns, and this model orders its series by "
+                         f"{', '.join(map(repr, keys))}: give a .csv or .parquet")
     if encoding is not None:
         raise InputError(f"{path}: a .npy holds numbers only; this bundle takes a table of typed columns "
                          f"({preview(list(features))}): give a .csv or .parquet")
@@ -464,6 +517,29 @@ def _read_npy(path: Path, features, *, id_column, chunk_rows, skip, npy_layout=N
                                              source=str(path), skip=skip)
             done += count
             yield Chunk(*_kept(keep, values, rows), str(path), bad, fh.tell())
+
+
+def _chunk(table, values: np.ndarray, keep: np.ndarray, bad: list[BadRow], rows: np.ndarray, source: str,
+           bytes_read: int, id_column: str | None, keys: Sequence[str], skip: bool) -> Chunk:
+    """A parsed table's chunk: its good rows, their ids (an id column, or the data rows) and key
+    columns (a series' time and group, as they are; a missing key is a bad row)."""
+    for name in keys:
+        column = table.column(name)
+        if column.null_count:
+            for index in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False) & keep):
+                reason = "missing value, expected the series' time or group"
+                if not skip:
+                    raise InputError(f"{source}: row {rows[index]}, column {name!r}: {reason}")
+                bad.append(BadRow(source, int(rows[index]), name, reason))
+                keep[index] = False
+    key_columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in keys}
+    ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else rows
+    chunk = Chunk(values, ids, source, bad, bytes_read, keys=key_columns, rows=rows if id_column else None)
+    if keep.all():
+        return chunk
+    kept = chunk.take(keep)
+    kept.bad, kept.bytes_read = bad, bytes_read
+    return kept
 
 
 def _kept(keep: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -502,7 +578,7 @@ _READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".npy": _read_npy}
 
 def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = None,
                 chunk_rows: int | None = None, skip: bool = False,
-                npy_layout: Sequence[str] | None = None, encoding=None) -> Iterator[Chunk]:
+                npy_layout: Sequence[str] | None = None, encoding=None, keys: Sequence[str] = ()) -> Iterator[Chunk]:
     """Chunks of good rows of ``features`` from one file, in order (see the module docstring).
     ``encoding`` (an ``aeserve.columns.TableEncoding``): a mixed bundle's typed columns, whose
     rows the chunks hold encoded (2 values per column).
@@ -514,21 +590,31 @@ def iter_chunks(path: Path, features: Sequence[str], *, id_column: str | None = 
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
                          f"expected one of {', '.join(SUFFIXES)}")
     extra = {"npy_layout": npy_layout} if path.suffix.lower() == ".npy" else {}
+    if keys:
+        extra["keys"] = tuple(keys)
     width = row_width(features, encoding)
     return _READERS[path.suffix.lower()](path, list(features), id_column=id_column, encoding=encoding,
                                          chunk_rows=chunk_rows or chunk_rows_for(width), skip=skip, **extra)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """Columns of consecutive chunks as one; object when their kinds differ (int ids in one file,
+    text in another)."""
+    mixed = len({np.asarray(a).dtype.kind for a in arrays}) > 1
+    return np.concatenate([np.asarray(a, dtype=object if mixed else None) for a in arrays])
 
 
 def _merge(chunks: list[Chunk]) -> Chunk:
     """One chunk from consecutive chunks (each row's source kept, bad rows and progress carried)."""
     if len(chunks) == 1:
         return chunks[0]
-    mixed = len({np.asarray(c.ids).dtype.kind for c in chunks}) > 1  # e.g. int ids in one file, text in another
-    ids = np.concatenate([np.asarray(c.ids, dtype=object if mixed else None) for c in chunks])
-    merged = Chunk(np.concatenate([c.values for c in chunks]), ids, chunks[-1].source,
-                   [b for c in chunks for b in c.bad], chunks[-1].bytes_read)
+    merged = Chunk(np.concatenate([c.values for c in chunks]), _joined([c.ids for c in chunks]), chunks[-1].source,
+                   [b for c in chunks for b in c.bad], chunks[-1].bytes_read,
+                   keys={name: _joined([c.keys[name] for c in chunks]) for name in chunks[0].keys})
     merged.sources = np.concatenate([c.sources if c.sources is not None else np.full(len(c.values), c.source,
                                      dtype=object) for c in chunks])
+    if any(c.rows is not None for c in chunks):
+        merged.rows = np.concatenate([c.row_numbers for c in chunks])
     return merged
 
 
@@ -542,8 +628,10 @@ def _split(chunks: list[Chunk], rows: int) -> tuple[Chunk, list[Chunk]]:
             taken.append(chunk)
             need -= len(chunk.values)
         else:
-            taken.append(Chunk(chunk.values[:need], chunk.ids[:need], chunk.source, chunk.bad, chunk.bytes_read))
-            left.append(Chunk(chunk.values[need:], chunk.ids[need:], chunk.source, [], chunk.bytes_read))
+            head = chunk.take(slice(None, need))
+            head.bad = chunk.bad
+            taken.append(head)
+            left.append(chunk.take(slice(need, None)))
             need = 0
     return _merge(taken), left
 

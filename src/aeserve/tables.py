@@ -17,10 +17,11 @@ import numpy as np
 
 from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
+from aeserve.manifest import WindowSpec
 from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview, row_width
 
-__all__ = ["Table", "read_table", "read_training_table", "typed_table", "write_table", "check_output_path",
-           "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
+__all__ = ["Table", "SeriesTable", "read_table", "read_training_table", "read_series_table", "typed_table",
+           "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
 
 
 @dataclass
@@ -33,6 +34,20 @@ class Table:
     columns: list[str]
     source: str
     specs: tuple = ()  # ColumnSpec per column, for a mixed table
+
+
+@dataclass
+class SeriesTable(Table):
+    """The windows of a series to train on: ``values`` (windows, C x W) channel-major, one per
+    ``stride`` rows of each run of at least W rows (``window`` says how they were cut); ``ends``
+    (windows,) the row, in time order within each group, each window ends at, and ``series``
+    the group index of each (0 without a group column), so that a split can keep validation
+    windows from sharing rows with training ones."""
+
+    window: WindowSpec | None = None
+    ends: np.ndarray | None = None
+    series: np.ndarray | None = None
+    rows: int = 0
 
 
 def _suffix(path: Path) -> str:
@@ -148,6 +163,53 @@ def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None =
     typed = typed_table(data, str(path), categorical=categorical, numeric=numeric,
                         min_category_count=min_category_count, max_categories=max_categories)
     return typed if typed is not None else read_table(path, columns=keep)
+
+
+def read_series_table(path: str | os.PathLike, size: int, *, stride: int = 1, time_column: str | None = None,
+                      group_column: str | None = None, max_gap: float | None = None,
+                      columns: Sequence[str] | None = None, drop: Sequence[str] | None = None) -> SeriesTable:
+    """A series file as the windows to train on: the channel columns (``columns``, or all but
+    ``drop`` and the time and group columns), rows sorted by group then time (file order
+    without a time column; a stable sort), each group its own series, a step in time above
+    ``max_gap`` a new one; windows of ``size`` rows every ``stride`` rows of each run
+    (``aeserve.series.SeriesWindows``, which the runtime scores with too)."""
+    from aeserve.series import SeriesWindows, group_rows, time_values
+
+    path = Path(path)
+    if _suffix(path) == ".npy" and (time_column or group_column):
+        raise InputError(f"{path}: a .npy has no named columns; --time-column and --group-column need .csv or .parquet")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    keys = [c for c in (time_column, group_column) if c]
+    names = column_names(path)
+    for key in keys:
+        if key not in names:
+            raise InputError(f"{path}: no column {key!r}; it has {len(names)}: {preview(names)}")
+    channels = [c for c in _select(names, path, columns, drop) if c not in keys]
+    if not channels:
+        raise InputError(f"{path}: no channel columns left besides {', '.join(keys)}")
+    chunks = list(iter_chunks(path, channels, keys=keys))
+    if not chunks or not sum(len(c.values) for c in chunks):
+        raise InputError(f"{path}: no data rows")
+    values = np.concatenate([c.values for c in chunks])
+    rows = np.concatenate([c.row_numbers for c in chunks])
+    times = time_values(np.concatenate([c.keys[time_column] for c in chunks]), time_column, str(path), rows) \
+        if time_column else None
+    groups = np.concatenate([c.keys[group_column] for c in chunks]) if group_column else None
+    series = np.zeros(len(values), np.int64)
+    for index, (_, members) in enumerate(group_rows(groups, len(values))):
+        series[members] = index
+    order = np.lexsort((times if times is not None else np.arange(len(values)), series))  # by group, then time
+    cutter = SeriesWindows(size, len(channels), max_gap, stride)
+    windows = cutter.push(values[order], None if times is None else times[order], series[order],
+                          rows=rows[order], source=str(path), time_name=time_column or "time")
+    if not len(windows.ends):
+        raise InputError(f"{path}: no series holds {size} consecutive rows{' within --max-gap' if max_gap else ''}, "
+                         f"so there is no window of {size} rows to train on: lower --window")
+    spec = WindowSpec(size=size, channels=tuple(channels), stride=stride, time_column=time_column,
+                      group_column=group_column, max_gap=max_gap)
+    return SeriesTable(windows.values, list(spec.cells), str(path), window=spec, ends=windows.ends,
+                       series=series[order][windows.ends], rows=len(values))
 
 
 def typed_table(data, source: str, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),

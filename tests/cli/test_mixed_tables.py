@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 import aeserve
 from aeserve.errors import InputError
+from aeserve.manifest import SCHEMA_VERSION
 
 from conftest import run_cli
 
@@ -25,7 +26,7 @@ def _energies(result) -> np.ndarray:
 
 def test_the_manifest_records_each_column_type_vocabulary_and_missing_cells(mixed_bundle):
     manifest = aeserve.load(mixed_bundle["path"], backend="onnxruntime").bundle.manifest
-    assert manifest.schema_version == 3 and manifest.input.mixed and manifest.energy.cost == "mixed"
+    assert manifest.schema_version == SCHEMA_VERSION and manifest.input.mixed and manifest.energy.cost == "mixed"
     columns = {c.name: c for c in manifest.input.columns}
     assert {n: c.type for n, c in columns.items()} == {"age": "numeric", "home": "categorical", "income": "numeric",
                                                        "member": "binary", "job": "categorical"}

@@ -97,7 +97,7 @@ def test_a_schema_2_manifest_migrates_to_plain_numeric_columns(bundles):
     data["schema_version"] = 2
     del data["input"]["columns"], data["input"]["encoding"]
     migrated = Manifest.from_json(data)
-    assert migrated.schema_version == 3 and not migrated.input.mixed
+    assert migrated.schema_version == SCHEMA_VERSION and not migrated.input.mixed
     assert [c.name for c in migrated.input.columns] == list(migrated.input.features)
     assert {c.type for c in migrated.input.columns} == {"numeric"} and migrated.input.width == 30
     assert all(c.rows == data["training"]["data"]["train_rows"] and c.missing == 0 for c in migrated.input.columns)

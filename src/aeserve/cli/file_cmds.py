@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import typer
 from rich.markup import escape
 
-from aeserve.cli import app, err, out, user_errors
+from aeserve.cli import Terminated, app, err, out, user_errors
 from aeserve.cli.options import (
     BACKEND_OPT,
     BATCH_OPT,
@@ -29,6 +29,7 @@ from aeserve.cli.options import (
     Engine,
     OnError,
     Precision,
+    WindowScore,
     finish,
     open_model,
     progress_callback,
@@ -63,7 +64,14 @@ def score(
     save_reconstructions: Optional[Path] = typer.Option(
         None, help="Images: write each one's reconstruction and per-pixel energy map as PNG here."),
     explain: int = typer.Option(0, "--explain", help="Add feature_1..K and share_1..K: the K features with the largest "
-                                "terms of the reconstruction cost (exact: C is a sum over features) and their shares."),
+                                "terms of the reconstruction cost (exact: C is a sum over features) and their shares; "
+                                "a series' cells name channel and lag (load@t-3: three rows before the scored one)."),
+    window_score: WindowScore = typer.Option(WindowScore.last, "--window-score", help=(
+        "Series bundles: a row's score from the windows that contain it. last: the window ending at the row (never "
+        "waits for later rows; the first W-1 rows of a series get none: energy NaN, windows 0); mean: the mean of "
+        "the up to W windows containing it; max: the highest of them. mean and max wait for the W-1 rows after.")),
+    max_delay_ms: float = typer.Option(10.0, "--max-delay-ms", min=0.0, help=(
+        "Standard input (DATA '-'): the longest a row waits before it is scored with the rows that came with it.")),
     quiet: bool = QUIET_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -76,12 +84,21 @@ def score(
     rows, P(p_value <= a) <= a).
 
     \b
+    A series bundle (trained with --window) writes one row per input row too, with its time and
+    group columns and windows: how many windows scored the row. Its files given in order are one
+    series: each group's last rows carry from one chunk and file to the next, so daily files
+    score as the single file would. DATA '-' reads CSV rows from standard input as they come and
+    -o - writes each row's score as soon as it has one (within --max-delay-ms).
+
+    \b
     Examples:
       aeserve score models/rows-ae new_rows.csv -o scores.parquet
       aeserve score models/rows-ae 'day-*.csv' --id-column id --on-error skip -o scores.csv
       aeserve score models/rows-ae shards/*.parquet -o scored/ --engine ray --id-column id
       aeserve score models/rows-ae new_rows.csv --explain 3 -o explained.csv
       aeserve score models/rows-ae new_rows.csv --fdr 0.05 -o flagged.csv
+      aeserve score models/sensors-ae day-1.csv day-2.csv --window-score max -o scores.parquet
+      tail -f sensors.csv | aeserve score models/sensors-ae - -o -
     """
     if explain < 0:
         raise typer.BadParameter(f"must be >= 0, got {explain}", param_hint="--explain")
@@ -91,7 +108,14 @@ def score(
         raise typer.BadParameter(f"must be between 0 and 1, got {fdr}", param_hint="--fdr")
     if fdr is not None and threshold is not None:
         raise typer.BadParameter("give --threshold or --fdr, not both", param_hint="--fdr")
+    if str(data[0]) == "-" or str(output) == "-":
+        _score_stream(bundle, data, output, backend=backend, batch_size=batch_size, device=device,
+                      precision=precision, threshold=threshold, explain=explain, window_score=window_score.value,
+                      max_delay_ms=max_delay_ms, engine=engine, fdr=fdr, id_column=id_column, on_error=on_error)
+        return
     if engine == Engine.ray:
+        if window_score != WindowScore.last:
+            raise typer.BadParameter("series run with --engine local", param_hint="--window-score")
         if fdr is not None:
             raise typer.BadParameter("--fdr runs with --engine local (it decides over all rows at once)",
                                      param_hint="--fdr")
@@ -115,7 +139,8 @@ def score(
         raise typer.BadParameter(f"the model has {len(model.features)} features, got {explain}", param_hint="--explain")
     with row_progress(not (quiet or as_json), "scoring") as bar:
         summary = score_file(model, data, output, threshold=threshold, progress=progress_callback(bar),
-                             id_column=id_column, on_error=on_error.value, explain=explain, fdr=fdr)
+                             id_column=id_column, on_error=on_error.value, explain=explain, fdr=fdr,
+                             window_score=window_score.value)
     if save_reconstructions is not None:
         count = write_pictures(model, data, save_reconstructions)
         if not quiet:
@@ -125,6 +150,33 @@ def score(
         f"by Benjamini-Hochberg at FDR {fdr:g}"
     finish(summary, "scored", quiet=quiet, as_json=as_json,
            detail=f": {anomalies:,} anomalies ({anomalies / max(summary.rows, 1):.1%}) {rule}")
+
+
+def _score_stream(bundle: Path, data: list[Path], output: Path, *, backend, batch_size, device, precision, threshold,
+                  explain, window_score, max_delay_ms, engine, fdr, id_column, on_error) -> None:
+    """``aeserve score BUNDLE - -o -``: rows from standard input as they arrive, each row's score
+    written as soon as it has one (see ``aeserve.serve.live``)."""
+    from aeserve.serve.live import score_live
+
+    if [str(d) for d in data] != ["-"] or str(output) != "-":
+        raise typer.BadParameter("standard input goes with standard output: aeserve score BUNDLE - -o -",
+                                 param_hint="DATA")
+    for flag, given in (("--fdr", fdr is not None), ("--engine", engine != Engine.local),
+                        ("--id-column", id_column is not None), ("--on-error", on_error != OnError.fail)):
+        if given:
+            raise typer.BadParameter("applies to files, not to a stream on standard input", param_hint=flag)
+    model = open_model(bundle, backend, batch_size=batch_size, device=device, precision=precision.value,
+                       hint="latency")
+    try:
+        summary = score_live(model, threshold=threshold, explain=explain, window_score=window_score,
+                             max_delay_ms=max_delay_ms, stop_on=(KeyboardInterrupt, Terminated))
+    except BrokenPipeError:  # the reader of standard output went away (| head): nothing more to say
+        raise typer.Exit(0) from None
+    err.print(f"scored {summary.rows:,} rows from standard input; latency row in -> score out: median "
+              f"{summary.extra['latency_ms_median']:.1f} ms, p99 {summary.extra['latency_ms_p99']:.1f} ms"
+              + ("; interrupted" if summary.interrupted else ""))
+    if summary.interrupted:
+        raise typer.Exit(130)
 
 
 def _files():

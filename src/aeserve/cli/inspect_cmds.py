@@ -41,10 +41,12 @@ def info(
     training = m.training
     trained = (f"{training.data.rows} rows, {training.epochs_run} epochs, best {training.best_epoch}, "
                f"seed {training.settings.get('seed', '?')}" if training is not None else "no record")
+    window = m.input.window
     rows = [
         ("kind", m.kind),
         ("input", f"{len(features)} {'columns' if m.input.mixed else 'features'}: {', '.join(features[:5])}"
                   f"{' ...' if len(features) > 5 else ''}" + (" (typed table: see columns)" if m.input.mixed else "")),
+        *([("series", _describe_window(window))] if window is not None else []),
         ("preprocessing", m.preprocessing.formula),
         ("architecture", f"hidden {list(m.architecture.hidden)}, latent {m.latent.size}, {m.architecture.activation}"),
         ("energy", f"{m.energy.formula} (cost {m.energy.cost}, regulariser {m.energy.regulariser}, "
@@ -66,6 +68,15 @@ def info(
     out.print(table)
     if m.input.mixed:
         out.print(_columns_table(m.input.columns))
+
+
+def _describe_window(window) -> str:
+    """'windows of 32 rows of s1, s2, s3 (channel-major), training stride 1; time ts, group machine, max gap 300'."""
+    facts = [f"time {window.time_column}" if window.time_column else "file order",
+             f"group {window.group_column}" if window.group_column else "one series",
+             f"max gap {window.max_gap:g}" if window.max_gap is not None else ""]
+    return (f"windows of {window.size} rows of {', '.join(window.channels)} (channel-major), training stride "
+            f"{window.stride}; " + ", ".join(f for f in facts if f) + "; a score for every row: the window ending at it")
 
 
 def _columns_table(columns):

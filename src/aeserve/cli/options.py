@@ -15,14 +15,14 @@ import typer
 from rich.markup import escape
 
 from aeserve.cli import err, out
-from aeserve.kind_names import KNOWN_KINDS
+from aeserve.kind_names import KNOWN_KINDS, WINDOW_SCORES
 from aeserve.serve.backends import list_backends
 from aeserve.train.config import ACTIVATION_NAMES, ARCHES, COST_NAMES
 from aeserve.train.options import option_help
 
 __all__ = [
     "Kind", "Cost", "Activation", "Arch", "Backend", "Device", "Precision", "OnError",
-    "ExportFormat", "Engine", "PlotKind", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
+    "ExportFormat", "Engine", "PlotKind", "WindowScore", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
     "DATA_HELP", "BACKEND_OPT", "BATCH_OPT", "DEVICE_OPT", "PRECISION_OPT", "QUIET_OPT", "JSON_OPT",
     "choices", "kind_option_flags", "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
 ]
@@ -50,6 +50,8 @@ Precision = choices("Precision", ("fp32", "int8", "bf16", "auto"),
 OnError = choices("OnError", ("fail", "skip"), "What to do with a bad row.")
 ExportFormat = choices("ExportFormat", ("onnx", "tensorrt", "triton"), "What ``aeserve export`` writes.")
 Engine = choices("Engine", ("local", "ray"), "Where ``score`` runs: this process, or a Ray cluster through Ray Data.")
+WindowScore = choices("WindowScore", WINDOW_SCORES,
+                      "How a series row's score comes from the windows that contain it.")
 PlotKind = choices("PlotKind", ("latent", "energy", "roc", "reconstructions", "training"),
                     "Which picture ``aeserve plot`` draws.")
 

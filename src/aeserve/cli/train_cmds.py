@@ -35,7 +35,19 @@ def train(
                                           "table's columns are typed and recorded in the bundle.",
                                 show_default=False),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
-    arch: Arch = typer.Option(Arch.mlp, help="mlp, or conv: stride-2 convolutions for images (every kind)."),
+    arch: Arch = typer.Option(Arch.mlp, help="mlp; conv: stride-2 convolutions for images; conv1d: stride-2 temporal "
+                                             "convolutions along --window (every kind)."),
+    window: int = typer.Option(0, "--window", "-w", min=0,
+                               help="Series: train on windows of this many consecutive rows of the channel columns "
+                                    "(the bundle then scores every row by the window ending at it). 0: rows one by one."),
+    stride: int = typer.Option(1, "--stride", min=1, help="Series: rows between the starts of training windows "
+                                                           "(scoring takes every window)."),
+    time_column: Optional[str] = typer.Option(None, "--time-column", help="Series: order rows by this column "
+                                              "(numbers or timestamps); default: file order."),
+    group_column: Optional[str] = typer.Option(None, "--group-column", help="Series: each value of this column "
+                                               "(a sensor, a machine) is its own series; no window crosses two."),
+    max_gap: Optional[str] = typer.Option(None, "--max-gap", help="Series: a step in time larger than this (in the time "
+                                          "column's unit, or 90s, 5min, 1h, 1d for timestamps) starts a new series."),
     image_size: Optional[str] = typer.Option(None, help="Images: resize to HEIGHT,WIDTH (default: the first image's)."),
     conv_channels: str = typer.Option("16,32", help="conv: channels of the stride-2 3x3 convolutions."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Bundle directory (default: models/DATA-KIND, from the data file name and kind)."),
@@ -81,6 +93,8 @@ def train(
     Examples:
       aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae
       aeserve train credit.csv --kind vae --drop Status --categorical zip_code --min-category-count 10
+      aeserve train sensors.csv --window 32 --time-column ts --group-column machine --max-gap 5min
+      aeserve train ecg.csv --window 64 --stride 4 --arch conv1d --kind ae
     """
     for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
         if not 0.0 < value < 1.0:
@@ -92,14 +106,15 @@ def train(
                                          members=ensemble,
                                          activation=activation.value, cost=cost.value, conv_channels=conv_channels,
                                          image_size=image_size, columns=columns, drop=drop, options=kind_options or {},
+                                         series=_series_options(window, stride, time_column, group_column, max_gap),
                                          typing=dict(categorical=csv_list(categorical) or (),
                                                      numeric=csv_list(numeric) or (),
                                                      min_category_count=min_category_count,
                                                      max_categories=max_categories),
                                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
     if not quiet:
-        err.print(f"training {kind.value} on {escape(str(data))}: {table.values.shape[0]:,} rows x "
-                  f"{_describe_columns(table)}")
+        shape = "" if getattr(table, "window", None) is not None else f"{table.values.shape[0]:,} rows x "
+        err.print(f"training {kind.value} on {escape(str(data))}: {shape}{_describe_columns(table)}")
     result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
                                   kept_rows=keep_rows, export=not no_export, force=force, quiet=quiet)
     if not quiet:
@@ -110,8 +125,30 @@ def train(
                   + ("" if no_export else "; ONNX graphs exported and checked"))
 
 
+def _series_options(window: int, stride: int, time_column, group_column, max_gap) -> dict | None:
+    """The series flags as ``read_series_table``'s options; None without --window (a flag that
+    needs it is an error)."""
+    from aeserve.series import parse_duration
+
+    if not window:
+        given = [flag for flag, value in (("--stride", stride != 1), ("--time-column", time_column),
+                                          ("--group-column", group_column), ("--max-gap", max_gap)) if value]
+        if given:
+            raise typer.BadParameter("applies to series: give --window W too", param_hint=given[0])
+        return None
+    if max_gap is not None and not time_column:
+        raise typer.BadParameter("needs --time-column (the gap is a step in time)", param_hint="--max-gap")
+    return dict(size=window, stride=stride, time_column=time_column, group_column=group_column,
+                max_gap=parse_duration(max_gap) if max_gap is not None else None)
+
+
 def _describe_columns(table) -> str:
-    """'8 features', or a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells)'."""
+    """'8 features', a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells)', or
+    a series' '3 channels in 9,800 windows of 32 rows (10,000 rows, 4 series)'."""
+    if getattr(table, "window", None) is not None:
+        w = table.window
+        return (f"{len(w.channels)} channels in {table.values.shape[0]:,} windows of {w.size} rows "
+                f"({table.rows:,} rows, {int(table.series.max()) + 1 if len(table.series) else 0} series)")
     if not table.specs:
         return f"{table.values.shape[1]} features"
     counts = {t: sum(c.type == t for c in table.specs) for t in ("numeric", "binary", "categorical")}
@@ -160,7 +197,7 @@ def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) ->
 
 
 def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size, columns,
-             drop, options, typing=None, **fit):
+             drop, options, typing=None, series=None, **fit):
     """(ModelConfig, FitConfig, table) from the flags; an OptionError becomes a BadParameter naming the flag."""
     from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
@@ -168,15 +205,27 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
 
     if "free_seed" in get_kind(kind).options_type.names():
         options = {**options, "free_seed": fit["seed"]}
-    table, image_shape = _training_rows(data, columns, drop, image_size, typing or {})
-    if arch == "conv" and not image_shape:
-        raise typer.BadParameter("--arch conv trains on a folder of images", param_hint="--arch")
+    if series is not None:
+        from aeserve.tables import read_series_table
+
+        if typing and (typing.get("categorical") or typing.get("numeric")):
+            raise typer.BadParameter("a series' channels are numbers; --categorical/--numeric apply to tables",
+                                     param_hint="--categorical")
+        table = read_series_table(data, columns=csv_list(columns), drop=csv_list(drop), **series)
+        window = table.window
+        image_shape = (len(window.channels), 1, window.size)  # conv1d: channels x 1 x window
+    else:
+        table, image_shape = _training_rows(data, columns, drop, image_size, typing or {})
+    if arch == "conv" and (not image_shape or series is not None):
+        raise typer.BadParameter("--arch conv trains on a folder of images (series: --arch conv1d)", param_hint="--arch")
+    if arch == "conv1d" and series is None:
+        raise typer.BadParameter("--arch conv1d trains on windows of a series: give --window W", param_hint="--arch")
     from aeserve.train.mixed import table_options
 
     mixed = table_options(table.specs)  # a mixed table: its layout and the lecture's cost per column type
     try:
         config = ModelConfig(kind=kind, n_features=table.values.shape[1], arch=arch,
-                             image_shape=image_shape if arch == "conv" else (),
+                             image_shape=image_shape if arch in ("conv", "conv1d") else (),
                              channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
                              latent=latent, members=members, activation=activation, **{"cost": cost, **mixed},
                              **options)
