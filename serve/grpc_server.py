@@ -25,6 +25,7 @@ from aeserve.serve.protocol import (
     InferRequest,
     OutputWanted,
     RequestError,
+    SequenceRef,
     WireTensor,
     check_outputs,
     datatype_of,
@@ -128,9 +129,11 @@ class _Service:
         try:
             endpoint = await self._endpoint(name, request.model_version, context)
             self.server.metrics.observe("aeserve_request_bytes", request.ByteSize(), model=name)
-            wanted = InferRequest(decode_tensors(endpoint, wire_tensors(request)),
-                                  check_outputs(endpoint, [OutputWanted(o.name, True) for o in request.outputs]),
-                                  True, request.id or None)
+            sequence = SequenceRef.from_parameters({k: _parameter(v) for k, v in request.parameters.items()})
+            variant = endpoint.variant(sequence)
+            wanted = InferRequest(decode_tensors(variant, wire_tensors(request)),
+                                  check_outputs(variant, [OutputWanted(o.name, True) for o in request.outputs]),
+                                  True, request.id or None, sequence)
             outputs = await self.server.infer(endpoint, wanted)
             self.server.observe_request(name, "grpc OK", started, len(next(iter(outputs.values()))))
             context.set_trailing_metadata((("x-request-id", request_id),))

@@ -17,6 +17,7 @@ from aeserve.serve.protocol import (
     InferRequest,
     OutputWanted,
     RequestError,
+    SequenceRef,
     WireTensor,
     check_outputs,
     datatype_of,
@@ -99,10 +100,13 @@ def decode_request(body: bytes, header_length: str | None, endpoint: Endpoint) -
     is the Inference-Header-Content-Length) -> (the request, its input arrays by name).
     Anything malformed is a RequestError (400) saying what; nothing else is raised."""
     head, binary = _split(body, header_length)
+    parameters = head.get("parameters") or {}
+    sequence = SequenceRef.from_parameters(parameters)  # Triton's sequence_id, sequence_start, sequence_end
+    endpoint = endpoint.variant(sequence)
     inputs = decode_tensors(endpoint, _tensors(head["inputs"], binary))
     outputs = check_outputs(endpoint, _outputs(head.get("outputs") or [], endpoint))
-    request = InferRequest(inputs, outputs, bool((head.get("parameters") or {}).get("binary_data_output", False)),
-                           head.get("id"))
+    request = InferRequest(inputs, outputs, bool(parameters.get("binary_data_output", False)), head.get("id"),
+                           sequence)
     return request, inputs
 
 

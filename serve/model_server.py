@@ -25,6 +25,7 @@ from aeserve.errors import InputError
 from aeserve.serve.batching import Batcher
 from aeserve.serve.metrics import Metrics
 from aeserve.serve.protocol import Endpoint, InferRequest, RequestError, endpoint_names, endpoints_for
+from aeserve.serve.sequences import Sequences
 
 __all__ = ["ServerConfig", "ModelServer"]
 
@@ -40,12 +41,15 @@ class ServerConfig:
     workers: int = 1               # threads running backend calls
     max_inflight_mb: float = 256.0  # request bytes being read or decoded at once; more get 503
     token: str | None = field(default=None, repr=False)  # bearer token every route but the probes needs
+    max_sequences: int = 10000     # series bundles: sequences open at once (one more closes the least recent)
+    sequence_idle_s: float = 600.0  # series bundles: a sequence idle this long is closed
 
     def __post_init__(self) -> None:
         """Refuse limits out of range (NaN included) before a server starts."""
         checks = [("max_batch", self.max_batch >= 0, ">= 0"), ("max_delay_ms", self.max_delay_ms >= 0, ">= 0"),
                   ("max_queue_rows", self.max_queue_rows >= 1, ">= 1"), ("max_body_mb", self.max_body_mb > 0, "> 0"),
-                  ("workers", self.workers >= 1, ">= 1"),
+                  ("workers", self.workers >= 1, ">= 1"), ("max_sequences", self.max_sequences >= 1, ">= 1"),
+                  ("sequence_idle_s", self.sequence_idle_s > 0, "> 0"),
                   ("max_inflight_mb", self.max_inflight_mb >= self.max_body_mb, f">= max_body_mb ({self.max_body_mb:g})")]
         for name, ok, need in checks:
             if not ok:
@@ -65,6 +69,7 @@ class ModelServer:
         self.metrics = Metrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="aeserve-infer")
         self.endpoints: dict[str, Endpoint] = {}  # the repository swaps entries; readers see old or new
+        self.sequences: dict[str, Sequences] = {}  # a series bundle's open sequences, by bundle name
         self.ready = False
         self._started = False
         self._retiring: set[asyncio.Task] = set()
@@ -76,8 +81,18 @@ class ModelServer:
 
     # -- endpoints -------------------------------------------------------------------------
     def install(self, name: str, model) -> None:
-        """Serve ``model`` as bundle ``name`` (its four endpoints), replacing what served it before."""
-        new = endpoints_for(name, model, max_sample_rows=self.config.max_queue_rows)
+        """Serve ``model`` as bundle ``name`` (its four endpoints), replacing what served it before.
+        A series bundle keeps the sequences it had open when its new version cuts the same
+        windows (size, channels, time, groups, gaps); else they are closed."""
+        sequences = None
+        if model.window is not None:
+            sequences = self.sequences.get(name)
+            if sequences is None or not model.window.same_windows(sequences.window):
+                sequences = Sequences(model.window, self.config.max_sequences, self.config.sequence_idle_s)
+            self.sequences[name] = sequences
+        else:
+            self.sequences.pop(name, None)
+        new = endpoints_for(name, model, max_sample_rows=self.config.max_queue_rows, sequences=sequences)
         if self._started:  # else startup starts them, on the server's loop
             for endpoint in new:
                 self._start_batcher(endpoint)
@@ -88,6 +103,7 @@ class ModelServer:
     def remove(self, name: str) -> None:
         """Stop serving bundle ``name``; its batchers finish what they hold."""
         self._retire([self.endpoints.pop(n) for n in endpoint_names(name) if n in self.endpoints])
+        self.sequences.pop(name, None)
 
     def endpoint(self, name: str, version: str | None = None) -> Endpoint:
         """The endpoint ``name`` (version empty or 1), else RequestError 404 naming those served."""
@@ -154,6 +170,9 @@ class ModelServer:
         """Outputs of one checked request: optional outputs alone, else through the endpoint's
         batcher (or straight to the executor when batching is off)."""
         loop = asyncio.get_running_loop()
+        if request.sequence is not None:  # one sequence's rows: in order, not joined with other requests
+            variant = endpoint.variant(request.sequence)
+            return await loop.run_in_executor(self.executor, variant.run_sequence, request.sequence, request.inputs)
         if endpoint.wants_optional(request):
             return await loop.run_in_executor(self.executor, endpoint.run_optional, request.inputs)
         if endpoint.batcher is not None:

@@ -40,7 +40,7 @@ from aeserve.readers import CheckedRows
 from aeserve.serve.batching import Batcher, QueueFull
 
 __all__ = ["DATATYPES", "RequestError", "TensorSpec", "Endpoint", "endpoint_names", "endpoints_for", "WireTensor",
-           "OutputWanted", "InferRequest", "decode_tensors", "is_count", "check_outputs", "datatype_of", "failure", "public",
+           "OutputWanted", "SequenceRef", "InferRequest", "decode_tensors", "is_count", "check_outputs", "datatype_of", "failure", "public",
            "request_id_of", "log_error"]
 
 log = logging.getLogger("aeserve.serve")
@@ -99,6 +99,20 @@ class Endpoint:
     #: function run on a joined batch of them (default: ``run`` of the first input)
     batch_rows: Callable[[dict], np.ndarray] | None = None
     run_rows: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+    #: a series bundle's score endpoint: the same model for requests that carry a sequence_id,
+    #: taking rows instead of windows, run by ``run_sequence(ref, inputs)`` one at a time
+    sequence: "Endpoint | None" = field(default=None, repr=False)
+    run_sequence: Callable[["SequenceRef", dict], dict[str, np.ndarray]] | None = None
+
+    def variant(self, ref: "SequenceRef | None") -> "Endpoint":
+        """The endpoint a request with sequence ``ref`` (or None) goes to: this one, or its
+        sequence variant; RequestError when the model keeps no sequences."""
+        if ref is None:
+            return self
+        if self.sequence is None:
+            raise RequestError(f"model {self.name!r} keeps no sequences: sequence_id applies to the score endpoint "
+                               "of a series bundle (trained with --window)")
+        return self.sequence
 
     def metadata(self) -> dict:
         """The model metadata answer (KServe v2): name, versions, platform, inputs, outputs."""
@@ -117,11 +131,14 @@ def endpoint_names(name: str) -> list[str]:
     return [name, f"{name}-encode", f"{name}-decode", f"{name}-sample"]
 
 
-def endpoints_for(name: str, model, max_sample_rows: int = 65536) -> list[Endpoint]:
+def endpoints_for(name: str, model, max_sample_rows: int = 65536, sequences=None) -> list[Endpoint]:
     """The score/encode/decode/sample endpoints of one runtime ``Model`` (``NAME-sample``
-    answers at most ``max_sample_rows`` rows per request)."""
+    answers at most ``max_sample_rows`` rows per request); a series bundle's score endpoint
+    keeps its sequences in ``sequences`` (``aeserve.serve.sequences.Sequences``)."""
     if model.encoding is not None:
         return _table_endpoints(name, model, max_sample_rows)
+    if model.window is not None:
+        return _series_endpoints(name, model, max_sample_rows, sequences)
     d, k = len(model.features), model.latent_size
     explains = CONTRIBUTIONS in model.bundle.graph("energy").outputs
 
@@ -199,6 +216,68 @@ def _table_endpoints(name: str, model, max_sample_rows: int) -> list[Endpoint]:
     ]
 
 
+def _series_endpoints(name: str, model, max_sample_rows: int, sequences) -> list[Endpoint]:
+    """A series bundle's endpoints: windows travel as [-1, W, C] (rows of a window, oldest first,
+    each its C channels); the graphs' channel-major rows are made and unmade here. The score
+    endpoint also takes rows [-1, C] of a sequence (``sequence_id``), scored by the windows that
+    end at them with the sequence's earlier rows (``Sequences``)."""
+    from aeserve.serve.series_rows import WINDOWS, scatter
+
+    window, k = model.window, model.latent_size
+    size, channels = window.size, len(window.channels)
+    windows_spec = TensorSpec("y", "FP32", [-1, size, channels])
+    score_name, encode_name, decode_name, sample_name = endpoint_names(name)
+
+    def flat(inputs) -> np.ndarray:  # (n, W, C) -> the graphs' (n, C*W), channel-major
+        y = inputs["y"]
+        return np.ascontiguousarray(y.transpose(0, 2, 1)).reshape(len(y), channels * size)
+
+    def shaped(rows: np.ndarray) -> np.ndarray:  # (n, C*W) channel-major -> (n, W, C)
+        return np.ascontiguousarray(rows.reshape(len(rows), channels, size).transpose(0, 2, 1))
+
+    def score_rows(rows: np.ndarray):
+        return model.score(CheckedRows(rows))
+
+    def explained(inputs):
+        result = model.score(CheckedRows(flat(inputs)), explain=True)
+        return {**result, CONTRIBUTIONS: shaped(result[CONTRIBUTIONS])}
+
+    def score_sequence(ref, inputs):
+        rows = np.ascontiguousarray(inputs["y"], np.float32)
+        times = inputs.get(window.time_column) if window.time_column else None
+        if times is not None and len(times) != len(rows):
+            raise RequestError(f"input {window.time_column!r} holds {len(times)} times for {len(rows)} rows")
+        found = sequences.append(ref, rows, None if times is None else np.asarray(times, np.float64))
+        outputs = score_rows(found.values) if len(found.ends) else \
+            {k: v[:0] for k, v in score_rows(np.zeros((1, channels * size), np.float32)).items()}
+        columns = scatter(outputs, found.ends, len(rows))
+        scored = np.zeros(len(rows), np.uint8)
+        scored[found.ends] = 1
+        return {**columns, WINDOWS: scored}
+
+    score = Endpoint(score_name, [windows_spec], score_outputs(model),
+                     lambda inputs: score_rows(flat(inputs)),
+                     optional=[TensorSpec(CONTRIBUTIONS, "FP32", [-1, size, channels])], run_optional=explained,
+                     batch_rows=flat, run_rows=score_rows)
+    if sequences is not None:
+        times = [TensorSpec(window.time_column, "FP64", [-1])] if window.time_column else []
+        score.sequence = Endpoint(score_name, [TensorSpec("y", "FP32", [-1, channels]), *times],
+                                  [*score_outputs(model), TensorSpec(WINDOWS, "UINT8", [-1])], lambda inputs: {},
+                                  batched=False, may_omit=tuple(t.name for t in times), run_sequence=score_sequence)
+    return [
+        score,
+        Endpoint(encode_name, [windows_spec], [TensorSpec(o, "FP32", [-1, k]) for o in model.encoder_outputs],
+                 lambda inputs: model.encode_all(CheckedRows(flat(inputs))), batch_rows=flat,
+                 run_rows=lambda rows: model.encode_all(CheckedRows(rows))),
+        Endpoint(decode_name, [TensorSpec("z", "FP32", [-1, k])], [TensorSpec("y_tilde", "FP32", [-1, size, channels])],
+                 lambda inputs: {"y_tilde": shaped(model.decode(CheckedRows(inputs["z"])))}),
+        Endpoint(sample_name, [TensorSpec("n", "INT64", [1]), TensorSpec("seed", "INT64", [1])],
+                 [TensorSpec("y", "FP32", [-1, size, channels])], _sample_fn(model, max_sample_rows,
+                                                                             lambda rows: {"y": shaped(rows)}),
+                 batched=False, may_omit=("seed",)),
+    ]
+
+
 def column_table(inputs: dict, names: list[str]):
     """The request's column tensors as a pyarrow table in the bundle's column order; the
     columns must hold as many rows each."""
@@ -234,15 +313,44 @@ class OutputWanted:
     binary: bool | None = None
 
 
+@dataclass(frozen=True)
+class SequenceRef:
+    """A request's place in a sequence: its id (an integer or a string), and whether it starts
+    or ends the sequence."""
+
+    id: int | str
+    start: bool = False
+    end: bool = False
+
+    @classmethod
+    def from_parameters(cls, parameters: dict) -> "SequenceRef | None":
+        """From a request's parameters (``sequence_id``, ``sequence_start``, ``sequence_end``);
+        None without a sequence_id (or with id 0, Triton's "no sequence")."""
+        if not isinstance(parameters, dict) or parameters.get("sequence_id") in (None, 0, ""):
+            return None
+        ident = parameters["sequence_id"]
+        if isinstance(ident, bool) or not isinstance(ident, (int, str)) or (isinstance(ident, str) and len(ident) > 128):
+            raise RequestError(f"sequence_id must be an integer or a text of up to 128 characters, got {str(ident)[:40]!r}")
+        flags = {}
+        for name in ("sequence_start", "sequence_end"):
+            value = parameters.get(name, False)
+            if not isinstance(value, bool):
+                raise RequestError(f"{name} must be true or false, got {str(value)[:20]!r}")
+            flags[name] = value
+        return cls(ident, flags["sequence_start"], flags["sequence_end"])
+
+
 @dataclass
 class InferRequest:
     """A checked inference request: input arrays by name, the outputs wanted (empty: the
-    endpoint's outputs), whether outputs default to binary, and the client's id."""
+    endpoint's outputs), whether outputs default to binary, the client's id, and its place in
+    a sequence (a series bundle's stateful requests)."""
 
     inputs: dict[str, np.ndarray]
     outputs: list[OutputWanted] = field(default_factory=list)
     binary_output: bool = False
     id: object = None  # echoed as given (KServe: a string)
+    sequence: SequenceRef | None = None
 
 
 def is_count(value) -> bool:

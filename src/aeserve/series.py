@@ -114,12 +114,12 @@ class SeriesWindows:
         n = len(values)
         rows = np.arange(1, n + 1) if rows is None else rows
         if groups is None or n == 0:
-            return self._push_one(None, values, times, rows, source, time_name)
+            return self.push_series(None, values, times, rows, source, time_name)
         parts, ends = [], []
         for key, members in group_rows(groups, n):
             if len(members) == n:  # one group: no gather, no reordering
-                return self._push_one(key, values, times, rows, source, time_name)
-            found = self._push_one(key, values[members], None if times is None else times[members],
+                return self.push_series(key, values, times, rows, source, time_name)
+            found = self.push_series(key, values[members], None if times is None else times[members],
                                    rows[members], source, time_name)
             parts.append(found.values)
             ends.append(members[found.ends])
@@ -127,8 +127,10 @@ class SeriesWindows:
         arrival = np.argsort(ends_all, kind="stable")
         return Windows(np.concatenate(parts)[arrival], ends_all[arrival])
 
-    def _push_one(self, key, values: np.ndarray, times, rows: np.ndarray, source: str, time_name: str) -> Windows:
-        """``push`` for the rows of one series."""
+    def push_series(self, key, values: np.ndarray, times, rows: np.ndarray, source: str = "rows",
+                    time_name: str = "time") -> Windows:
+        """``push`` for rows that all belong to the series ``key`` (a group value, a server
+        sequence's id; None: the only one)."""
         size, n = self.size, len(values)
         tail = self.tails.get(key) or _Tail(np.empty((0, self.channels), np.float32))
         run = np.arange(tail.run, tail.run + n)  # rows in the current run, up to and including each row

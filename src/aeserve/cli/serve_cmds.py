@@ -40,6 +40,11 @@ def serve(
     max_connections: int = typer.Option(1000, min=1, help="Open connections and requests at once; more get 503."),
     keep_alive_s: float = typer.Option(5.0, help="Close an idle keep-alive connection after this many seconds."),
     workers: int = typer.Option(1, min=1, help="Threads running backend calls."),
+    max_sequences: int = typer.Option(10000, "--max-sequences", min=1, help=(
+        "Series bundles: sequences (sequence_id) open at once; opening one more closes the least recently used.")),
+    sequence_idle_s: float = typer.Option(600.0, "--sequence-idle-timeout", help=(
+        "Series bundles: close a sequence after this many seconds without a request. A request for a closed "
+        "sequence gets 400 (start it again with sequence_start), never a score from a wrong window.")),
     poll: Optional[float] = typer.Option(None, "--poll", help="Every SECONDS, reload a bundle whose manifest.json "
                                          "changed (retrained or re-exported in place): verified beside the old one, "
                                          "then swapped in; a bundle that fails verification is not. POST "
@@ -60,6 +65,10 @@ def serve(
     tensors; works with tritonclient.http), and over gRPC with --grpc-port (tritonclient.grpc). Each bundle NAME is served as models NAME (score),
     NAME-encode, NAME-decode and NAME-sample; /metrics gives Prometheus metrics and
     /openapi.json describes the routes.
+
+    A series bundle (trained with --window) takes windows y [batch, W, C]; or, with Triton's
+    sequence_id (sequence_start, sequence_end) request parameters, rows y [n, C] of a sequence,
+    each scored by the window that ends at it (the server keeps each sequence's last W-1 rows).
 
     \b
     Example:
@@ -94,7 +103,8 @@ def serve(
             raise typer.BadParameter(f"the HTTP server uses port {port}", param_hint="--grpc-port")
     tls = (ssl_certfile.read_bytes(), ssl_keyfile.read_bytes()) if ssl_certfile and ssl_keyfile else None
     config = ServerConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue_rows=max_queue_rows,
-                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token)
+                          max_body_mb=max_body_mb, workers=workers, max_inflight_mb=max_inflight_mb, token=token,
+                          max_sequences=max_sequences, sequence_idle_s=sequence_idle_s)
     grpc_settings = GrpcSettings(grpc_port, host, tls) if grpc_port is not None else None
     if engine == Engine.ray:
         _serve_on_ray(bundles, config, host=host, port=port, address=address, backend=backend, device=device,
