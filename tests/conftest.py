@@ -97,6 +97,56 @@ def mixed_bundle(tmp_path_factory):
     return {"path": root / "ae", "root": root, "normal": normal, "anomalies": odd}
 
 
+def sensor_rows(n: int, seed: int, machines=("m1", "m2"), anomalies: bool = False):
+    """Generated sensor series, the kind a plant logs: per machine a row a minute (timestamps), a
+    vibration that cycles every 40 rows, a temperature that follows it a few rows late, and a
+    load; rows of the machines interleaved in time order. ``anomalies``: machine m1 gets a spike,
+    a level shift, a stretch at another frequency and a flat line, each 12 rows, marked in
+    ``label`` (1) — values each plausible alone, unusual only against the rows before them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for number, machine in enumerate(machines):
+        t = np.arange(n)
+        phase = 2 * np.pi * (t / 40.0 + number / 7.0)
+        vibration = np.sin(phase) + 0.05 * rng.standard_normal(n)
+        temperature = 0.8 * np.sin(phase - 0.6) + 0.05 * rng.standard_normal(n)
+        load = 0.5 * np.cos(2 * phase) + 0.05 * rng.standard_normal(n)
+        label = np.zeros(n, np.int8)
+        if anomalies and machine == "m1":
+            for kind, start in enumerate(range(n // 5, n, n // 5)[:4]):
+                span = slice(start, start + 12)
+                label[span] = 1
+                if kind == 0:
+                    vibration[span] += 1.5 * np.sign(vibration[span])   # spikes
+                elif kind == 1:
+                    temperature[span] += 0.9                              # a level shift
+                elif kind == 2:
+                    vibration[span] = np.sin(2.5 * phase[span])           # another frequency
+                else:
+                    load[span] = load[start]                              # a flat line
+        frames.append(pd.DataFrame({"time": pd.Timestamp("2024-03-01") + pd.to_timedelta(t, unit="min"),
+                                    "machine": machine, "vibration": vibration, "temperature": temperature,
+                                    "load": load, "label": label}))
+    return pd.concat(frames).sort_values("time", kind="stable").reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def series_bundle(tmp_path_factory):
+    """An ae bundle trained through the CLI on generated sensor series (windows of 16 rows, per
+    machine, by time, a gap over 5 minutes a new series), with its normal and labelled test data."""
+    root = tmp_path_factory.mktemp("series")
+    sensor_rows(2000, 0).drop(columns="label").to_csv(root / "train.csv", index=False)
+    test = sensor_rows(1000, 1, anomalies=True)
+    test.to_csv(root / "test.csv", index=False)
+    result = run_cli("train", root / "train.csv", "--window", "16", "--time-column", "time", "--group-column",
+                     "machine", "--max-gap", "5min", "--out", root / "ae", "--epochs", "40", "--hidden", "64",
+                     "--latent", "6", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return {"path": root / "ae", "root": root, "test": test}
+
+
 @pytest.fixture(scope="session")
 def conv_bundles(tmp_path_factory):
     """Every kind as stride-2 convolutions on 8x8 digits (few epochs: parity needs weights, not quality),

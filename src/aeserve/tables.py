@@ -188,7 +188,13 @@ def read_series_table(path: str | os.PathLike, size: int, *, stride: int = 1, ti
     channels = [c for c in _select(names, path, columns, drop) if c not in keys]
     if not channels:
         raise InputError(f"{path}: no channel columns left besides {', '.join(keys)}")
-    chunks = list(iter_chunks(path, channels, keys=keys))
+    try:
+        chunks = list(iter_chunks(path, channels, keys=keys))
+    except InputError as exc:
+        if "expected a number" not in str(exc):
+            raise
+        raise InputError(f"{exc}; a series' channels are numbers: make a text column the --group-column, "
+                         "or --drop it") from None
     if not chunks or not sum(len(c.values) for c in chunks):
         raise InputError(f"{path}: no data rows")
     values = np.concatenate([c.values for c in chunks])
