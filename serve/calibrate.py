@@ -14,7 +14,7 @@ from aeserve.errors import InputError
 from aeserve.manifest import Threshold
 from aeserve.readers import CheckedRows
 from aeserve.serve.model import load
-from aeserve.tables import read_table
+from aeserve.tables import read_model_rows, read_table
 from aeserve.thresholds import METHODS, f1_threshold, pot_threshold, quantile_threshold, rates
 
 __all__ = ["calibrate_bundle", "refuse_training_rows"]
@@ -38,9 +38,9 @@ def calibrate_bundle(path: str | os.PathLike, data: str | os.PathLike | None = N
     if data is None:
         return _calibrate_on_held_out(path, method, target_fpr, labels)
     model = load(path, backend=backend)
-    if labels is None or model.encoding is not None:
-        rows = read_table(data, expect=model.features, encoding=model.encoding).values
-        truth = read_table(data, columns=[labels]).values[:, 0] if labels is not None else None
+    if labels is None or model.encoding is not None or model.window is not None:
+        # the graphs' rows (a series' windows, labels at the rows they end at)
+        rows, truth = read_model_rows(data, model.bundle.manifest.input, labels)
     else:
         table = read_table(data, columns=[*model.features, labels])  # one read: the features, then the labels
         rows, truth = table.values[:, :len(model.features)], table.values[:, -1]

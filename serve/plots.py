@@ -45,12 +45,12 @@ class PlotData:
 def load_plot_data(model: Model, source: str | Path, labels: str | None = None,
                    max_rows: int = 20000) -> PlotData:
     """Read rows (and a label column) from ``source`` and score them."""
-    from aeserve.tables import read_table
+    from aeserve.tables import read_model_rows
 
-    rows = read_table(source, expect=model.features, encoding=model.encoding).values[:max_rows]
-    label_values = None
-    if labels is not None:
-        label_values = read_table(source, columns=[labels]).values[:max_rows, 0]
+    rows, label_values = read_model_rows(source, model.bundle.manifest.input, labels)  # a series': its windows
+    rows = rows[:max_rows]
+    if label_values is not None:
+        label_values = label_values[:max_rows]
         if not np.isin(label_values, (0, 1)).all():
             raise InputError(f"{source}: label column {labels!r} must hold 0 (normal) and 1 (anomaly)")
     return PlotData(model, rows, model.energy(CheckedRows(rows))["energy"], label_values)

@@ -20,8 +20,8 @@ from aeserve.errors import InputError
 from aeserve.manifest import WindowSpec
 from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview, row_width
 
-__all__ = ["Table", "SeriesTable", "read_table", "read_training_table", "read_series_table", "typed_table",
-           "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
+__all__ = ["Table", "SeriesTable", "read_table", "read_training_table", "read_series_table", "read_series_windows",
+           "read_model_rows", "typed_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
 
 
 @dataclass
@@ -216,6 +216,46 @@ def read_series_table(path: str | os.PathLike, size: int, *, stride: int = 1, ti
                       group_column=group_column, max_gap=max_gap)
     return SeriesTable(windows.values, list(spec.cells), str(path), window=spec, ends=windows.ends,
                        series=series[order][windows.ends], rows=len(values))
+
+
+def read_series_windows(path: str | os.PathLike, window: WindowSpec, carry: Sequence[str] = ()
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every window of a series file as the runtime scores it (one ending at each row whose series
+    has W rows up to it; file order, each group's rows in time order), and the ``carry`` columns
+    (e.g. labels) at the rows the windows end at: (windows (m, C x W), {name: (m,)})."""
+    from aeserve.series import SeriesWindows, time_values
+
+    path = Path(path)
+    cutter = SeriesWindows(window.size, len(window.channels), window.max_gap)
+    keys = [c for c in (window.time_column, window.group_column) if c]
+    parts, carried = [], {name: [] for name in carry}
+    for chunk in iter_chunks(path, list(window.channels), keys=[*keys, *[c for c in carry if c not in keys]]):
+        rows = chunk.row_numbers
+        times = time_values(chunk.keys[window.time_column], window.time_column, str(path), rows) \
+            if window.time_column else None
+        found = cutter.push(chunk.values, times, chunk.keys[window.group_column] if window.group_column else None,
+                            rows=rows, source=str(path), time_name=window.time_column or "time")
+        parts.append(found.values)
+        for name in carry:
+            carried[name].append(chunk.keys[name][found.ends])
+    values = np.concatenate(parts) if parts else np.empty((0, window.size * len(window.channels)), np.float32)
+    if not len(values):
+        raise InputError(f"{path}: no series holds the {window.size} consecutive rows a window needs")
+    return values, {name: np.concatenate(columns) for name, columns in carried.items()}
+
+
+def read_model_rows(path: str | os.PathLike, spec, labels: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows a bundle's graphs take from a file, given its ``InputSpec``: its features, a mixed
+    table's encoded columns, or a series' windows (one ending at each row that has one); and the
+    ``labels`` column at those rows (None without it)."""
+    if spec.window is not None:
+        rows, carried = read_series_windows(path, spec.window, [labels] if labels else [])
+        return rows, (np.asarray(carried[labels], np.float64) if labels else None)
+    from aeserve.columns import TableEncoding
+
+    rows = read_table(path, expect=list(spec.features), encoding=TableEncoding.of(spec)).values
+    return rows, (read_table(path, columns=[labels]).values[:, 0] if labels else None)
 
 
 def typed_table(data, source: str, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),

@@ -173,6 +173,25 @@ def test_series_mistakes_are_one_line_naming_what_to_do(series_bundle, tmp_path)
     assert odd.returncode == 2 and "needs a window divisible by 8, got 12" in odd.stderr
 
 
+def test_calibrate_report_and_int8_take_a_series_file(series_bundle, tmp_path):
+    """calibrate --labels scores the file's windows with the label of the row each ends at; the
+    training file itself is refused; report pictures the windows."""
+    import shutil
+
+    bundle = tmp_path / "ae"
+    shutil.copytree(series_bundle["path"], bundle)
+    test = series_bundle["root"] / "test.csv"
+    result = run_cli("calibrate", bundle, test, "--labels", "label", "--method", "f1")
+    assert result.returncode == 0, result.stderr
+    threshold = json.loads((bundle / "manifest.json").read_text())["threshold"]
+    assert threshold["method"] == "f1" and threshold["provenance"]["rows"] == 2000 - 2 * 15
+    assert threshold["provenance"]["recall"] > 0.6
+    refused = run_cli("calibrate", bundle, series_bundle["root"] / "train.csv")
+    assert refused.returncode == 2 and "rows" in refused.stderr and "was trained on" in refused.stderr
+    report = run_cli("report", bundle, test, "--labels", "label", "-o", tmp_path / "report.html")
+    assert report.returncode == 0 and "AUROC" in report.stderr, report.stderr
+
+
 def test_conv1d_trains_on_windows_and_its_graphs_match_torch(tmp_path):
     """Temporal convolutions, every kind whose penalty or inference runs through them: the exact
     contractive penalty and the lvm's hand-written gradient both go through the 1x3 adjoints."""

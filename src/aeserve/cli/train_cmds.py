@@ -167,9 +167,9 @@ def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) ->
     calibration = None
     if calibration_data is not None:
         from aeserve.bundle import Bundle
-        from aeserve.tables import read_table
+        from aeserve.tables import read_model_rows
 
-        calibration = read_table(calibration_data, expect=Bundle.open(bundle).features).values
+        calibration = read_model_rows(calibration_data, Bundle.open(bundle).manifest.input)[0]
     makers = {"onnxruntime dynamic int8": lambda: quantize_int8(bundle)}
     if importlib.util.find_spec("nncf") and importlib.util.find_spec("openvino"):
         from aeserve.export.openvino_int8 import quantize_static_int8
