@@ -50,7 +50,10 @@ def score_with_ray(bundle: str | Path, sources: list[str | Path], out_dir: str |
         import ray
     except ImportError:
         raise BackendUnavailable("--engine ray needs Ray Data: pip install 'aeserve[ray]'") from None
-    Bundle.open(bundle)  # fail fast, before starting Ray, on a bad bundle
+    if Bundle.open(bundle).manifest.input.window is not None:  # fail fast, before starting Ray, on a bad bundle
+        raise InputError(f"{bundle}: a series bundle scores each row with the rows before it, which Ray Data's "
+                         "blocks would cut apart: score it with --engine local (files of any size stream in flat "
+                         "memory), or split the series by group into files and score each")
     suffixes = {Path(s).suffix.lower() for s in sources}
     if len(suffixes) != 1 or not suffixes <= {".csv", ".parquet"}:
         raise InputError(f"--engine ray reads .csv or .parquet inputs of one kind, got {sorted(suffixes)}")

@@ -34,7 +34,7 @@ class Sequences:
     def __init__(self, window: WindowSpec, max_sequences: int = 10000, idle_seconds: float = 600.0):
         self.window = window
         self.max_sequences, self.idle_seconds = max_sequences, idle_seconds
-        self._cutter = SeriesWindows(window.size, len(window.channels), window.max_gap)
+        self._cutter = SeriesWindows.of(window)
         self._used: OrderedDict = OrderedDict()  # open id -> last use (monotonic), least recent first
         self._locks: dict = {}
         self._closed: OrderedDict = OrderedDict()  # id -> why it was closed

@@ -90,7 +90,7 @@ class SeriesStage:
         if how not in WINDOW_SCORES:
             raise InputError(f"window score {how!r}: choose from {', '.join(WINDOW_SCORES)}")
         self.window, self.how, self.recompute = window, how, recompute
-        self.cutter = SeriesWindows(window.size, len(window.channels), window.max_gap)
+        self.cutter = SeriesWindows.of(window)
         #: the columns the readers carry for it: time, group
         self.keys = tuple(c for c in (window.time_column, window.group_column) if c)
         #: values per window, as the graphs take them

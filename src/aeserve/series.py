@@ -107,6 +107,11 @@ class SeriesWindows:
     stride: int = 1
     tails: dict = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, window) -> "SeriesWindows":
+        """The cutter of a bundle's ``WindowSpec`` (``model.window``): every window, one per row."""
+        return cls(window.size, len(window.channels), window.max_gap)
+
     def push(self, values: np.ndarray, times: np.ndarray | None = None, groups: np.ndarray | None = None, *,
              rows: np.ndarray | None = None, source: str = "rows", time_name: str = "time") -> Windows:
         """The windows ending at the rows of ``values`` (n, C) float32, given each row's time

@@ -226,7 +226,7 @@ def read_series_windows(path: str | os.PathLike, window: WindowSpec, carry: Sequ
     from aeserve.series import SeriesWindows, time_values
 
     path = Path(path)
-    cutter = SeriesWindows(window.size, len(window.channels), window.max_gap)
+    cutter = SeriesWindows.of(window)
     keys = [c for c in (window.time_column, window.group_column) if c]
     parts, carried = [], {name: [] for name in carry}
     for chunk in iter_chunks(path, list(window.channels), keys=[*keys, *[c for c in carry if c not in keys]]):
