@@ -7,21 +7,23 @@ reader would (``readers.parse_csv_lines``: same column types, same errors naming
 column), scores them and writes their rows to standard output as CSV at once, flushed. A
 series bundle carries each group's last W−1 rows from one batch to the next
 (``SeriesStage``), so a row's score is the one the whole file would give it, written as soon as
-its window is complete (``last``) or its W−1 successors have come (``mean``, ``max``). End of
-input, Ctrl-C or SIGTERM finish cleanly: the rows read so far are scored and written (a
-series' waiting rows with the windows they have), then a summary with the latency from a row's
-arrival to its score's write (median, p99) goes to stderr.
+its window is complete (``last``) or its W−1 successors have come (``mean``, ``max``; a batch's
+rows are written together, in order). End of input, Ctrl-C or SIGTERM finish cleanly, between
+batches: every batch taken is scored and written (a series' waiting rows with the windows they
+have; lines still unread are left), then a summary with the latency from a row's arrival to its score's write (median,
+p99) goes to stderr.
 """
 
 from __future__ import annotations
 
 import io
 import queue
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -60,10 +62,17 @@ def _read_lines(stream: BinaryIO, lines: queue.Queue) -> None:
         lines.put(_END)
 
 
-def _gather(lines: queue.Queue, max_delay: float, max_rows: int) -> tuple[list, bool]:
-    """The next batch of (line, arrival): a first line (waited for), then those arriving within
-    ``max_delay`` of it, up to ``max_rows``; and whether input has ended."""
-    first = lines.get()
+def _gather(lines: queue.Queue, max_delay: float, max_rows: int, stop: threading.Event) -> tuple[list, bool]:
+    """The next batch of (line, arrival): a first line (waited for, until ``stop`` is set), then
+    those arriving within ``max_delay`` of it, up to ``max_rows``; and whether input has ended."""
+    first = None
+    while first is None:
+        if stop.is_set():
+            return [], True
+        try:
+            first = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
     if first is _END:
         return [], True
     batch, deadline = [first], first[1] + max_delay
@@ -95,14 +104,24 @@ class _CsvOut:
         self.sink.flush()
 
 
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Ctrl-C (SIGINT) and SIGTERM set ``stop`` instead of raising, so the loop ends between
+    batches with every scored row written; returns what puts the old handlers back. (Signals
+    reach the main thread only: elsewhere, nothing is changed.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in old.items()]
+
+
 def score_live(model: Model, *, threshold: float | None = None, explain: int = 0, window_score: str = "last",
                max_delay_ms: float = 10.0, source: BinaryIO | None = None, sink: BinaryIO | None = None,
-               stop_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> LiveSummary:
+               stop: threading.Event | None = None) -> LiveSummary:
     """Score CSV rows from ``source`` (standard input) as they arrive, writing each row's score to
     ``sink`` (standard output) as soon as it has one; see the module docstring. Output columns:
     row (the 1-based data row), a series' time and group columns, energy, its terms, p_value,
-    anomaly (and the top K with ``explain``), a series' windows. ``stop_on``: the exceptions
-    (Ctrl-C; the CLI adds SIGTERM's) that end the input early, as end of input does."""
+    anomaly (and the top K with ``explain``), a series' windows. Setting ``stop`` (Ctrl-C and
+    SIGTERM do) ends the input early, as end of input does; ``interrupted`` then says so."""
     source = source if source is not None else sys.stdin.buffer
     out = _CsvOut(sink if sink is not None else sys.stdout.buffer)
     series = series_stage(model, window_score, explain, threshold)
@@ -122,10 +141,12 @@ def score_live(model: Model, *, threshold: float | None = None, explain: int = 0
             summary.rows += len(chunk.ids)
             summary.latencies.extend(now - arrivals.pop(int(r)) for r in chunk.ids)
 
+    stop = stop or threading.Event()
+    restore = _stop_on_signals(stop)
     try:
         ended = False
         while not ended:
-            batch, ended = _gather(lines, max_delay_ms / 1000.0, model.batch_size)
+            batch, ended = _gather(lines, max_delay_ms / 1000.0, model.batch_size, stop)
             if not batch:
                 break
             chunk = parse_csv_lines(header[0], b"".join(line for line, _ in batch), features, first_row=next_row,
@@ -138,8 +159,9 @@ def score_live(model: Model, *, threshold: float | None = None, explain: int = 0
                 from aeserve.serve.stream import series_outputs
 
                 emit(list(series_outputs(series, chunk, lambda rows: score_columns(model, rows, limit, explain))))
-    except stop_on:
-        summary.interrupted = True
-    if series is not None:
-        emit(series.finish())
+        if series is not None:
+            emit(series.finish())
+    finally:
+        restore()
+    summary.interrupted = stop.is_set()
     return summary

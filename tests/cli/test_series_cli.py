@@ -149,6 +149,24 @@ def test_standard_input_is_scored_as_rows_arrive(series_bundle, scored):
     assert np.median(latencies) < 1.0  # seconds, subprocess included: a row does not wait for the end
 
 
+def test_ctrl_c_on_a_stream_finishes_cleanly(series_bundle):
+    """Ctrl-C while waiting for rows: the rows read so far were scored and written, the summary
+    says so, exit 130, no traceback."""
+    import signal
+
+    lines = (series_bundle["root"] / "test.csv").read_bytes().splitlines(keepends=True)
+    process = subprocess.Popen([sys.executable, "-m", "aeserve", "score", series_bundle["path"], "-", "-o", "-"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(b"".join(lines[:41]))
+    process.stdin.flush()
+    written = [process.stdout.readline() for _ in range(41)]  # the header and the 40 rows' scores
+    process.send_signal(signal.SIGINT)  # while it waits for more
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "scored 40 rows from standard input" in err.decode() and "interrupted" in err.decode()
+    assert "Traceback" not in err.decode() and written[-1].startswith(b"40,")
+
+
 def test_series_mistakes_are_one_line_naming_what_to_do(series_bundle, tmp_path):
     test = series_bundle["test"]
     swapped = test.copy().iloc[:200]  # machine m1's rows 5 and 7 (1-based) trade times

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import typer
 from rich.markup import escape
 
-from aeserve.cli import Terminated, app, err, out, user_errors
+from aeserve.cli import app, err, out, user_errors
 from aeserve.cli.options import (
     BACKEND_OPT,
     BATCH_OPT,
@@ -169,7 +169,7 @@ def _score_stream(bundle: Path, data: list[Path], output: Path, *, backend, batc
                        hint="latency")
     try:
         summary = score_live(model, threshold=threshold, explain=explain, window_score=window_score,
-                             max_delay_ms=max_delay_ms, stop_on=(KeyboardInterrupt, Terminated))
+                             max_delay_ms=max_delay_ms)
     except BrokenPipeError:  # the reader of standard output went away (| head): nothing more to say
         raise typer.Exit(0) from None
     err.print(f"scored {summary.rows:,} rows from standard input; latency row in -> score out: median "
