@@ -1,9 +1,16 @@
 """Scoring a long series against the same model on precomputed windows, in one run (issue 23,
 item 6): a series of 10M rows x 8 channels in Parquet, scored by ``aeserve score`` in a fresh
 process (the backend ``auto`` picks; windows cut chunk by chunk, each group's last W-1 rows
-carried; one output row per input row), against the rate of the same model's ``energy`` on
-windows already in memory (no reading, no cutting, no writing: the model alone). Peak RSS at a
-tenth of the rows and at all of them (flat memory: it must not grow with the series).
+carried; one output row per input row), against two baselines of the same model:
+
+- precomputed windows in a file: the windows of the first tenth of the rows written to a .npy
+  (what users do by hand today: W x 8 values a row, 1 KiB at W = 32), scored end to end by
+  ``aeserve score`` of the same graphs and weights as a plain bundle (its manifest without the
+  window), with the same output columns but ``windows``;
+- the model alone: its ``energy`` on windows already in memory (no reading, no cutting, no
+  writing), the ceiling.
+
+Peak RSS at a tenth of the rows and at all of them (flat memory: it must not grow with the series).
 
 Usage: python benchmarks/series_speed.py [--rows 10000000] [--channels 8] [--window 32] [--repeats 3]
 """
@@ -56,6 +63,19 @@ def score_once(bundle: Path, data: Path, out: Path) -> tuple[float, float]:
     return time.perf_counter() - started, float(done.stdout.strip().splitlines()[-1])
 
 
+def plain_twin(bundle: Path, twin: Path) -> Path:
+    """A copy of ``bundle`` without its window: the same graphs and weights, taking windows as plain rows."""
+    import dataclasses
+    import shutil
+
+    from aeserve.bundle import Bundle, write_manifest
+
+    shutil.copytree(bundle, twin)
+    manifest = Bundle.open(twin).manifest
+    write_manifest(twin, dataclasses.replace(manifest, input=dataclasses.replace(manifest.input, window=None)))
+    return twin
+
+
 def precomputed_rate(bundle: Path, rows: int, channels: int, window: int, repeats: int) -> tuple[float, str]:
     """Rows/s of the model's energy on windows in memory (median of ``repeats``), and the backend."""
     import pyarrow.parquet as pq
@@ -95,16 +115,29 @@ def main() -> None:
         for label, rows in (("a tenth", args.rows // 10), ("all", args.rows)):
             files[label] = root / f"series-{rows}.parquet"
             write_series(files[label], rows, args.channels, seed=3)
-        windowed, backend = precomputed_rate(root / "ae", 1_000_000, args.channels, args.window, args.repeats)
+        import pyarrow.parquet as pq
+
+        from aeserve.series import SeriesWindows
+
+        tenth = args.rows // 10
+        series = np.stack([c.to_numpy() for c in pq.read_table(files["a tenth"]).columns], axis=1)
+        np.save(root / "windows.npy", SeriesWindows(args.window, args.channels).push(series).values)
+        del series
+        twin = plain_twin(root / "ae", root / "ae-plain")
+        file_runs = [score_once(twin, root / "windows.npy", root / "out-plain.parquet") for _ in range(args.repeats)]
+        from_file = (tenth - args.window + 1) / statistics.median(seconds for seconds, _ in file_runs)
+        alone, backend = precomputed_rate(root / "ae", 1_000_000, args.channels, args.window, args.repeats)
         print(f"# model: default layers on windows of {args.window} rows x {args.channels} channels; backend {backend}")
-        print("| input | rows | series rows/s (aeserve score, end to end) | precomputed windows rows/s (model "
-              "alone) | ratio | peak RSS MiB |")
+        print(f"# precomputed windows: from a .npy (aeserve score, end to end) {from_file:,.0f} rows/s, peak RSS "
+              f"{max(rss for _, rss in file_runs):.0f} MiB; the model alone, in memory, {alone:,.0f} rows/s")
+        print("| input | rows | series rows/s (aeserve score, end to end) | ratio to precomputed windows from a file | "
+              "ratio to the model alone | peak RSS MiB |")
         print("| --- | --- | --- | --- | --- | --- |")
         for label, path in files.items():
-            rows = args.rows // 10 if label == "a tenth" else args.rows
+            rows = tenth if label == "a tenth" else args.rows
             runs = [score_once(root / "ae", path, root / "out.parquet") for _ in range(args.repeats)]
             rate = rows / statistics.median(seconds for seconds, _ in runs)
-            print(f"| Parquet, {label} | {rows:,} | {rate:,.0f} | {windowed:,.0f} | {rate / windowed:.2f} | "
+            print(f"| Parquet, {label} | {rows:,} | {rate:,.0f} | {rate / from_file:.2f} | {rate / alone:.2f} | "
                   f"{max(rss for _, rss in runs):.0f} |", flush=True)
 
 

@@ -554,7 +554,11 @@ def _parquet_file(path: Path, read_dictionary: Sequence[str] = ()):
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path, read_dictionary=list(read_dictionary) or None)
+        # pre_buffer (pyarrow's default) caches every column chunk read until the file closes: a
+        # 10M-row file of 1M-row groups grew the reader to 348 MiB; unbuffered reads of 1 MiB
+        # hold 24 MiB at most, at the same speed (0.13 s per 10M rows x 8 float32 columns)
+        return pq.ParquetFile(path, read_dictionary=list(read_dictionary) or None, pre_buffer=False,
+                              buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
 
