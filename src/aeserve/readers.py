@@ -341,7 +341,7 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=Non
     # block size (200k rows x 128 columns: 167 MB at 1 MiB, 300 MB at 4 MiB, same speed); but
     # at least ~256 rows each, or wide rows pay per-block overhead (784 columns: 2 MiB).
     block = int(min(4 << 20, max(1 << 20, 256 * 10 * len(columns))))
-    source = _CountingFile(path)
+    source, reader = _CountingFile(path), None
     try:
         # skip mode needs the parser's line numbers, which only its serial mode reports
         reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=block, use_threads=not skip),
@@ -369,6 +369,8 @@ def _read_csv(path: Path, features, *, id_column, chunk_rows, skip, encoding=Non
             _locate_bad_cell(path, features, encoding)  # raises with row and column
         raise InputError(f"{path}: cannot parse CSV ({_first_line(exc)})") from None
     finally:
+        if reader is not None:  # stop its read-ahead before the file it reads from closes
+            reader.close()
         source.close()
 
 
