@@ -26,16 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-RUNNER = """
-import sys
-from aeserve.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit as exc:
-    assert exc.code in (0, None), exc.code
-print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024)
-"""
+from mixed_speed import score_once  # `aeserve score` in a fresh process: (seconds, peak RSS MiB)
 
 
 def write_series(path: Path, rows: int, channels: int, seed: int = 0) -> None:
@@ -53,14 +44,6 @@ def write_series(path: Path, rows: int, channels: int, seed: int = 0) -> None:
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table)
     writer.close()
-
-
-def score_once(bundle: Path, data: Path, out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of one `aeserve score` in a fresh process."""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", RUNNER, "score", str(bundle), str(data), "-o", str(out), "--quiet"],
-                          capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, float(done.stdout.strip().splitlines()[-1])
 
 
 def plain_twin(bundle: Path, twin: Path) -> Path:

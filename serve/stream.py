@@ -266,9 +266,11 @@ def series_outputs(series, chunk: Chunk, fn: Callable[[CheckedRows], dict[str, n
     """A series chunk through ``fn``: its windows scored, then the chunks whose rows are all final
     with their per-row outputs (``SeriesStage``); rows that end no window are scored by none."""
     windows = series.cut(chunk)
-    outputs = fn(CheckedRows(windows.values)) if len(windows.ends) else \
-        series.probe(fn(CheckedRows(np.zeros((1, series.width), np.float32))))
-    yield from series.rows(chunk, windows, {k: v for k, v in outputs.items() if k != "windows"})
+    if len(windows.ends):
+        outputs = fn(CheckedRows(windows.values))
+    else:  # no window ends in this chunk: the output columns with no row (from a valid window)
+        outputs = {k: np.asarray(v)[:0] for k, v in fn(CheckedRows(np.zeros((1, series.width), np.float32))).items()}
+    yield from series.rows(chunk, windows, outputs)
 
 
 def stream_verb(sources: Sequence[str | os.PathLike], out: str | os.PathLike, features: Sequence[str],
