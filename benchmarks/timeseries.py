@@ -250,7 +250,9 @@ def measures(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 # -- the run ------------------------------------------------------------------------------------
 
-def run_benchmark(sets: list[str], contenders: list[str], seeds: int) -> list[dict]:
+def run_benchmark(sets: list[str], contenders: list[str], seeds: int, save: Path | None = None) -> list[dict]:
+    """Every record (set, contender, seed, window, measures); written to ``save`` after each one,
+    so a long run keeps what it measured. A contender that fails is a record saying why."""
     records = []
     for name in sets:
         train, test, labels = load_series(name)
@@ -267,6 +269,11 @@ def run_benchmark(sets: list[str], contenders: list[str], seeds: int) -> list[di
                     records.append({"set": name, "contender": who, "seed": seed, "window": window,
                                     "skipped": str(exc)})
                     continue
+                except Exception as exc:  # counted and shown, not fatal to an hour-long run
+                    records.append({"set": name, "contender": who, "seed": seed, "window": window,
+                                    "failed": f"{type(exc).__name__}: {exc}"})
+                    print(f"{name:9s} seed {seed} {who:14s} FAILED {records[-1]['failed']}", file=sys.stderr, flush=True)
+                    continue
                 seconds = time.perf_counter() - started
                 for how, scores in results.items():
                     label = f"{who} ({how})" if how else who
@@ -275,19 +282,22 @@ def run_benchmark(sets: list[str], contenders: list[str], seeds: int) -> list[di
                     print(f"{name:9s} seed {seed} {label:14s} W={window:3d} " +
                           " ".join(f"{m} {records[-1][m]:.3f}" for m in ("auroc", "aupr", "ucr")) +
                           f"  {seconds:.1f}s", file=sys.stderr, flush=True)
+                if save:
+                    save.write_text(json.dumps(records, indent=1))
     return records
 
 
 def markdown(records: list[dict], metric: str) -> str:
     sets = list(dict.fromkeys(r["set"] for r in records))
-    names = list(dict.fromkeys(r["contender"] for r in records if "skipped" not in r))
+    names = list(dict.fromkeys(r["contender"] for r in records if metric in r))
+    failed = {(r["set"], r["contender"]) for r in records if "failed" in r}
     lines = [f"| {metric} | " + " | ".join(sets) + " | mean |", "| --- |" + " --- |" * (len(sets) + 1)]
     for who in names:
         cells, means = [], []
         for s in sets:
             values = [r[metric] for r in records if r["set"] == s and r["contender"] == who and metric in r]
             if not values:
-                cells.append("n/a")
+                cells.append("failed" if (s, who.split(" (")[0]) in failed else "n/a")
                 continue
             means.append(statistics.fmean(values))
             spread = statistics.pstdev(values) if len(values) > 1 else 0.0
@@ -313,9 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         records = [r for path in args.report for r in json.loads(path.read_text())]
     else:
-        records = run_benchmark(args.sets.split(","), args.contenders.split(","), args.seeds)
-        if args.json:
-            args.json.write_text(json.dumps(records, indent=1))
+        records = run_benchmark(args.sets.split(","), args.contenders.split(","), args.seeds, save=args.json)
     print(f"# CPU {_cpu()}; windows: " + ", ".join(f"{s} {w}" for s, w in dict(
         (r["set"], r["window"]) for r in records).items()))
     for metric in ("auroc", "aupr", "ucr"):

@@ -96,3 +96,16 @@ def test_export_raises_when_parity_fails(bundles, tmp_path):
     shutil.copytree(bundles["ae"], copy)
     with pytest.raises(ExportError, match=r"encoder.onnx output 'z' on .*exceeds tolerance"):
         export_onnx(copy, tolerance=Tolerance(atol=-1.0, rtol=0.0))
+
+
+def test_the_limit_widens_by_float32s_own_rounding_and_no_more():
+    """A graph that amplifies rounding (the lvm's unrolled steps) is held to what float32 itself
+    gives against float64: tolerance + 2 x |float32 - float64|, here 1.1e-4 + 2 x 6e-4."""
+    got, expected = [np.array([1.001])], [np.array([1.0])]
+    with pytest.raises(ExportError, match="max abs error 0.001 exceeds tolerance 0.00011"):
+        compare_outputs("encoder", ["z"], got, expected, tolerance=Tolerance(), on="rows")
+    with pytest.raises(ExportError, match="float32 itself strays 0.0004 from float64"):
+        compare_outputs("encoder", ["z"], got, expected, tolerance=Tolerance(), on="rows", exact=[np.array([1.0004])])
+    errors = compare_outputs("encoder", ["z"], got, expected, tolerance=Tolerance(), on="rows",
+                             exact=[np.array([1.0006])])
+    assert abs(errors["z"] - 0.001) < 1e-12
