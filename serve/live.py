@@ -31,6 +31,7 @@ from aeserve.errors import InputError
 from aeserve.readers import CheckedRows, Chunk, parse_csv_lines
 from aeserve.serve.files import score_columns, series_stage
 from aeserve.serve.model import Model
+from aeserve.serve.stream import series_outputs
 
 __all__ = ["LiveSummary", "score_live"]
 
@@ -156,8 +157,6 @@ def score_live(model: Model, *, threshold: float | None = None, explain: int = 0
             if series is None:
                 emit([(chunk, score_columns(model, CheckedRows(chunk.values), limit, explain))])
             else:
-                from aeserve.serve.stream import series_outputs
-
                 emit(list(series_outputs(series, chunk, lambda rows: score_columns(model, rows, limit, explain))))
         if series is not None:
             emit(series.finish())

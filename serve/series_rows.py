@@ -34,7 +34,7 @@ from aeserve.errors import InputError
 from aeserve.kind_names import WINDOW_SCORES
 from aeserve.manifest import WindowSpec
 from aeserve.readers import Chunk
-from aeserve.series import SeriesWindows, Windows, group_rows, time_values
+from aeserve.series import SeriesWindows, Windows, group_rows
 
 __all__ = ["WINDOW_SCORES", "SeriesStage", "scatter"]
 
@@ -101,12 +101,7 @@ class SeriesStage:
     # -- windows ------------------------------------------------------------------------
     def cut(self, chunk: Chunk) -> Windows:
         """The windows ending at the chunk's rows (the chunk's ``values`` are rows of channels)."""
-        w = self.window
-        rows = chunk.row_numbers
-        times = time_values(chunk.keys[w.time_column], w.time_column, chunk.source, rows) if w.time_column else None
-        groups = chunk.keys[w.group_column] if w.group_column else None
-        return self.cutter.push(chunk.values, times, groups, rows=rows, source=chunk.source,
-                                time_name=w.time_column or "time")
+        return self.cutter.push_chunk(chunk, self.window)
 
     # -- rows -----------------------------------------------------------------------------
     def rows(self, chunk: Chunk, windows: Windows, outputs: dict[str, np.ndarray]) -> list[tuple[Chunk, dict]]:

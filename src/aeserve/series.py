@@ -112,6 +112,16 @@ class SeriesWindows:
         """The cutter of a bundle's ``WindowSpec`` (``model.window``): every window, one per row."""
         return cls(window.size, len(window.channels), window.max_gap)
 
+    def push_chunk(self, chunk, window) -> Windows:
+        """``push`` for a reader's ``Chunk`` of ``window``'s channels, whose ``keys`` hold its
+        time and group columns (errors name the chunk's file and rows)."""
+        rows = chunk.row_numbers
+        times = time_values(chunk.keys[window.time_column], window.time_column, chunk.source, rows) \
+            if window.time_column else None
+        groups = chunk.keys[window.group_column] if window.group_column else None
+        return self.push(chunk.values, times, groups, rows=rows, source=chunk.source,
+                         time_name=window.time_column or "time")
+
     def push(self, values: np.ndarray, times: np.ndarray | None = None, groups: np.ndarray | None = None, *,
              rows: np.ndarray | None = None, source: str = "rows", time_name: str = "time") -> Windows:
         """The windows ending at the rows of ``values`` (n, C) float32, given each row's time

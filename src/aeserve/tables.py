@@ -223,18 +223,14 @@ def read_series_windows(path: str | os.PathLike, window: WindowSpec, carry: Sequ
     """Every window of a series file as the runtime scores it (one ending at each row whose series
     has W rows up to it; file order, each group's rows in time order), and the ``carry`` columns
     (e.g. labels) at the rows the windows end at: (windows (m, C x W), {name: (m,)})."""
-    from aeserve.series import SeriesWindows, time_values
+    from aeserve.series import SeriesWindows
 
     path = Path(path)
     cutter = SeriesWindows.of(window)
     keys = [c for c in (window.time_column, window.group_column) if c]
     parts, carried = [], {name: [] for name in carry}
     for chunk in iter_chunks(path, list(window.channels), keys=[*keys, *[c for c in carry if c not in keys]]):
-        rows = chunk.row_numbers
-        times = time_values(chunk.keys[window.time_column], window.time_column, str(path), rows) \
-            if window.time_column else None
-        found = cutter.push(chunk.values, times, chunk.keys[window.group_column] if window.group_column else None,
-                            rows=rows, source=str(path), time_name=window.time_column or "time")
+        found = cutter.push_chunk(chunk, window)
         parts.append(found.values)
         for name in carry:
             carried[name].append(chunk.keys[name][found.ends])
