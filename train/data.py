@@ -11,7 +11,7 @@ from aeserve.errors import InputError
 from aeserve.manifest import Preprocessing
 
 __all__ = ["SCALINGS", "Split", "split_rows", "split_windows", "preprocessing_stats", "table_preprocessing",
-           "window_preprocessing", "data_sha256"]
+           "window_preprocessing", "scaled_preprocessing", "data_sha256"]
 
 
 @dataclass
@@ -86,16 +86,19 @@ def preprocessing_stats(train: np.ndarray, cost: str, scaling: str = "standard")
     if scaling not in SCALINGS:
         raise InputError(f"unknown scaling {scaling!r}; choose from {', '.join(SCALINGS)}")
     if cost == "bce":
-        lo, hi = train.min(axis=0), train.max(axis=0)
-        shift, scale, method = lo, hi - lo, "minmax"
-    elif scaling == "robust":
+        return scaled_preprocessing(train.min(axis=0), train.max(axis=0) - train.min(axis=0), "minmax", cost)
+    if scaling == "robust":
         q1, median, q3 = np.percentile(train, [25, 50, 75], axis=0)
-        shift, scale, method = median, (q3 - q1) / 1.349, "robust"
-        scale = np.where(scale > 1e-12, scale, train.std(axis=0))
-    else:
-        shift, scale, method = train.mean(axis=0), train.std(axis=0), "standardize"
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    return Preprocessing(method=method, shift=tuple(shift.astype(np.float32).tolist()),
+        scale = (q3 - q1) / 1.349
+        return scaled_preprocessing(median, np.where(scale > 1e-12, scale, train.std(axis=0)), "robust", cost)
+    return scaled_preprocessing(train.mean(axis=0), train.std(axis=0), "standardize", cost)
+
+
+def scaled_preprocessing(shift: np.ndarray, scale: np.ndarray, method: str, cost: str) -> Preprocessing:
+    """The manifest's record of y_hat = (y - shift) / scale (clipped to [0, 1] for bce); a scale
+    of 0 (a constant feature) becomes 1 so it never divides by zero."""
+    scale = np.where(np.asarray(scale) > 1e-12, scale, 1.0)
+    return Preprocessing(method=method, shift=tuple(np.asarray(shift).astype(np.float32).tolist()),
                          scale=tuple(scale.astype(np.float32).tolist()), clip=cost == "bce",
                          formula="y_hat = (y - shift) / scale" + (", clipped to [0, 1]" if cost == "bce" else ""))
 

@@ -72,10 +72,10 @@ class DenoisingAutoencoder(Autoencoder):
         """ŷ + σ·ε with features dropped (set to 0) at rate ``mask``."""
         noisy = y_hat
         if self.options.noise > 0:
-            eps = torch.randn(y_hat.shape, generator=generator, dtype=y_hat.dtype)
+            eps = torch.randn(y_hat.shape, generator=generator, dtype=y_hat.dtype, device=y_hat.device)
             noisy = noisy + self.options.noise * eps
         if self.options.mask > 0:
-            keep = torch.rand(y_hat.shape, generator=generator) >= self.options.mask
+            keep = torch.rand(y_hat.shape, generator=generator, device=y_hat.device) >= self.options.mask
             noisy = noisy * keep.to(y_hat.dtype)
         return noisy
 
@@ -175,7 +175,8 @@ class VariationalAutoencoder(EnergyAutoencoder):
 
     def training_energy(self, y_hat, generator=None):
         """C(y, Dec(μ + √v·ε)) + β·KL with ε ~ N(0, I) (reparameterisation)."""
-        eps = torch.randn((y_hat.shape[0], self.config.latent), generator=generator, dtype=y_hat.dtype)
+        eps = torch.randn((y_hat.shape[0], self.config.latent), generator=generator, dtype=y_hat.dtype,
+                          device=y_hat.device)
         mu, logvar = self.encode(y_hat)
         z = mu + torch.exp(0.5 * logvar) * eps  # z = μ + √v·ε
         return self.cost_at(y_hat, z), self.options.beta * E.kl_to_standard_normal(mu, logvar)

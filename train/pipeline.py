@@ -30,6 +30,7 @@ from aeserve.manifest import (
 )
 from aeserve.tables import Table
 from aeserve.train.calibrate import latent_sampler, quantile_threshold
+from aeserve.train.checkpoint import run_fingerprint
 from aeserve.train.config import ModelConfig
 from aeserve.train.data import (
     data_sha256,
@@ -39,7 +40,8 @@ from aeserve.train.data import (
     table_preprocessing,
     window_preprocessing,
 )
-from aeserve.train.fit import FitConfig, FitResult, fit, scoring_energies
+from aeserve.train.device import Hardware
+from aeserve.train.fit import Checkpointing, FitConfig, FitResult, fit, scoring_energies
 from aeserve.train.registry import build_model
 from aeserve.train.weights import save_weights
 
@@ -78,15 +80,20 @@ def keep_rows(directory: Path, values: np.ndarray, split, n: int, seed: int) -> 
     ``rows.safetensors``; static int8 calibrates on the first and is checked on the second."""
     if n <= 0:
         return None
-    from safetensors.numpy import save_file
-
     rng = np.random.default_rng(seed)
     chosen = {name: np.sort(rng.choice(rows, min(n, rows.size), replace=False))
               for name, rows in (("train", split.train), ("validation", split.val))}
-    save_file({name: np.ascontiguousarray(values[rows], np.float32) for name, rows in chosen.items()},
+    return save_kept_rows(directory, {name: values[rows] for name, rows in chosen.items()})
+
+
+def save_kept_rows(directory: Path, parts: dict[str, np.ndarray]) -> KeptRows:
+    """Write ``{"train": rows, "validation": rows}`` (raw units) as ``rows.safetensors``."""
+    from safetensors.numpy import save_file
+
+    save_file({name: np.ascontiguousarray(rows, np.float32) for name, rows in parts.items()},
               str(directory / KEPT_ROWS), metadata={"what": "rows kept for int8 calibration, raw units"})
     (directory / KEPT_ROWS).chmod(default_mode())
-    return KeptRows(file=KEPT_ROWS, train=int(chosen["train"].size), validation=int(chosen["validation"].size))
+    return KeptRows(file=KEPT_ROWS, train=int(len(parts["train"])), validation=int(len(parts["validation"])))
 
 
 def keep_held_out(directory: Path, energies: np.ndarray) -> HeldOut:
@@ -104,12 +111,15 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
                  *, quantile: float = 0.99, val_fraction: float = 0.1, scaling: str = "standard",
                  name: str | None = None, kept_rows: int = 1024,
                  export: bool = True, force: bool = False,
-                 on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
+                 on_epoch: Callable[[int, float, float], None] | None = None,
+                 on_batch: Callable[[int, int, int], None] | None = None, hardware: Hardware | None = None,
+                 checkpointing: Checkpointing | None = None) -> TrainResult:
     """Fit ``config.kind`` on ``table`` and write a bundle to ``out``; export ONNX unless told not to.
 
     The bundle is assembled in a temporary sibling directory and renamed into place, so a
     failed or interrupted run never leaves a half-written bundle. It keeps ``kept_rows``
     training and validation rows (``rows.safetensors``) for static int8 calibration; 0 keeps none.
+    ``hardware``: device, precision and threads of the fit; ``checkpointing``: see ``fit``.
     """
     out = Path(out)
     if out.exists() and not force:  # before training, not after it
@@ -140,31 +150,50 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
         y_hat = model.preprocess(raw)  # (rows, features)
     train_rows, val_rows = y_hat[torch.from_numpy(split.train)], y_hat[torch.from_numpy(split.val)]
 
-    history = fit(model, train_rows, val_rows, fit_config, on_epoch=on_epoch)
+    sha = data_sha256(values)
+    if checkpointing is not None:
+        checkpointing = dataclasses.replace(checkpointing, fingerprint={
+            **run_fingerprint(config, fit_config, sha, val_fraction=val_fraction, scaling=scaling),
+            **checkpointing.fingerprint})
+    history = fit(model, train_rows, val_rows, fit_config, on_epoch=on_epoch, on_batch=on_batch,
+                  hardware=hardware, checkpointing=checkpointing)
+    input_spec = InputSpec(features=tuple(table.columns),
+                           image=ImageSpec(shape=config.image_shape) if config.arch == "conv" else None,
+                           encoding="mixed" if table.specs else "plain",
+                           columns=table.specs or tuple(ColumnSpec(name=c, rows=int(values.shape[0]))
+                                                        for c in table.columns),
+                           window=window)
+    data = DataRecord(source=Path(table.source).name, rows=int(values.shape[0]),  # a series': its windows
+                      train_rows=int(split.train.size), val_rows=int(split.val.size), sha256=sha)
+    return _write_bundle(
+        model, out, config, fit_config, history, input_spec=input_spec, prep=prep, data=data,
+        val_rows=val_rows, train_rows=train_rows, check_rows=values[split.val],
+        kept=lambda built: keep_rows(built, values, split, kept_rows, fit_config.seed),
+        settings={"val_fraction": val_fraction}, quantile=quantile, export=export, force=force, name=name)
+
+
+def _write_bundle(model, out: Path, config: ModelConfig, fit_config: FitConfig, history: FitResult, *,
+                  input_spec: InputSpec, prep, data: DataRecord, val_rows: torch.Tensor, train_rows: torch.Tensor,
+                  check_rows: np.ndarray, kept: Callable[[Path], KeptRows | None], settings: dict,
+                  quantile: float, export: bool, force: bool, name: str | None = None) -> TrainResult:
+    """The fitted model as a bundle at ``out``: threshold and held-out energies from ``val_rows``,
+    the latent Gaussian from ``train_rows`` (both preprocessed), weights, manifest, ONNX graphs
+    checked on ``check_rows`` (raw); assembled in a temporary sibling and renamed into place."""
     val_energies = scoring_energies(model, val_rows).numpy()
     threshold = quantile_threshold(val_energies, quantile)
-
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         name=name or out.name,
         kind=config.kind,
-        input=InputSpec(features=tuple(table.columns),
-                        image=ImageSpec(shape=config.image_shape) if config.arch == "conv" else None,
-                        encoding="mixed" if table.specs else "plain",
-                        columns=table.specs or tuple(ColumnSpec(name=c, rows=int(values.shape[0]))
-                                                     for c in table.columns),
-                        window=window),
+        input=input_spec,
         preprocessing=prep,
         architecture=Architecture.from_flat_dict(config.to_dict()),
         energy=model.energy_spec(),
         latent=latent_sampler(model, train_rows),
         threshold=threshold,
         training=TrainingRecord(
-            data=DataRecord(source=Path(table.source).name, rows=int(values.shape[0]),  # a series': its windows
-                            train_rows=int(split.train.size), val_rows=int(split.val.size),
-                            sha256=data_sha256(values)),
-            epochs_run=len(history.train_energy), best_epoch=history.best_epoch, stopped=history.stopped,
-            settings={"optimiser": "adamw", **vars(fit_config), "val_fraction": val_fraction},
+            data=data, epochs_run=len(history.train_energy), best_epoch=history.best_epoch, stopped=history.stopped,
+            settings={"optimiser": "adamw", **vars(fit_config), **settings},
             history={"train_energy": tuple(history.train_energy), "val_energy": tuple(history.val_energy)}),
         versions={"aeserve": aeserve.__version__, "torch": torch.__version__.split("+")[0],
                   "numpy": np.__version__},
@@ -174,13 +203,12 @@ def train_bundle(table: Table, out: str | Path, config: ModelConfig, fit_config:
     built.chmod(default_mode(directory=True))
     try:
         save_weights(model, built)
-        kept = keep_rows(built, values, split, kept_rows, fit_config.seed)
         manifest = dataclasses.replace(manifest, training=dataclasses.replace(
-            manifest.training, kept_rows=kept, held_out=keep_held_out(built, val_energies)))
+            manifest.training, kept_rows=kept(built), held_out=keep_held_out(built, val_energies)))
         write_manifest(built, manifest)
         if export:
             from aeserve.export.onnx import export_onnx
-            export_onnx(built, model=model, check_rows=values[split.val])
+            export_onnx(built, model=model, check_rows=check_rows)
         replace_directory(built, out, force)
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)

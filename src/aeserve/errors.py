@@ -22,6 +22,7 @@ __all__ = [
     "OutputError",
     "BackendUnavailable",
     "ExportError",
+    "Interrupted",
 ]
 
 
@@ -58,3 +59,12 @@ class BackendUnavailable(AeserveError):
 
 class ExportError(AeserveError):
     """An exported graph disagrees with the torch model, or could not be written."""
+
+
+class Interrupted(AeserveError):
+    """A long run stopped cleanly by Ctrl-C (exit 130) or SIGTERM (exit 143): nothing half-written,
+    and the message says what was kept and how to go on."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from aeserve.errors import AeserveError
+from aeserve.errors import AeserveError, Interrupted
 
 __all__ = ["app", "main", "user_errors", "err", "out", "Terminated"]
 
@@ -56,6 +56,9 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:
+            err.print(f"[red]{'terminated' if exc.exit_code == 143 else 'interrupted'}[/]: {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
         except AeserveError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None

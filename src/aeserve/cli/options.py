@@ -22,7 +22,7 @@ from aeserve.train.options import option_help
 
 __all__ = [
     "Kind", "Cost", "Activation", "Arch", "Backend", "Device", "Precision", "OnError",
-    "ExportFormat", "Engine", "PlotKind", "WindowScore", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
+    "ExportFormat", "Engine", "TrainPrecision", "TrainEngine", "PlotKind", "WindowScore", "EXIT_SKIPPED", "BUNDLE_ARG", "OUTPUT_OPT", "ID_OPT", "ON_ERROR_OPT",
     "DATA_HELP", "BACKEND_OPT", "BATCH_OPT", "DEVICE_OPT", "PRECISION_OPT", "QUIET_OPT", "JSON_OPT",
     "choices", "kind_option_flags", "csv_list", "int_list", "row_progress", "progress_callback", "open_model", "finish", "flag_for",
 ]
@@ -47,6 +47,8 @@ Device = choices("Device", ("auto", "cpu", "cuda"), "Where onnxruntime / torch r
 Precision = choices("Precision", ("fp32", "int8", "bf16", "auto"),
                      "Which graphs run: fp32, the int8 ones `aeserve export --quantize int8` wrote, bf16 "
                      "arithmetic (OpenVINO), or auto: the fastest the bundle allows, measured.")
+TrainPrecision = choices("TrainPrecision", ("fp32", "bf16", "fp16"), "Arithmetic of training steps.")
+TrainEngine = choices("TrainEngine", ("local", "ray"), "Where ``train`` runs: this process, or Ray Train workers.")
 OnError = choices("OnError", ("fail", "skip"), "What to do with a bad row.")
 ExportFormat = choices("ExportFormat", ("onnx", "tensorrt", "triton"), "What ``aeserve export`` writes.")
 Engine = choices("Engine", ("local", "ray"), "Where ``score`` runs: this process, or a Ray cluster through Ray Data.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,8 @@ from aeserve.cli.options import (
     ExportFormat,
     Kind,
     Precision,
+    TrainEngine,
+    TrainPrecision,
     csv_list,
     flag_for,
     int_list,
@@ -30,10 +33,12 @@ __all__ = ["train", "export"]
 @user_errors
 @kind_option_flags(after="cost")
 def train(
-    data: Path = typer.Argument(..., help="Training rows: .csv (with header), .parquet, .npy, or a folder of "
-                                          "PNG/JPEG images. Text, boolean and missing cells are welcome: such a "
-                                          "table's columns are typed and recorded in the bundle.",
-                                show_default=False),
+    data: list[Path] = typer.Argument(..., help="Training rows: a .csv (with header), .parquet or .npy file, read "
+                                                "into memory (text, boolean and missing cells are welcome: such a "
+                                                "table's columns are typed and recorded in the bundle); several "
+                                                "files, a folder or a quoted glob of numeric shards, streamed from "
+                                                "disk in flat memory; or a folder of PNG/JPEG images.",
+                                      show_default=False, metavar="DATA..."),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
     arch: Arch = typer.Option(Arch.mlp, help="mlp; conv: stride-2 convolutions for images; conv1d: stride-2 temporal "
                                              "convolutions along --window (every kind)."),
@@ -80,6 +85,27 @@ def train(
                                   help="Training and validation rows (up to this many of each) kept in the bundle "
                                        "for static int8 calibration (export --quantize int8); 0 keeps none, for "
                                        "data that must not leave the training machine."),
+    stream: bool = typer.Option(False, "--stream", help="Stream DATA from disk even when it is one file (automatic "
+                                "for several files, a folder or glob of shards, and a file larger than a quarter of "
+                                "this machine's memory): one pass for the statistics, then each epoch read again."),
+    shuffle_buffer: int = typer.Option(65_536, "--shuffle-buffer", min=1,
+                                       help="Streaming: rows mixed at once (more: better mixed, more memory)."),
+    device: str = typer.Option("auto", "--device", help="Where to train: auto (CUDA when torch sees a GPU), cpu, "
+                               "cuda or cuda:N. The bundle is the same format whatever trained it."),
+    precision: TrainPrecision = typer.Option(TrainPrecision.fp32, "--precision",
+                                             help="Training arithmetic: fp32, or bf16/fp16 autocast (fp16 with "
+                                                  "loss scaling); validation and the bundle stay fp32."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
+                                         help="Write a checkpoint (OUT.checkpoint, safetensors and JSON) every N "
+                                              "epochs; 0: only when Ctrl-C or SIGTERM stops the run."),
+    resume: bool = typer.Option(False, "--resume", help="Go on from OUT.checkpoint (same data and options)."),
+    engine: TrainEngine = typer.Option(TrainEngine.local, "--engine",
+                                       help="local: this process; ray: data-parallel workers on a Ray cluster "
+                                            "(Ray Train, DDP), each reading its own shards."),
+    workers: int = typer.Option(2, "--workers", min=1, help="ray: training workers."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (default: a local "
+                                          "Ray, or RAY_ADDRESS)."),
     no_export: bool = typer.Option(False, "--no-export", help="Write weights only; export later."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
     quiet: bool = QUIET_OPT,
@@ -95,34 +121,140 @@ def train(
       aeserve train credit.csv --kind vae --drop Status --categorical zip_code --min-category-count 10
       aeserve train sensors.csv --window 32 --time-column ts --group-column machine --max-gap 5min
       aeserve train ecg.csv --window 64 --stride 4 --arch conv1d --kind ae
+      aeserve train 'sensors/*.parquet' --out models/sensors-ae --checkpoint-every 1 --device cuda --precision bf16
+      aeserve train sensors/ --engine ray --workers 4 --address ray://head:10001
     """
     for value, flag in ((quantile, "--quantile"), (val_fraction, "--val-fraction")):
         if not 0.0 < value < 1.0:
             raise typer.BadParameter(f"must be between 0 and 1, got {value}", param_hint=flag)
-    target = out_dir or Path("models") / f"{data.stem}-{kind.value}"
-    if target.exists() and not force:
+    streamed = _streams(data, stream, engine.value)
+    target = out_dir or Path("models") / f"{_data_name(data)}-{kind.value}"
+    if target.exists() and not force and not resume:
         raise typer.BadParameter(f"{target} already exists; pass --force to replace it", param_hint="--out")
-    config, fit_config, table = _configs(data, kind.value, arch=arch.value, hidden=hidden, latent=latent,
-                                         members=ensemble,
-                                         activation=activation.value, cost=cost.value, conv_channels=conv_channels,
-                                         image_size=image_size, columns=columns, drop=drop, options=kind_options or {},
-                                         series=_series_options(window, stride, time_column, group_column, max_gap),
-                                         typing=dict(categorical=csv_list(categorical) or (),
-                                                     numeric=csv_list(numeric) or (),
-                                                     min_category_count=min_category_count,
-                                                     max_categories=max_categories),
-                                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
-    if not quiet:
-        shape = "" if getattr(table, "window", None) is not None else f"{table.values.shape[0]:,} rows x "
-        err.print(f"training {kind.value} on {escape(str(data))}: {shape}{_describe_columns(table)}")
-    result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
-                                  kept_rows=keep_rows, export=not no_export, force=force, quiet=quiet)
+    series = _series_options(window, stride, time_column, group_column, max_gap)
+    typing = dict(categorical=csv_list(categorical) or (), numeric=csv_list(numeric) or (),
+                  min_category_count=min_category_count, max_categories=max_categories)
+    fit_options = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
+    model_options = dict(arch=arch.value, hidden=hidden, latent=latent, members=ensemble, activation=activation.value,
+                         cost=cost.value, conv_channels=conv_channels, image_size=image_size, columns=columns,
+                         drop=drop, options=kind_options or {})
+    run = _run_options(target, device=device, precision=precision.value, threads=threads,
+                       checkpoint_every=checkpoint_every, resume=resume)
+    if streamed:
+        _refuse_for_shards(series=series, categorical=categorical, numeric=numeric, image_size=image_size,
+                           arch=arch.value)
+        config, fit_config, shards = _shard_configs(data, kind.value, fit=fit_options, **model_options)
+        if not quiet:
+            size = shards.total_bytes
+            err.print(f"training {kind.value} on {len(shards.files)} shard(s) ({size / 2**20:,.1f} MiB), "
+                      f"{len(shards.features)} features, streamed from disk"
+                      + (f" by {workers} Ray workers" if engine.value == "ray" else ""))
+        result = _train_shards_with_progress(shards, target, config, fit_config, quiet=quiet, run=run,
+                                             engine=engine.value, workers=workers, address=address,
+                                             shuffle_buffer=shuffle_buffer, quantile=quantile,
+                                             val_fraction=val_fraction, kept_rows=keep_rows,
+                                             export=not no_export, force=force or resume)
+    else:
+        if len(data) != 1:
+            raise typer.BadParameter("--engine ray trains on shards; give several files or a folder", param_hint="DATA")
+        config, fit_config, table = _configs(data[0], kind.value, series=series, typing=typing, **model_options,
+                                             **fit_options)
+        if not quiet:
+            shape = "" if getattr(table, "window", None) is not None else f"{table.values.shape[0]:,} rows x "
+            err.print(f"training {kind.value} on {escape(str(data[0]))}: {shape}{_describe_columns(table)}")
+        result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
+                                      kept_rows=keep_rows, export=not no_export, force=force or resume, quiet=quiet,
+                                      **run)
+    _remove_checkpoint(run["checkpointing"])
     if not quiet:
         fit = result.fit
+        resumed = f", resumed after epoch {fit.resumed_from}" if fit.resumed_from else ""
+        speed = f", {fit.rows_per_s:,.0f} rows/s" if fit.rows_per_s else ""
         err.print(f"[green]saved[/] {escape(str(result.path))}: best epoch {fit.best_epoch}/"
-                  f"{len(fit.val_energy)} ({fit.stopped}), val energy {min(fit.val_energy):.4g}, "
+                  f"{len(fit.val_energy)} ({fit.stopped}{resumed}{speed}), val energy {min(fit.val_energy):.4g}, "
                   f"threshold {result.threshold:.4g} ({quantile} quantile)"
                   + ("" if no_export else "; ONNX graphs exported and checked"))
+
+
+def _streams(data: list[Path], stream: bool, engine: str) -> bool:
+    """Whether DATA trains streamed from disk: asked for (--stream, --engine ray), several files, a
+    glob, a folder that is not of images, or one file larger than a quarter of the memory."""
+    import glob
+
+    from aeserve.serve.images import is_image_dir
+
+    if stream or engine == "ray" or len(data) > 1 or glob.has_magic(str(data[0])):
+        return True
+    path = data[0]
+    if path.is_dir():
+        return not is_image_dir(path)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return path.is_file() and path.suffix.lower() != ".npy" and path.stat().st_size > memory // 4
+
+
+def _data_name(data: list[Path]) -> str:
+    """The default bundle name's data part: the file's stem, a folder's name, a glob's folder."""
+    import glob
+
+    first = data[0]
+    if glob.has_magic(str(first)):
+        return first.parent.name or "shards"
+    return first.name if first.is_dir() else first.stem
+
+
+def _refuse_for_shards(*, series, categorical, numeric, image_size, arch) -> None:
+    """Flags that need the whole table in memory, refused with streamed data."""
+    for flag, given in (("--window", series is not None), ("--categorical", categorical), ("--numeric", numeric),
+                        ("--image-size", image_size), ("--arch", arch != "mlp")):
+        if given:
+            raise typer.BadParameter("trains from one file in memory; streamed shards (several files, a folder, a "
+                                     "glob, --stream) take numeric rows with the mlp", param_hint=flag)
+
+
+def _shard_configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size,
+                   columns, drop, options, fit):
+    """(ModelConfig, FitConfig, Shards) for training from shards."""
+    from aeserve.train.shards import Shards
+
+    shards = Shards.find(data, columns=csv_list(columns), drop=csv_list(drop))
+    return _model_configs(kind, len(shards.features), arch=arch, image_shape=(), hidden=hidden, latent=latent,
+                          members=members, activation=activation, cost=cost, conv_channels=conv_channels,
+                          mixed={}, options=options, fit=fit) + (shards,)
+
+
+def _run_options(target: Path, *, device: str, precision: str, threads: int, checkpoint_every: int,
+                 resume: bool) -> dict:
+    """``hardware`` and ``checkpointing`` for the training functions, from the flags."""
+    import shlex
+    import sys
+
+    from aeserve.train.checkpoint import default_checkpoint_dir
+    from aeserve.train.device import Hardware
+    from aeserve.train.fit import Checkpointing
+
+    try:
+        hardware = Hardware(device=device, precision=precision, threads=threads)
+        hardware.torch_device()
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag_for(exc.option)) from None
+    directory = default_checkpoint_dir(target)
+    if resume and not directory.is_dir():
+        raise typer.BadParameter(f"no checkpoint at {directory} to resume from", param_hint="--resume")
+    argv = ["aeserve", *sys.argv[1:]] if sys.argv and Path(sys.argv[0]).name in ("aeserve", "__main__.py") else []
+    command = " ".join(shlex.quote(a) for a in argv + (["--resume"] if "--resume" not in argv else []))
+    return {"hardware": hardware,
+            "checkpointing": Checkpointing(directory, every=checkpoint_every, resume=resume,
+                                           command=command or "the same command with --resume")}
+
+
+def _remove_checkpoint(checkpointing) -> None:
+    """A run that wrote its bundle needs its checkpoint no more."""
+    import shutil
+
+    shutil.rmtree(checkpointing.directory, ignore_errors=True)
 
 
 def _series_options(window: int, stride: int, time_column, group_column, max_gap) -> dict | None:
@@ -199,12 +331,6 @@ def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) ->
 def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size, columns,
              drop, options, typing=None, series=None, **fit):
     """(ModelConfig, FitConfig, table) from the flags; an OptionError becomes a BadParameter naming the flag."""
-    from aeserve.train.config import ModelConfig
-    from aeserve.train.fit import FitConfig
-    from aeserve.train.registry import get_kind
-
-    if "free_seed" in get_kind(kind).options_type.names():
-        options = {**options, "free_seed": fit["seed"]}
     if series is not None:
         from aeserve.tables import read_series_table
 
@@ -223,16 +349,30 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
     from aeserve.train.mixed import table_options
 
     mixed = table_options(table.specs)  # a mixed table: its layout and the lecture's cost per column type
+    image_shape = image_shape if arch in ("conv", "conv1d") else ()
+    return _model_configs(kind, table.values.shape[1], arch=arch, image_shape=image_shape, hidden=hidden,
+                          latent=latent, members=members, activation=activation, cost=cost,
+                          conv_channels=conv_channels, mixed=mixed, options=options, fit=fit) + (table,)
+
+
+def _model_configs(kind, n_features, *, arch, image_shape, hidden, latent, members, activation, cost, conv_channels,
+                   mixed, options, fit):
+    """(ModelConfig, FitConfig) from the flags; an OptionError becomes a BadParameter naming the flag."""
+    from aeserve.train.config import ModelConfig
+    from aeserve.train.fit import FitConfig
+    from aeserve.train.registry import get_kind
+
+    if "free_seed" in get_kind(kind).options_type.names():
+        options = {**options, "free_seed": fit["seed"]}
     try:
-        config = ModelConfig(kind=kind, n_features=table.values.shape[1], arch=arch,
-                             image_shape=image_shape if arch in ("conv", "conv1d") else (),
+        config = ModelConfig(kind=kind, n_features=n_features, arch=arch, image_shape=image_shape,
                              channels=int_list(conv_channels, "--conv-channels"), hidden=int_list(hidden, "--hidden"),
                              latent=latent, members=members, activation=activation, **{"cost": cost, **mixed},
                              **options)
         fit_config = FitConfig(**fit)
     except OptionError as exc:
         raise typer.BadParameter(str(exc), param_hint=flag_for(exc.option)) from None
-    return config, fit_config, table
+    return config, fit_config
 
 
 def _training_rows(data: Path, columns, drop, image_size, typing: dict):
@@ -254,25 +394,90 @@ def _training_rows(data: Path, columns, drop, image_size, typing: dict):
     return Table(values, [f"px{i}" for i in range(values.shape[1])], str(data)), shape
 
 
+class _TrainProgress:
+    """The bars of a training run: the statistics pass over shards (rows read), then one bar per
+    epoch (rows, rows/s, time left in the epoch, the last energies); nothing when quiet."""
+
+    def __init__(self, epochs: int, quiet: bool):
+        self.epochs, self.quiet, self.bar, self.task, self.last = epochs, quiet, None, None, 0.0
+        self.energies = ""
+
+    def __enter__(self) -> "_TrainProgress":
+        if not self.quiet:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20),
+                                TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("left"),
+                                TextColumn("{task.fields[energies]}"), console=err)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def _show(self, description: str, done: int, total: int, force: bool = False) -> None:
+        import time
+
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < 0.1:  # a few updates a second, not one per batch
+            return
+        self.last = now
+        if self.task is None or self.bar.tasks[0].description.split()[0] != description.split()[0]:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(description, total=total, rate="", energies=self.energies)
+        task = self.bar.tasks[0]
+        elapsed = task.elapsed or 0.0
+        rate = f"{done / elapsed:,.0f} rows/s" if elapsed > 0 and done else ""
+        self.bar.update(self.task, description=description, completed=done, total=total, rate=rate,
+                        energies=self.energies)
+
+    def scan(self, rows: int) -> None:
+        """on_scan: rows read by the statistics pass (total unknown: shown as it grows)."""
+        self._scanned = getattr(self, "_scanned", 0) + rows
+        self._show("statistics", self._scanned, self._scanned)
+
+    def batch(self, epoch: int, done: int, total: int) -> None:
+        """on_batch: rows done of this epoch."""
+        if self.bar is not None and self.task is not None and self.bar.tasks[0].completed > done:
+            self.bar.reset(self.task)  # a new epoch: rows/s and time left start over
+        self._show(f"epoch {epoch}/{self.epochs}", done, total, force=done >= total)
+
+    def epoch(self, epoch: int, train_energy: float, val_energy: float) -> None:
+        """on_epoch: the energies of the epoch just ended."""
+        self.energies = f"train {train_energy:.4g}  val {val_energy:.4g}"
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, energies=self.energies)
+
+
 def _train_with_progress(table, target, config, fit_config, *, quiet: bool, **options):
-    """train_bundle with an epoch progress bar (unless quiet)."""
+    """train_bundle with the epoch bars (unless quiet)."""
     from aeserve.train.pipeline import train_bundle
 
-    if quiet:
-        return train_bundle(table, target, config, fit_config, **options)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    with _TrainProgress(fit_config.epochs, quiet) as progress:
+        return train_bundle(table, target, config, fit_config, on_epoch=progress.epoch, on_batch=progress.batch,
+                            **options)
 
-    with Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
-        task = bar.add_task("", total=fit_config.epochs)
 
-        def on_epoch(epoch: int, train_energy: float, val_energy: float) -> None:
-            bar.update(task, completed=epoch,
-                       description=f"train energy {train_energy:.4g}  val energy {val_energy:.4g}")
+def _train_shards_with_progress(shards, target, config, fit_config, *, quiet: bool, run: dict, engine: str,
+                                workers: int, address, shuffle_buffer: int, **options):
+    """train_shards (or its Ray Train form) with the statistics and epoch bars (unless quiet)."""
+    from aeserve.train.streaming import StreamOptions, train_shards
 
-        result = train_bundle(table, target, config, fit_config, on_epoch=on_epoch, **options)
-        bar.update(task, total=len(result.fit.val_energy))
-    return result
+    stream = StreamOptions(shuffle_buffer=shuffle_buffer)
+    with _TrainProgress(fit_config.epochs, quiet) as progress:
+        if engine == "ray":
+            from aeserve.train.ray_train import train_shards_ray
+
+            return train_shards_ray(shards, target, config, fit_config, workers=workers, address=address,
+                                    options=stream, on_scan=progress.scan, on_epoch=progress.epoch, **run,
+                                    **options)
+        return train_shards(shards, target, config, fit_config, options=stream, on_scan=progress.scan,
+                            on_epoch=progress.epoch, on_batch=progress.batch, **run, **options)
 
 
 @app.command()

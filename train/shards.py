@@ -1,0 +1,394 @@
+"""Training data larger than memory: shards on disk, read in chunks, never whole.
+
+``Shards`` is a directory, a glob or several files of Parquet, CSV or .npy rows (same columns
+in each). Every row belongs to training or validation by a stable hash of (file name, row), so
+every run and every worker agrees on the split without reading the data twice (``row_hash``).
+One streaming pass (``scan``) gives the preprocessing statistics (``RunningMoments``: exact,
+mergeable mean and variance, after Chan et al.), the data fingerprint and bounded samples of
+both parts (``BottomK``: the rows of smallest hash, the same whatever the chunking). Epochs then
+stream the training rows from a reader thread through a bounded ``ShuffleBuffer``
+(``epoch_batches``), so memory holds a few chunks and the buffer, whatever the data's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from aeserve.errors import InputError
+from aeserve.readers import column_names, iter_chunks, preview
+
+__all__ = ["Shards", "RunningMoments", "BottomK", "ShardScan", "ShuffleBuffer", "row_hash", "scan", "epoch_batches",
+           "file_key", "shards_of", "expand_paths"]
+
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, vectorised: a bijection of uint64 that spreads every input bit."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x += np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (x ^ (x >> np.uint64(31))) & _MASK
+
+
+def file_key(path: Path) -> int:
+    """A file's hash key: CRC-32 of its name (not its folder, so moving the data keeps the split)."""
+    return zlib.crc32(Path(path).name.encode())
+
+
+def row_hash(key: int, rows: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Uniform numbers in [0, 1), (n,), one per (file ``key``, 1-based ``rows``), the same on every
+    run and worker: a row is held out for validation when its hash is below ``val_fraction``."""
+    mixed = _splitmix64(np.asarray(rows, np.uint64) ^ _splitmix64(np.asarray([key ^ (seed << 32)], np.uint64)))
+    return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+@dataclass
+class RunningMoments:
+    """Count, mean, sum of squared deviations, min and max per column, updated chunk by chunk in
+    float64 and merged exactly (Chan, Golub and LeVeque's pairwise update): the same mean and
+    variance as one pass over all rows, whatever the chunks or the workers."""
+
+    count: int = 0
+    mean: np.ndarray | None = None  # (columns,) float64
+    m2: np.ndarray | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def update(self, rows: np.ndarray) -> None:
+        """Add (n, columns) rows."""
+        if len(rows) == 0:
+            return
+        rows = np.asarray(rows, np.float64)
+        other = RunningMoments(len(rows), rows.mean(axis=0), ((rows - rows.mean(axis=0)) ** 2).sum(axis=0),
+                               rows.min(axis=0), rows.max(axis=0))
+        self.merge(other)
+
+    def merge(self, other: "RunningMoments") -> None:
+        """Fold ``other`` (moments of other rows) into these."""
+        if other.count == 0:
+            return
+        if self.count == 0:
+            self.count, self.mean, self.m2 = other.count, other.mean.copy(), other.m2.copy()
+            self.low, self.high = other.low.copy(), other.high.copy()
+            return
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.count / n)
+        self.m2 = self.m2 + other.m2 + delta ** 2 * (self.count * other.count / n)
+        self.low, self.high = np.minimum(self.low, other.low), np.maximum(self.high, other.high)
+        self.count = n
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per column (numpy's ``std``, ddof 0)."""
+        return np.sqrt(self.m2 / max(self.count, 1))
+
+
+@dataclass
+class BottomK:
+    """The ``k`` rows of smallest hash among those offered: a uniform sample of fixed size that
+    does not depend on the order or the chunking of the data (ties aside, of probability ~2^-53)."""
+
+    k: int
+    rows: list[np.ndarray] = field(default_factory=list)
+    hashes: list[np.ndarray] = field(default_factory=list)
+    held: int = 0
+
+    def offer(self, rows: np.ndarray, hashes: np.ndarray) -> None:
+        """Offer rows (n, width) with their hashes (n,)."""
+        if self.k <= 0 or len(rows) == 0:
+            return
+        self.rows.append(np.array(rows, np.float32))
+        self.hashes.append(np.asarray(hashes, np.float64))
+        self.held += len(rows)
+        if self.held > 2 * self.k:
+            self._trim()
+
+    def _trim(self) -> None:
+        rows, hashes = np.concatenate(self.rows), np.concatenate(self.hashes)
+        if len(hashes) > self.k:
+            keep = np.argpartition(hashes, self.k - 1)[:self.k]
+            rows, hashes = rows[keep], hashes[keep]
+        self.rows, self.hashes, self.held = [rows], [hashes], len(rows)
+
+    def values(self, width: int) -> np.ndarray:
+        """The sample, (<= k, width) float32, in hash order (so the same on every run)."""
+        if not self.rows:
+            return np.empty((0, width), np.float32)
+        self._trim()
+        return np.ascontiguousarray(self.rows[0][np.argsort(self.hashes[0], kind="stable")])
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The files of a training set too large to read whole, and the columns to train on."""
+
+    files: tuple[Path, ...]
+    features: tuple[str, ...]
+
+    @classmethod
+    def find(cls, paths: Sequence[str | Path], columns: Sequence[str] | None = None,
+             drop: Sequence[str] | None = None) -> "Shards":
+        """Expand folders (their .parquet, .csv and .npy files) and globs into files, sorted, and
+        check that every file has the columns trained on (the first file's, less ``drop``)."""
+        files = expand_paths(paths)
+        first = column_names(files[0])
+        if columns:
+            features = list(columns)
+        else:
+            features = [c for c in first if c not in set(drop or ())]
+        for path in files:
+            names = column_names(path)
+            unknown = [c for c in (drop or ()) if c not in names]
+            lacking = [c for c in features if c not in names]
+            if unknown and path == files[0]:
+                raise InputError(f"{path}: cannot drop unknown column(s) {', '.join(map(repr, unknown))}")
+            if lacking:
+                raise InputError(f"{path}: no column(s) {', '.join(map(repr, lacking[:5]))} that {files[0].name} "
+                                 f"has; every shard needs the columns trained on ({preview(features)})")
+            _refuse_typed_columns(path, features)
+            if path.suffix.lower() == ".npy" and len(names) != len(features):
+                raise InputError(f"{path}: {len(names)} columns, but {files[0].name} gives {len(features)}; "
+                                 "every .npy shard must have the same width")
+        if not features:
+            raise InputError(f"{files[0]}: no columns left to use")
+        return cls(tuple(files), tuple(features))
+
+    @property
+    def total_bytes(self) -> int:
+        """Size of all shards on disk."""
+        return sum(path.stat().st_size for path in self.files)
+
+    def chunks(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(values (n, features) float32, 1-based rows (n,)) of one shard, chunk by chunk."""
+        for chunk in iter_chunks(path, list(self.features)):
+            yield chunk.values, chunk.row_numbers
+
+
+def _refuse_typed_columns(path: Path, features: Sequence[str]) -> None:
+    """A shard's column of text or booleans is refused before any work, saying what trains such a
+    table (Parquet: from its schema; CSV: from the types of its first block)."""
+    import pyarrow as pa
+
+    suffix = path.suffix.lower()
+    first = None
+    if suffix == ".npy":
+        return
+    if suffix == ".parquet":
+        from aeserve.readers import _parquet_file
+
+        schema = _parquet_file(path).schema_arrow
+    else:
+        import pyarrow.csv as pacsv
+
+        from aeserve.readers import NULL_VALUES
+
+        try:
+            with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                                convert_options=pacsv.ConvertOptions(include_columns=list(features),
+                                                                     null_values=NULL_VALUES)) as reader:
+                schema, first = reader.schema, pa.Table.from_batches([reader.read_next_batch()])
+        except (pa.ArrowException, OSError, StopIteration):
+            return  # the reader says what is wrong, with the row
+    from aeserve.tables import _mostly_numbers
+
+    for name in features:
+        kind = schema.field(name).type
+        if first is not None and _mostly_numbers(first.column(name)):
+            continue  # numbers with a stray cell: the reader names its row
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+                or pa.types.is_null(kind)):
+            raise InputError(f"{path}: column {name!r} holds {kind} values; training from shards (several files, a "
+                             "folder, a glob or --stream) takes numeric columns: leave it out with --drop, or train "
+                             "a table of text, booleans or missing cells in memory from one file")
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files from files, folders and globs (``aeserve.serve.stream.expand_inputs``: the scoring
+    verbs' rule), refusing two shards of one name: the split hashes the file name."""
+    from aeserve.serve.stream import expand_inputs
+
+    files = list(dict.fromkeys(expand_inputs(paths)))
+    names = [p.name for p in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"two shards are named {twice[0]!r}; give each shard its own file name "
+                         "(the validation split hashes the file name and the row)")
+    return files
+
+
+@dataclass
+class ShardScan:
+    """What one pass over the shards found: the training rows' moments, the counts, the
+    fingerprint, and bounded samples of validation and training rows."""
+
+    moments: RunningMoments
+    rows: int
+    train_rows: int
+    val_rows: int
+    sha256: str
+    val_sample: np.ndarray    # (<= max_val_rows, features) float32: early stopping, threshold, p-values
+    train_sample: np.ndarray  # (<= sample_rows, features) float32: the latent Gaussian, kept rows
+    shard_rows: dict[str, int] = field(default_factory=dict)  # training rows of each shard, by file name
+
+    def steps(self, shards: Shards, epoch: int, seed: int, workers: int, batch_size: int) -> int | None:
+        """Batches each of ``workers`` takes in ``epoch``: the fewest any of them has full batches
+        for (data-parallel steps must match); None for one worker (all its rows)."""
+        if workers == 1:
+            return None
+        rows = [sum(self.shard_rows[p.name] for p in shards_of(shards, epoch, seed, (w, workers)))
+                for w in range(workers)]
+        return max(1, min(rows) // batch_size)
+
+
+def scan(shards: Shards, val_fraction: float, *, max_val_rows: int = 100_000, sample_rows: int = 20_000,
+         on_rows=None) -> ShardScan:
+    """One pass: moments of the training rows, the counts, the sha256 of all rows (as float32, in
+    file order: the in-memory fingerprint of the same rows), and the samples."""
+    width = len(shards.features)
+    moments, digest = RunningMoments(), hashlib.sha256()
+    val, train = BottomK(max_val_rows), BottomK(sample_rows)
+    rows = held = 0
+    shard_rows: dict[str, int] = {}
+    for path in shards.files:
+        key = file_key(path)
+        shard_rows[path.name] = 0
+        for values, numbers in shards.chunks(path):
+            digest.update(np.ascontiguousarray(values, np.float32).tobytes())
+            hashes = row_hash(key, numbers)
+            is_val = hashes < val_fraction
+            moments.update(values[~is_val])
+            val.offer(values[is_val], hashes[is_val])
+            train.offer(values[~is_val], hashes[~is_val])
+            rows += len(values)
+            held += int(is_val.sum())
+            shard_rows[path.name] += int((~is_val).sum())
+            if on_rows is not None:
+                on_rows(len(values))
+    if rows == 0:
+        raise InputError(f"{shards.files[0]}: no data rows in {len(shards.files)} shard(s)")
+    if held == 0 or rows - held < 2:
+        raise InputError(f"{rows} rows give {held} validation rows at --val-fraction {val_fraction}: need more rows "
+                         "(or a larger --val-fraction) to hold out rows for early stopping and the threshold")
+    return ShardScan(moments, rows, rows - held, held, digest.hexdigest(), val.values(width), train.values(width),
+                     shard_rows)
+
+
+class ShuffleBuffer:
+    """Rows mixed across chunks in bounded memory: chunks go in; once ``capacity`` rows are held
+    they are permuted and batches leave until half remain, which mix with the next chunks."""
+
+    def __init__(self, capacity: int, batch_size: int, rng: np.random.Generator):
+        self.capacity, self.batch_size, self.rng = max(int(capacity), batch_size), batch_size, rng
+        self.parts: list[np.ndarray] = []
+        self.held = 0
+
+    def add(self, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """Put (n, width) rows in; yield the batches that are ready."""
+        self.parts.append(rows)
+        self.held += len(rows)
+        if self.held >= self.capacity:
+            yield from self._release(keep=self.capacity // 2)
+
+    def drain(self) -> Iterator[np.ndarray]:
+        """The last batches of an epoch (the final one may be short)."""
+        yield from self._release(keep=0)
+
+    def _release(self, keep: int) -> Iterator[np.ndarray]:
+        if not self.parts:
+            return
+        rows = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+        rows = rows[self.rng.permutation(len(rows))]
+        out = ((len(rows) - keep) // self.batch_size) * self.batch_size if keep else len(rows)
+        for start in range(0, out, self.batch_size):
+            yield rows[start:start + self.batch_size]
+        self.parts, self.held = ([rows[out:]] if out < len(rows) else []), len(rows) - out
+
+
+_DONE = object()
+
+
+def shards_of(shards: Shards, epoch: int, seed: int, part: tuple[int, int] = (0, 1)) -> list[Path]:
+    """The shards a worker reads in an epoch: every ``workers``-th of an order drawn from (``seed``,
+    ``epoch``), so each epoch deals them out anew."""
+    worker, workers = part
+    if len(shards.files) < workers:
+        raise InputError(f"{len(shards.files)} shard(s) for {workers} workers: each worker reads its own shards; "
+                         f"give at least {workers} files (or fewer --workers)")
+    order = np.random.default_rng([seed, epoch]).permutation(len(shards.files))
+    return [shards.files[i] for i in order[worker::workers]]
+
+
+def epoch_batches(shards: Shards, epoch: int, *, seed: int, val_fraction: float, batch_size: int,
+                  shuffle_buffer: int, prefetch: int = 4, stop: threading.Event | None = None,
+                  part: tuple[int, int] = (0, 1), max_batches: int | None = None) -> Iterator[np.ndarray]:
+    """The training rows of one epoch in batches (batch, features) float32: shards in an order
+    drawn from (``seed``, ``epoch``), read by a thread ``prefetch`` chunks ahead (so the model does
+    not wait on I/O), validation rows dropped by hash, rows mixed by a ``ShuffleBuffer``.
+    ``part`` = (worker, workers): this worker's shards (``shards_of``); ``max_batches``: stop after
+    that many (data-parallel workers must take the same number of steps)."""
+    rng = np.random.default_rng([seed, epoch])
+    mine = shards_of(shards, epoch, seed, part)
+    chunks: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    halt = threading.Event()
+
+    def read() -> None:
+        try:
+            for path in mine:
+                key = file_key(path)
+                for values, numbers in shards.chunks(path):
+                    train = values[row_hash(key, numbers) >= val_fraction]
+                    while not halt.is_set():
+                        try:
+                            chunks.put(train, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if halt.is_set():
+                        return
+            chunks.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there with its message
+            chunks.put(exc)
+
+    reader = threading.Thread(target=read, name="aeserve-shard-reader", daemon=True)
+    reader.start()
+    buffer = ShuffleBuffer(shuffle_buffer, batch_size, rng)
+    given = 0
+    try:
+        while True:
+            item = chunks.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            for batch in buffer.add(item):
+                if given == max_batches:
+                    return
+                given += 1
+                yield batch
+            if stop is not None and stop.is_set():
+                return
+        for batch in buffer.drain():
+            if given == max_batches:
+                return
+            given += 1
+            yield batch
+    finally:
+        halt.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue, then let it end
+            try:
+                chunks.get_nowait()
+            except queue.Empty:
+                pass
+            reader.join(timeout=0.05)
