@@ -289,3 +289,34 @@ def self_signed_certificate(directory) -> tuple:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def write_shards(folder, rows: np.ndarray, names, parts: int, suffix: str = ".parquet") -> list:
+    """``rows`` cut into ``parts`` shard files of ``suffix``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, part in enumerate(np.array_split(rows, parts)):
+        path = folder / f"part-{i:02d}{suffix}"
+        if suffix == ".parquet":
+            pq.write_table(pa.table({n: part[:, j] for j, n in enumerate(names)}), path, row_group_size=50)
+        elif suffix == ".csv":
+            import pyarrow.csv as pacsv
+            pacsv.write_csv(pa.table({n: part[:, j] for j, n in enumerate(names)}), path)
+        else:
+            np.save(path, part)
+        paths.append(path)
+    return paths
+
+
+def cancer_auroc(path, cancer) -> float:
+    """AUROC of a bundle's energies: held-out benign rows against malignant ones."""
+    from sklearn.metrics import roc_auc_score
+
+    import aeserve
+
+    model = aeserve.load(path)
+    energies = np.concatenate([model.score(cancer["test_normal"])["energy"], model.score(cancer["anomalies"])["energy"]])
+    return roc_auc_score(np.r_[np.zeros(100), np.ones(len(cancer["anomalies"]))], energies)

@@ -25,7 +25,7 @@ from aeserve.train.checkpoint import TrainingState, load_checkpoint, save_checkp
 from aeserve.train.device import Hardware
 from aeserve.train.network import EnergyAutoencoder
 
-__all__ = ["FitConfig", "FitResult", "RowStream", "Checkpointing", "fit", "scoring_energies"]
+__all__ = ["FitConfig", "FitResult", "RowStream", "Checkpointing", "EnergyLoss", "fit", "scoring_energies"]
 
 
 @dataclass
@@ -82,6 +82,18 @@ class Checkpointing:
     command: str = ""  # how to resume, for the message of an interrupted run
 
 
+class EnergyLoss(torch.nn.Module):
+    """The model's training energy as ``forward`` (batch, generator) -> (cost, regulariser): the
+    module a data-parallel wrapper (DDP) needs, since it synchronises gradients of ``forward``."""
+
+    def __init__(self, model: EnergyAutoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None):
+        return self.model.training_energy(batch, generator)
+
+
 @torch.no_grad()
 def scoring_energies(model: EnergyAutoencoder, y_hat: torch.Tensor,
                      batch_size: int = 4096) -> torch.Tensor:
@@ -110,14 +122,18 @@ def _generators(device: torch.device, seed: int) -> tuple[torch.Generator, torch
 def fit(model: EnergyAutoencoder, train: torch.Tensor | RowStream, val: torch.Tensor, config: FitConfig, *,
         on_epoch: Callable[[int, float, float], None] | None = None,
         on_batch: Callable[[int, int, int], None] | None = None,
-        hardware: Hardware | None = None, checkpointing: Checkpointing | None = None) -> FitResult:
+        hardware: Hardware | None = None, checkpointing: Checkpointing | None = None,
+        loss_module: torch.nn.Module | None = None,
+        on_state: Callable[[TrainingState], None] | None = None) -> FitResult:
     """Minimise L(F, Y) = 1/m Σ F(y) (the seed's loss functional, mean energy) with AdamW; keep the
     weights of the best validation epoch. The model ends on the CPU in float32.
 
     ``train``: preprocessed rows (rows, features), or a ``RowStream`` of raw rows; ``val``:
     preprocessed rows. The validation energy is the deterministic scoring energy in float32, so
     epochs compare fairly for every kind and precision. ``on_batch(epoch, rows done, rows of the
-    epoch)`` after each step.
+    epoch)`` after each step. ``loss_module`` (a data-parallel run's DDP wrapper of ``EnergyLoss``)
+    computes the training energy in place of the model; ``on_state`` receives every epoch's state
+    (a cluster's checkpoints).
     """
     hardware = hardware or Hardware()
     hardware.apply_threads()
@@ -148,6 +164,8 @@ def fit(model: EnergyAutoencoder, train: torch.Tensor | RowStream, val: torch.Te
                                       "val_energy": list(result.val_energy)},
                              fingerprint=checkpointing.fingerprint if checkpointing else {})
 
+    energy = loss_module if loss_module is not None else model.training_energy
+
     if checkpointing is not None and checkpointing.resume:
         state = load_checkpoint(checkpointing.directory, checkpointing.fingerprint)
         model.load_state_dict(state.model)
@@ -173,7 +191,7 @@ def fit(model: EnergyAutoencoder, train: torch.Tensor | RowStream, val: torch.Te
                     with torch.no_grad():
                         batch = model.preprocess(torch.from_numpy(batch).to(device, non_blocking=True))
                 with hardware.autocast(device):
-                    cost, reg = model.training_energy(batch, noise_gen)
+                    cost, reg = energy(batch, noise_gen)
                     loss = E.loss_functional(cost + reg)
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -196,6 +214,8 @@ def fit(model: EnergyAutoencoder, train: torch.Tensor | RowStream, val: torch.Te
                 best, best_state, stale, result.best_epoch = val_energy, copy.deepcopy(model.state_dict()), 0, epoch
             else:
                 stale += 1
+            if on_state is not None:
+                on_state(snapshot(epoch))
             if checkpointing is not None:
                 last = snapshot(epoch)
                 if checkpointing.every and epoch % checkpointing.every == 0:

@@ -31,22 +31,7 @@ from aeserve.train.shards import (
 )
 from aeserve.train.streaming import ShardRows, StreamOptions, train_shards
 
-
-def write_shards(folder, rows: np.ndarray, names, parts: int, suffix: str = ".parquet") -> list:
-    """``rows`` cut into ``parts`` shard files of ``suffix``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, part in enumerate(np.array_split(rows, parts)):
-        path = folder / f"part-{i:02d}{suffix}"
-        if suffix == ".parquet":
-            pq.write_table(pa.table({n: part[:, j] for j, n in enumerate(names)}), path, row_group_size=50)
-        elif suffix == ".csv":
-            import pyarrow.csv as pacsv
-            pacsv.write_csv(pa.table({n: part[:, j] for j, n in enumerate(names)}), path)
-        else:
-            np.save(path, part)
-        paths.append(path)
-    return paths
+from conftest import cancer_auroc, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -179,15 +164,6 @@ def test_scan_counts_the_split_and_fingerprints_the_rows_as_in_memory(cancer_sha
     np.testing.assert_allclose(scanned.moments.std, train.std(axis=0), rtol=1e-10)
 
 
-def _auroc(path, cancer) -> float:
-    import aeserve
-    from sklearn.metrics import roc_auc_score
-
-    model = aeserve.load(path)
-    energies = np.concatenate([model.score(cancer["test_normal"])["energy"], model.score(cancer["anomalies"])["energy"]])
-    return roc_auc_score(np.r_[np.zeros(100), np.ones(len(cancer["anomalies"]))], energies)
-
-
 def test_streamed_training_detects_as_well_as_in_memory(tmp_path, cancer_shards, cancer):
     from aeserve.tables import Table
     from aeserve.train.pipeline import train_bundle
@@ -197,7 +173,7 @@ def test_streamed_training_detects_as_well_as_in_memory(tmp_path, cancer_shards,
     streamed = train_shards(cancer_shards, tmp_path / "streamed", config, fit_config,
                             options=StreamOptions(shuffle_buffer=128))
     train_bundle(Table(cancer["train"], cancer["names"], "cancer.csv"), tmp_path / "memory", config, fit_config)
-    a, b = _auroc(streamed.path, cancer), _auroc(tmp_path / "memory", cancer)
+    a, b = cancer_auroc(streamed.path, cancer), cancer_auroc(tmp_path / "memory", cancer)
     assert a > 0.9 and abs(a - b) < 0.04, (a, b)
     import json
     manifest = json.loads((streamed.path / "manifest.json").read_text())
@@ -319,4 +295,4 @@ def test_reduced_precision_training_detects_and_exports_fp32(tmp_path, cancer, k
     from safetensors.numpy import load_file
     assert {v.dtype for v in load_file(str(tmp_path / kind / "weights.safetensors")).values()} <= {
         np.dtype(np.float32), np.dtype(np.int64)}
-    assert _auroc(tmp_path / kind, cancer) > 0.85
+    assert cancer_auroc(tmp_path / kind, cancer) > 0.85

@@ -439,7 +439,7 @@ class _TrainProgress:
     def scan(self, rows: int) -> None:
         """on_scan: rows read by the statistics pass (total unknown: shown as it grows)."""
         self._scanned = getattr(self, "_scanned", 0) + rows
-        self._show("statistics", self._scanned, self._scanned)
+        self._show("statistics", self._scanned, self._scanned, force=True)
 
     def batch(self, epoch: int, done: int, total: int) -> None:
         """on_batch: rows done of this epoch."""
@@ -474,7 +474,7 @@ def _train_shards_with_progress(shards, target, config, fit_config, *, quiet: bo
             from aeserve.train.ray_train import train_shards_ray
 
             return train_shards_ray(shards, target, config, fit_config, workers=workers, address=address,
-                                    options=stream, on_scan=progress.scan, on_epoch=progress.epoch, **run,
+                                    options=stream, on_scan=progress.scan, **run,
                                     **options)
         return train_shards(shards, target, config, fit_config, options=stream, on_scan=progress.scan,
                             on_epoch=progress.epoch, on_batch=progress.batch, **run, **options)
