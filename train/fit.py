@@ -58,7 +58,7 @@ class FitResult:
     val_energy: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped: str = "max epochs"
-    resumed_from: int = 0  # the epoch a checkpoint resumed after (0: from the start)
+    resumed_from: int | None = None  # the epoch a checkpoint resumed after (None: a fresh run)
     rows_per_s: float = 0.0  # training rows per second over the epochs run here
 
 

@@ -68,7 +68,7 @@ def _worker_loop(config: dict) -> None:
         with checkpoint.as_directory() as directory:
             shutil.copytree(directory, local / "resume")
         resume = Checkpointing(local / "resume", resume=True, fingerprint=config["fingerprint"])
-    resumed_from = [0]
+    resumed_from: list[int | None] = [None]
 
     def report(state) -> None:
         metrics = {"epoch": state.epoch, "val_energy": state.history["val_energy"][-1], "resumed_from": resumed_from[0]}
@@ -171,7 +171,7 @@ def train_shards_ray(shards: Shards, out: str | Path, config: ModelConfig, fit_c
     metrics = result.metrics or {}
     history = FitResult(train_energy=state.history["train_energy"], val_energy=state.history["val_energy"],
                         best_epoch=state.best_epoch, stopped=str(metrics.get("stopped", "max epochs")),
-                        resumed_from=int(metrics.get("resumed_from", 0)),
+                        resumed_from=metrics.get("resumed_from"),
                         rows_per_s=float(metrics.get("rows_per_s", 0.0)))
     with torch.no_grad():
         val_rows = model.preprocess(torch.from_numpy(scanned.val_sample))

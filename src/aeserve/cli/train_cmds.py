@@ -168,7 +168,7 @@ def train(
     _remove_checkpoint(run["checkpointing"])
     if not quiet:
         fit = result.fit
-        resumed = f", resumed after epoch {fit.resumed_from}" if fit.resumed_from else ""
+        resumed = f", resumed after epoch {fit.resumed_from}" if fit.resumed_from is not None else ""
         speed = f", {fit.rows_per_s:,.0f} rows/s" if fit.rows_per_s else ""
         err.print(f"[green]saved[/] {escape(str(result.path))}: best epoch {fit.best_epoch}/"
                   f"{len(fit.val_energy)} ({fit.stopped}{resumed}{speed}), val energy {min(fit.val_energy):.4g}, "
