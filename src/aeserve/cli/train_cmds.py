@@ -38,7 +38,7 @@ def train(
                                                 "table's columns are typed and recorded in the bundle); several "
                                                 "files, a folder or a quoted glob of numeric shards, streamed from "
                                                 "disk in flat memory; or a folder of PNG/JPEG images.",
-                                      show_default=False, metavar="DATA..."),
+                                      show_default=False, metavar="DATA"),
     kind: Kind = typer.Option(Kind.ae, "--kind", "-k", help="Model kind."),
     arch: Arch = typer.Option(Arch.mlp, help="mlp; conv: stride-2 convolutions for images; conv1d: stride-2 temporal "
                                              "convolutions along --window (every kind)."),
@@ -98,7 +98,8 @@ def train(
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Write a checkpoint (OUT.checkpoint, safetensors and JSON) every N "
-                                              "epochs; 0: only when Ctrl-C or SIGTERM stops the run."),
+                                              "epochs; 0: only when Ctrl-C or SIGTERM stops the run. (ray: "
+                                              "every epoch, for its fault tolerance.)"),
     resume: bool = typer.Option(False, "--resume", help="Go on from OUT.checkpoint (same data and options)."),
     engine: TrainEngine = typer.Option(TrainEngine.local, "--engine",
                                        help="local: this process; ray: data-parallel workers on a Ray cluster "
