@@ -16,18 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-RUNNER = """
-import sys, time
-from aeserve.cli import main
-start = time.perf_counter()
-try:
-    main(sys.argv[1:])
-except SystemExit as exc:
-    assert exc.code in (0, None), exc.code
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(int(hwm.split()[1]) / 1024, time.perf_counter() - start)
-"""
+from stream_memory import RUNNER  # a verb in a fresh process; prints its VmHWM (MiB) and seconds
 
 ROWS_PER_SHARD, WIDTH = 2_000_000, 16
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from aeserve.errors import InputError
 from aeserve.readers import column_names, iter_chunks, preview
+from aeserve.serve.stream import _drain, _producer  # the file verbs' read-ahead thread
 
 __all__ = ["Shards", "RunningMoments", "BottomK", "ShardScan", "ShuffleBuffer", "row_hash", "scan", "epoch_batches",
            "file_key", "shards_of", "expand_paths"]
@@ -316,9 +317,6 @@ class ShuffleBuffer:
         self.parts, self.held = ([rows[out:]] if out < len(rows) else []), len(rows) - out
 
 
-_DONE = object()
-
-
 def shards_of(shards: Shards, epoch: int, seed: int, part: tuple[int, int] = (0, 1)) -> list[Path]:
     """The shards a worker reads in an epoch: every ``workers``-th of an order drawn from (``seed``,
     ``epoch``), so each epoch deals them out anew."""
@@ -331,54 +329,32 @@ def shards_of(shards: Shards, epoch: int, seed: int, part: tuple[int, int] = (0,
 
 
 def epoch_batches(shards: Shards, epoch: int, *, seed: int, val_fraction: float, batch_size: int,
-                  shuffle_buffer: int, prefetch: int = 4, stop: threading.Event | None = None,
-                  part: tuple[int, int] = (0, 1), max_batches: int | None = None) -> Iterator[np.ndarray]:
+                  shuffle_buffer: int, prefetch: int = 4, part: tuple[int, int] = (0, 1), max_batches: int | None = None) -> Iterator[np.ndarray]:
     """The training rows of one epoch in batches (batch, features) float32: shards in an order
     drawn from (``seed``, ``epoch``), read by a thread ``prefetch`` chunks ahead (so the model does
     not wait on I/O), validation rows dropped by hash, rows mixed by a ``ShuffleBuffer``.
     ``part`` = (worker, workers): this worker's shards (``shards_of``); ``max_batches``: stop after
     that many (data-parallel workers must take the same number of steps)."""
-    rng = np.random.default_rng([seed, epoch])
+    rng = np.random.default_rng([seed, epoch, part[0]])
     mine = shards_of(shards, epoch, seed, part)
+    def training_rows() -> Iterator[np.ndarray]:
+        for path in mine:
+            key = file_key(path)
+            for values, numbers in shards.chunks(path):
+                yield values[row_hash(key, numbers) >= val_fraction]
+
     chunks: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     halt = threading.Event()
-
-    def read() -> None:
-        try:
-            for path in mine:
-                key = file_key(path)
-                for values, numbers in shards.chunks(path):
-                    train = values[row_hash(key, numbers) >= val_fraction]
-                    while not halt.is_set():
-                        try:
-                            chunks.put(train, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if halt.is_set():
-                        return
-            chunks.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there with its message
-            chunks.put(exc)
-
-    reader = threading.Thread(target=read, name="aeserve-shard-reader", daemon=True)
-    reader.start()
+    reader = _producer(training_rows, chunks, halt)
     buffer = ShuffleBuffer(shuffle_buffer, batch_size, rng)
     given = 0
     try:
-        while True:
-            item = chunks.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
+        for item in _drain(chunks):
             for batch in buffer.add(item):
                 if given == max_batches:
                     return
                 given += 1
                 yield batch
-            if stop is not None and stop.is_set():
-                return
         for batch in buffer.drain():
             if given == max_batches:
                 return
