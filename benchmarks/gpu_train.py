@@ -23,7 +23,7 @@ def rows(n: int, width: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     normal += 0.1 * rng.normal(size=normal.shape).astype(np.float32)
     test = np.tanh(rng.normal(size=(2000, 6)).astype(np.float32)) @ mixing
     test += 0.1 * rng.normal(size=test.shape).astype(np.float32)
-    anomalies = test[:200] + rng.normal(scale=0.8, size=(200, width)).astype(np.float32)
+    anomalies = test[:200] + rng.normal(scale=0.15, size=(200, width)).astype(np.float32)
     return normal, test[200:], anomalies
 
 
