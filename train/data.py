@@ -11,7 +11,8 @@ from aeserve.errors import InputError
 from aeserve.manifest import Preprocessing
 
 __all__ = ["SCALINGS", "Split", "split_rows", "split_windows", "preprocessing_stats", "table_preprocessing",
-           "window_preprocessing", "scaled_preprocessing", "data_sha256"]
+           "window_preprocessing", "scaled_preprocessing", "mixed_preprocessing",
+           "data_sha256"]
 
 
 @dataclass
@@ -120,16 +121,25 @@ def table_preprocessing(train: np.ndarray, columns, scaling: str = "standard") -
     columns by ``scaling`` over their observed training cells; every other value 0 and 1 (slot
     indices, booleans and flags pass unscaled)."""
     n = len(columns)
-    shift, scale = np.zeros(2 * n, np.float32), np.ones(2 * n, np.float32)
+    stats = {}
     for j, column in enumerate(columns):
         if column.type != "numeric":
             continue
         observed = train[train[:, n + j] == 0, j:j + 1]
         if len(observed):
             prep = preprocessing_stats(observed, "mse", scaling)
-            shift[j], scale[j] = prep.shift[0], prep.scale[0]
+            stats[j] = (prep.shift[0], prep.scale[0])
+    return mixed_preprocessing(n, stats, scaling)
+
+
+def mixed_preprocessing(n_columns: int, stats: dict[int, tuple[float, float]], scaling: str = "standard"
+                        ) -> Preprocessing:
+    """The record of a mixed table's preprocessing: ``stats`` maps a numeric column's index to
+    its (shift, scale); every other value of the 2 x ``n_columns`` encoded ones passes as it is."""
+    shift, scale = np.zeros(2 * n_columns, np.float32), np.ones(2 * n_columns, np.float32)
+    for j, (column_shift, column_scale) in stats.items():
+        shift[j], scale[j] = column_shift, column_scale
     method = "robust" if scaling == "robust" else "standardize"
     return Preprocessing(method=method, shift=tuple(shift.tolist()), scale=tuple(scale.tolist()), clip=False,
                          formula="numeric columns: y_hat = (y - shift) / scale, 0 when missing; categorical "
                                  "columns one-hot; booleans and missing flags as they are")
-

@@ -54,7 +54,7 @@ def _worker_loop(config: dict) -> None:
     hardware = Hardware(device=str(device), precision=config["precision"], threads=config["threads"])
     torch.manual_seed(fit_config.seed)
     model = build_model(model_config)
-    model.set_preprocessing(torch.tensor(config["shift"]), torch.tensor(config["scale"]))
+    model.set_preprocessing(torch.tensor(config["shift"]), torch.tensor(config["scale"]), rows=config["rows"])
     with torch.no_grad():
         val = model.preprocess(torch.from_numpy(config["scanned"].val_sample.copy()))
     loss = ray.train.torch.prepare_model(EnergyLoss(model), parallel_strategy_kwargs={
@@ -142,6 +142,7 @@ def train_shards_ray(shards: Shards, out: str | Path, config: ModelConfig, fit_c
         _worker_loop,
         train_loop_config={"model": config.to_dict(), "fit": vars(fit_config), "shift": list(prep.shift),
                            "scale": list(prep.scale), "shards": shards, "scanned": scanned,
+                           "rows": shards.specs[0].rows if shards.specs else 0,
                            "val_fraction": val_fraction, "options": options, "precision": hardware.precision,
                            "threads": hardware.threads, "fingerprint": fingerprint},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),

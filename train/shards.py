@@ -18,7 +18,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from aeserve.readers import column_names, iter_chunks, preview
 from aeserve.serve.stream import _drain, _producer  # the file verbs' read-ahead thread
 
 __all__ = ["Shards", "RunningMoments", "BottomK", "ShardScan", "ShuffleBuffer", "row_hash", "scan", "epoch_batches",
-           "file_key", "shards_of", "expand_paths"]
+           "file_key", "shards_of", "expand_paths", "scan_columns"]
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -137,12 +137,22 @@ class Shards:
 
     files: tuple[Path, ...]
     features: tuple[str, ...]
+    encoding: Any = None  # a mixed table's aeserve.columns.TableEncoding (its chunks hold encoded rows)
+
+    @property
+    def specs(self) -> tuple:
+        """A mixed table's column records (empty for numeric rows)."""
+        return self.encoding.columns if self.encoding is not None else ()
 
     @classmethod
     def find(cls, paths: Sequence[str | Path], columns: Sequence[str] | None = None,
-             drop: Sequence[str] | None = None) -> "Shards":
+             drop: Sequence[str] | None = None, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),
+             min_category_count: int = 5, max_categories: int = 100, on_rows=None) -> "Shards":
         """Expand folders (their .parquet, .csv and .npy files) and globs into files, sorted, and
-        check that every file has the columns trained on (the first file's, less ``drop``)."""
+        check that every file has the columns trained on (the first file's, less ``drop``). When
+        the first shard holds text or booleans (or ``categorical`` names columns), one pass over
+        all shards types the columns, counts their categories and missing cells (``scan_columns``)
+        and the shards read as a mixed table."""
         files = expand_paths(paths)
         first = column_names(files[0])
         if columns:
@@ -158,13 +168,21 @@ class Shards:
             if lacking:
                 raise InputError(f"{path}: no column(s) {', '.join(map(repr, lacking[:5]))} that {files[0].name} "
                                  f"has; every shard needs the columns trained on ({preview(features)})")
-            _refuse_typed_columns(path, features)
             if path.suffix.lower() == ".npy" and len(names) != len(features):
                 raise InputError(f"{path}: {len(names)} columns, but {files[0].name} gives {len(features)}; "
                                  "every .npy shard must have the same width")
         if not features:
             raise InputError(f"{files[0]}: no columns left to use")
-        return cls(tuple(files), tuple(features))
+        types = _first_shard_types(files[0], features, categorical, numeric)
+        if all(t == "numeric" for t in types.values()):
+            return cls(tuple(files), tuple(features))
+        if any(p.suffix.lower() == ".npy" for p in files):
+            raise InputError(f"{files[0]}: text or boolean columns need .csv or .parquet shards, not .npy")
+        from aeserve.columns import TableEncoding
+
+        specs = scan_columns(files, types, min_count=min_category_count, max_categories=max_categories,
+                             on_rows=on_rows)
+        return cls(tuple(files), tuple(features), TableEncoding(specs))
 
     @property
     def total_bytes(self) -> int:
@@ -173,19 +191,25 @@ class Shards:
 
     def chunks(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(values (n, features) float32, 1-based rows (n,)) of one shard, chunk by chunk."""
-        for chunk in iter_chunks(path, list(self.features)):
+        for chunk in iter_chunks(path, list(self.features), encoding=self.encoding):
             yield chunk.values, chunk.row_numbers
 
 
-def _refuse_typed_columns(path: Path, features: Sequence[str]) -> None:
-    """A shard's column of text or booleans is refused before any work, saying what trains such a
-    table (Parquet: from its schema; CSV: from the types of its first block)."""
+def _first_shard_types(path: Path, features: Sequence[str], categorical: Sequence[str] = (),
+                       numeric: Sequence[str] = ()) -> dict[str, str]:
+    """Each column's type from the first shard (``aeserve.columns.infer_types``: Parquet by its
+    schema; CSV by the types of its first block, a number column with a stray cell staying numeric
+    so that the reader names the cell's row)."""
     import pyarrow as pa
 
+    from aeserve.columns import infer_types
+
     suffix = path.suffix.lower()
-    first = None
     if suffix == ".npy":
-        return
+        if categorical:
+            raise InputError(f"{path}: --categorical needs .csv or .parquet shards")
+        return {name: "numeric" for name in features}
+    first = None
     if suffix == ".parquet":
         from aeserve.readers import _parquet_file
 
@@ -201,18 +225,72 @@ def _refuse_typed_columns(path: Path, features: Sequence[str]) -> None:
                                                                      null_values=NULL_VALUES)) as reader:
                 schema, first = reader.schema, pa.Table.from_batches([reader.read_next_batch()])
         except (pa.ArrowException, OSError, StopIteration):
-            return  # the reader says what is wrong, with the row
+            return {name: "numeric" for name in features}  # the reader says what is wrong, with the row
     from aeserve.tables import _mostly_numbers
 
-    for name in features:
-        kind = schema.field(name).type
-        if first is not None and _mostly_numbers(first.column(name)):
-            continue  # numbers with a stray cell: the reader names its row
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
-                or pa.types.is_null(kind)):
-            raise InputError(f"{path}: column {name!r} holds {kind} values; training from shards (several files, a "
-                             "folder, a glob or --stream) takes numeric columns: leave it out with --drop, or train "
-                             "a table of text, booleans or missing cells in memory from one file")
+    stray = [n for n in features if first is not None and n not in categorical and _mostly_numbers(first.column(n))]
+    return infer_types(schema, list(features), categorical=categorical, numeric=[*numeric, *stray])
+
+
+#: distinct values a categorical column may show in a streaming pass (an id column would grow without bound)
+MAX_DISTINCT = 1_000_000
+
+
+def _arrow_batches(path: Path, features: Sequence[str]):
+    """A shard's columns as pyarrow tables, a block at a time (CSV cells as text: the pass only
+    counts categories and missing cells; the reader checks numbers later, naming the row)."""
+    import pyarrow as pa
+
+    if path.suffix.lower() == ".parquet":
+        from aeserve.readers import _parquet_file
+
+        for batch in _parquet_file(path).iter_batches(batch_size=65_536, columns=list(features)):
+            yield pa.Table.from_batches([batch])
+        return
+    import pyarrow.csv as pacsv
+
+    from aeserve.readers import NULL_VALUES
+
+    options = pacsv.ConvertOptions(include_columns=list(features), column_types={f: pa.string() for f in features},
+                                   null_values=NULL_VALUES, strings_can_be_null=True)
+    with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=4 << 20), convert_options=options) as reader:
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
+
+
+def scan_columns(files: Sequence[Path], types: dict[str, str], *, min_count: int = 5, max_categories: int = 100,
+                 on_rows=None) -> tuple:
+    """One pass over the shards: each column's missing cells and a categorical column's category
+    counts, merged across blocks and files, into the column records a mixed bundle keeps
+    (``aeserve.columns.spec_from_counts``: the same records as from the whole table at once)."""
+    import pyarrow as pa
+
+    from aeserve.columns import category_counts, missing_cells, spec_from_counts
+
+    counts: dict[str, dict[str, int]] = {name: {} for name, kind in types.items() if kind == "categorical"}
+    missing = dict.fromkeys(types, 0)
+    rows = 0
+    for path in files:
+        try:
+            for table in _arrow_batches(path, list(types)):
+                for name in types:
+                    column = table.column(name)
+                    absent = missing_cells(column)
+                    missing[name] += int(absent.sum())
+                    if name in counts:
+                        merged = counts[name]
+                        for value, count in category_counts(column, absent).items():
+                            merged[value] = merged.get(value, 0) + count
+                        if len(merged) > MAX_DISTINCT:
+                            raise InputError(f"{path}: column {name!r} shows more than {MAX_DISTINCT:,} distinct "
+                                             "values (an id?); leave it out with --drop")
+                rows += table.num_rows
+                if on_rows is not None:
+                    on_rows(table.num_rows)
+        except pa.ArrowException as exc:
+            raise InputError(f"{path}: cannot read ({str(exc).splitlines()[0][:200]})") from None
+    return tuple(spec_from_counts(name, kind, counts.get(name, {}), missing=missing[name], rows=rows,
+                                  min_count=min_count, max_categories=max_categories) for name, kind in types.items())
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -239,6 +317,7 @@ class ShardScan:
     train_rows: int
     val_rows: int
     sha256: str
+    column_moments: dict[int, RunningMoments]  # a mixed table's numeric columns: moments of their present cells
     val_sample: np.ndarray    # (<= max_val_rows, features) float32: early stopping, threshold, p-values
     train_sample: np.ndarray  # (<= sample_rows, features) float32: the latent Gaussian, kept rows
     shard_rows: dict[str, int] = field(default_factory=dict)  # training rows of each shard, by file name
@@ -257,7 +336,10 @@ def scan(shards: Shards, val_fraction: float, *, max_val_rows: int = 100_000, sa
          on_rows=None) -> ShardScan:
     """One pass: moments of the training rows, the counts, the sha256 of all rows (as float32, in
     file order: the in-memory fingerprint of the same rows), and the samples."""
-    width = len(shards.features)
+    width = shards.encoding.width if shards.encoding is not None else len(shards.features)
+    n = len(shards.specs)
+    numeric = [j for j, spec in enumerate(shards.specs) if spec.type == "numeric"]
+    column_moments = {j: RunningMoments() for j in numeric}
     moments, digest = RunningMoments(), hashlib.sha256()
     val, train = BottomK(max_val_rows), BottomK(sample_rows)
     rows = held = 0
@@ -270,6 +352,8 @@ def scan(shards: Shards, val_fraction: float, *, max_val_rows: int = 100_000, sa
             hashes = row_hash(key, numbers)
             is_val = hashes < val_fraction
             moments.update(values[~is_val])
+            for j in numeric:  # a mixed table's numeric columns: their present training cells
+                column_moments[j].update(values[~is_val & (values[:, n + j] == 0), j:j + 1])
             val.offer(values[is_val], hashes[is_val])
             train.offer(values[~is_val], hashes[~is_val])
             rows += len(values)
@@ -282,8 +366,8 @@ def scan(shards: Shards, val_fraction: float, *, max_val_rows: int = 100_000, sa
     if held == 0 or rows - held < 2:
         raise InputError(f"{rows} rows give {held} validation rows at --val-fraction {val_fraction}: need more rows "
                          "(or a larger --val-fraction) to hold out rows for early stopping and the threshold")
-    return ShardScan(moments, rows, rows - held, held, digest.hexdigest(), val.values(width), train.values(width),
-                     shard_rows)
+    return ShardScan(moments, rows, rows - held, held, digest.hexdigest(), column_moments, val.values(width),
+                     train.values(width), shard_rows)
 
 
 class ShuffleBuffer:

@@ -20,7 +20,7 @@ from aeserve.errors import InputError, OptionError
 from aeserve.manifest import ColumnSpec, DataRecord, InputSpec
 from aeserve.train.checkpoint import run_fingerprint
 from aeserve.train.config import ModelConfig
-from aeserve.train.data import scaled_preprocessing
+from aeserve.train.data import mixed_preprocessing, scaled_preprocessing
 from aeserve.train.device import Hardware
 from aeserve.train.fit import Checkpointing, FitConfig, fit
 from aeserve.train.pipeline import TrainResult, _write_bundle, save_kept_rows
@@ -75,11 +75,15 @@ def stream_preprocessing(scanned: ShardScan, cost: str, scaling: str = "standard
     or min and max for the bce cost. ``robust`` needs quantiles, which one bounded pass cannot
     give exactly: refused, naming the option."""
     moments = scanned.moments
-    if cost == "bce":
-        return scaled_preprocessing(moments.low, moments.high - moments.low, "minmax", cost)
     if scaling != "standard":
         raise OptionError("scaling", f"scaling {scaling!r} needs exact quantiles of all rows; training from shards "
                                      "computes exact means and variances in one pass: use scaling 'standard'")
+    if cost == "mixed":  # a mixed table: its numeric columns' present training cells
+        stats = {j: (float(m.mean[0]), float(m.std[0]) if m.std[0] > 1e-12 else 1.0)
+                 for j, m in scanned.column_moments.items() if m.count}
+        return mixed_preprocessing(len(moments.mean) // 2, stats, scaling)
+    if cost == "bce":
+        return scaled_preprocessing(moments.low, moments.high - moments.low, "minmax", cost)
     return scaled_preprocessing(moments.mean, moments.std, "standardize", cost)
 
 
@@ -110,8 +114,12 @@ def train_shards(shards: Shards, out: str | Path, config: ModelConfig, fit_confi
         raise InputError(f"{out}: already exists; replace it with force=True")
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if config.n_features != len(shards.features):
-        raise InputError(f"config expects {config.n_features} features, the shards have {len(shards.features)}")
+    width = shards.encoding.width if shards.encoding is not None else len(shards.features)
+    if config.n_features != width:
+        raise InputError(f"config expects {config.n_features} features, the shards have {width}")
+    if bool(shards.specs) != bool(config.table):
+        raise InputError("shards of typed columns train with ModelConfig(table=column_layout(shards.specs), "
+                         "cost='mixed'), and only such shards do")
     options = options or StreamOptions()
     scanned = scan(shards, val_fraction, max_val_rows=options.max_val_rows,
                    sample_rows=max(options.sample_rows, kept_rows), on_rows=on_scan)
@@ -120,7 +128,8 @@ def train_shards(shards: Shards, out: str | Path, config: ModelConfig, fit_confi
     prep = stream_preprocessing(scanned, config.cost, scaling)
     torch.manual_seed(fit_config.seed)
     model = build_model(config)
-    model.set_preprocessing(torch.tensor(prep.shift), torch.tensor(prep.scale))
+    model.set_preprocessing(torch.tensor(prep.shift), torch.tensor(prep.scale),
+                            rows=shards.specs[0].rows if shards.specs else 0)
     with torch.no_grad():
         val_rows = model.preprocess(torch.from_numpy(scanned.val_sample))  # (val sample, features)
         train_sample = model.preprocess(torch.from_numpy(scanned.train_sample))
@@ -144,8 +153,8 @@ def finish_shards(model, shards: Shards, scanned: ShardScan, out: Path, config: 
                   name: str | None, hardware: Hardware | None, engine: dict | None = None) -> TrainResult:
     """The bundle of a model fitted on shards (by one process or by a cluster's workers)."""
     features = tuple(shards.features)
-    input_spec = InputSpec(features=features, encoding="plain",
-                           columns=tuple(ColumnSpec(name=c, rows=scanned.rows) for c in features))
+    input_spec = InputSpec(features=features, encoding="mixed" if shards.specs else "plain",
+                           columns=shards.specs or tuple(ColumnSpec(name=c, rows=scanned.rows) for c in features))
     data = DataRecord(source=shards_source(shards), rows=scanned.rows, train_rows=scanned.train_rows,
                       val_rows=scanned.val_rows, sha256=scanned.sha256)
     hardware = hardware or Hardware()

@@ -26,7 +26,7 @@ from aeserve.errors import InputError
 from aeserve.manifest import ColumnSpec, InputSpec, Preprocessing
 
 __all__ = ["OTHER", "TRUE_TEXT", "FALSE_TEXT", "infer_types", "fit_columns", "as_arrow_table", "TableEncoding",
-           "needs_mixed", "missing_cells"]
+           "needs_mixed", "missing_cells", "category_counts", "spec_from_counts"]
 
 #: the name of a categorical column's last slot (rarer and unseen categories)
 OTHER = "(other)"
@@ -183,25 +183,36 @@ def fit_columns(table, types: Mapping[str, str], *, min_count: int = 5, max_cate
     """Each column's record from the training rows: a categorical column keeps the categories seen
     at least ``min_count`` times, the ``max_categories`` most frequent (ties by name), in that
     order; every column counts its missing cells."""
-    pa, pc = _pa()
     if min_count < 1 or max_categories < 1:
         raise InputError(f"--min-category-count and --max-categories must be >= 1, got {min_count}, {max_categories}")
     specs = []
     for name, column_type in types.items():
         column = table.column(name)
         absent = missing_cells(column)
-        missing = int(absent.sum())
-        vocabulary, other = (), 0
-        if column_type == "categorical":
-            counts = pc.value_counts(_text(column).filter(pa.array(~absent))).to_pylist()
-            ranked = sorted(((c["counts"], c["values"]) for c in counts), key=lambda pair: (-pair[0], pair[1]))
-            kept = [value for count, value in ranked if count >= min_count][:max_categories]
-            vocabulary = tuple(kept)
-            other = int(sum(count for count, value in ranked) - sum(count for count, value in ranked
-                                                                     if value in set(kept)))
-        specs.append(ColumnSpec(name=name, type=column_type, vocabulary=vocabulary, missing=missing,
-                                rows=table.num_rows, other=other))
+        counts = category_counts(column, absent) if column_type == "categorical" else {}
+        specs.append(spec_from_counts(name, column_type, counts, missing=int(absent.sum()), rows=table.num_rows,
+                                      min_count=min_count, max_categories=max_categories))
     return tuple(specs)
+
+
+def category_counts(column, absent: np.ndarray) -> dict[str, int]:
+    """How often each category of a column's present cells occurs (mergeable across chunks)."""
+    pa, pc = _pa()
+    return {c["values"]: c["counts"] for c in pc.value_counts(_text(column).filter(pa.array(~absent))).to_pylist()}
+
+
+def spec_from_counts(name: str, column_type: str, counts: Mapping[str, int], *, missing: int, rows: int,
+                     min_count: int = 5, max_categories: int = 100) -> ColumnSpec:
+    """A column's record from its category counts and missing cells (whole-table or merged from
+    chunks alike): categories seen at least ``min_count`` times, the ``max_categories`` most
+    frequent (ties by name), the rest counted as "other"."""
+    vocabulary, other = (), 0
+    if column_type == "categorical":
+        ranked = sorted(((count, value) for value, count in counts.items()), key=lambda pair: (-pair[0], pair[1]))
+        kept = [value for count, value in ranked if count >= min_count][:max_categories]
+        vocabulary = tuple(kept)
+        other = int(sum(counts.values()) - sum(counts[value] for value in kept))
+    return ColumnSpec(name=name, type=column_type, vocabulary=vocabulary, missing=missing, rows=rows, other=other)
 
 
 @dataclass

@@ -57,12 +57,24 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, shard_folder, args, message
     assert "Traceback" not in result.stderr and not (tmp_path / "b").exists()
 
 
-def test_a_text_column_in_a_shard_is_refused_naming_file_and_column(tmp_path):
+def test_shards_with_text_train_as_a_mixed_table_and_bad_cells_name_their_row(tmp_path):
     for i in range(2):
-        pq.write_table(pa.table({"x": np.arange(10.0), "site": ["a"] * 10}), tmp_path / f"s{i}.parquet")
-    result = run_cli("train", tmp_path / "s0.parquet", tmp_path / "s1.parquet", "--out", tmp_path / "m")
-    assert result.returncode == 2
-    assert "s0.parquet: column 'site' holds string values" in result.stderr and "--drop" in result.stderr
+        pq.write_table(pa.table({"x": np.arange(40.0) % 7, "site": ["a", "b"] * 20}), tmp_path / f"s{i}.parquet")
+    result = run_cli("train", tmp_path / "s0.parquet", tmp_path / "s1.parquet", "--epochs", "2", "--out",
+                     tmp_path / "m", "--min-category-count", "1")
+    assert result.returncode == 0, result.stderr
+    assert "2 columns (1 numeric, 1 categorical; 0 missing cells)" in result.stderr
+    vocabulary = json.loads((tmp_path / "m" / "manifest.json").read_text())["input"]["columns"][1]["vocabulary"]
+    assert vocabulary == ["a", "b"]
+    (tmp_path / "csv").mkdir()
+    for i in range(2):
+        lines = ["x,site"] + [f"{k % 7},{'ab'[k % 2]}" for k in range(40)]
+        if i == 1:
+            lines[12] = "seven,a"  # data row 12: text in a number column
+        (tmp_path / "csv" / f"s{i}.csv").write_text("\n".join(lines) + "\n")
+    bad = run_cli("train", tmp_path / "csv", "--epochs", "1", "--out", tmp_path / "n")
+    assert bad.returncode == 2 and "s1.csv" in bad.stderr and "row 12" in bad.stderr and "'x'" in bad.stderr, \
+        bad.stderr
 
 
 def _sha(folder) -> dict:

@@ -142,13 +142,13 @@ def train(
     run = _run_options(target, device=device, precision=precision.value, threads=threads,
                        checkpoint_every=checkpoint_every, resume=resume)
     if streamed:
-        _refuse_for_shards(series=series, categorical=categorical, numeric=numeric, image_size=image_size,
-                           arch=arch.value)
-        config, fit_config, shards = _shard_configs(data, kind.value, fit=fit_options, **model_options)
+        _refuse_for_shards(series=series, image_size=image_size, arch=arch.value)
+        config, fit_config, shards = _shard_configs(data, kind.value, fit=fit_options, typing=typing, **model_options)
         if not quiet:
             size = shards.total_bytes
+            what = _describe_columns(shards) if shards.specs else f"{len(shards.features)} features"
             err.print(f"training {kind.value} on {len(shards.files)} shard(s) ({size / 2**20:,.1f} MiB), "
-                      f"{len(shards.features)} features, streamed from disk"
+                      f"{what}, streamed from disk"
                       + (f" by {workers} Ray workers" if engine.value == "ray" else ""))
         result = _train_shards_with_progress(shards, target, config, fit_config, quiet=quiet, run=run,
                                              engine=engine.value, workers=workers, address=address,
@@ -206,24 +206,26 @@ def _data_name(data: list[Path]) -> str:
     return first.name if first.is_dir() else first.stem
 
 
-def _refuse_for_shards(*, series, categorical, numeric, image_size, arch) -> None:
-    """Flags that need the whole table in memory, refused with streamed data."""
-    for flag, given in (("--window", series is not None), ("--categorical", categorical), ("--numeric", numeric),
-                        ("--image-size", image_size), ("--arch", arch != "mlp")):
+def _refuse_for_shards(*, series, image_size, arch) -> None:
+    """Flags that need the whole data in memory, refused with streamed shards."""
+    for flag, given in (("--window", series is not None), ("--image-size", image_size), ("--arch", arch != "mlp")):
         if given:
             raise typer.BadParameter("trains from one file in memory; streamed shards (several files, a folder, a "
-                                     "glob, --stream) take numeric rows with the mlp", param_hint=flag)
+                                     "glob, --stream) take tables, with the mlp", param_hint=flag)
 
 
 def _shard_configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size,
-                   columns, drop, options, fit):
-    """(ModelConfig, FitConfig, Shards) for training from shards."""
+                   columns, drop, options, fit, typing):
+    """(ModelConfig, FitConfig, Shards) for training from shards (typed columns when they hold
+    text or booleans)."""
+    from aeserve.train.mixed import table_options
     from aeserve.train.shards import Shards
 
-    shards = Shards.find(data, columns=csv_list(columns), drop=csv_list(drop))
-    return _model_configs(kind, len(shards.features), arch=arch, image_shape=(), hidden=hidden, latent=latent,
+    shards = Shards.find(data, columns=csv_list(columns), drop=csv_list(drop), **typing)
+    width = shards.encoding.width if shards.encoding is not None else len(shards.features)
+    return _model_configs(kind, width, arch=arch, image_shape=(), hidden=hidden, latent=latent,
                           members=members, activation=activation, cost=cost, conv_channels=conv_channels,
-                          mixed={}, options=options, fit=fit) + (shards,)
+                          mixed=table_options(shards.specs), options=options, fit=fit) + (shards,)
 
 
 def _run_options(target: Path, *, device: str, precision: str, threads: int, checkpoint_every: int,
@@ -277,7 +279,7 @@ def _series_options(window: int, stride: int, time_column, group_column, max_gap
 
 def _describe_columns(table) -> str:
     """'8 features', a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells)', or
-    a series' '3 channels in 9,800 windows of 32 rows (10,000 rows, 4 series)'."""
+    a series' '3 channels in 9,800 windows of 32 rows (10,000 rows, 4 series)'; shards' like a table."""
     if getattr(table, "window", None) is not None:
         w = table.window
         return (f"{len(w.channels)} channels in {table.values.shape[0]:,} windows of {w.size} rows "
