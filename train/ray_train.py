@@ -114,7 +114,7 @@ def train_shards_ray(shards: Shards, out: str | Path, config: ModelConfig, fit_c
         from ray.train.torch import TorchTrainer
     except ImportError as exc:
         raise BackendUnavailable(f"--engine ray needs Ray Train ({exc.name} is missing): pip install "
-                                 "'ray[train]'") from None
+                                 "'aeserve[ray-train]'") from None
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists; replace it with force=True")
