@@ -143,7 +143,10 @@ def train(
                        checkpoint_every=checkpoint_every, resume=resume)
     if streamed:
         _refuse_for_shards(series=series, image_size=image_size, arch=arch.value)
-        config, fit_config, shards = _shard_configs(data, kind.value, fit=fit_options, typing=typing, **model_options)
+        with _TrainProgress(epochs, quiet) as progress:  # the typing pass of shards with text columns
+            config, fit_config, shards = _shard_configs(data, kind.value, fit=fit_options,
+                                                        typing={**typing, "on_rows": progress.typing},
+                                                        **model_options)
         if not quiet:
             size = shards.total_bytes
             what = _describe_columns(shards) if shards.specs else f"{len(shards.features)} features"
@@ -443,6 +446,11 @@ class _TrainProgress:
         """on_scan: rows read by the statistics pass (total unknown: shown as it grows)."""
         self._scanned = getattr(self, "_scanned", 0) + rows
         self._show("statistics", self._scanned, self._scanned, force=True)
+
+    def typing(self, rows: int) -> None:
+        """on_rows of the typing pass over shards with text columns (categories, missing cells)."""
+        self._typed = getattr(self, "_typed", 0) + rows
+        self._show("typing", self._typed, self._typed, force=True)
 
     def batch(self, epoch: int, done: int, total: int) -> None:
         """on_batch: rows done of this epoch."""
