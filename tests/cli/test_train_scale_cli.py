@@ -90,12 +90,14 @@ def test_a_stopped_run_keeps_the_old_bundle_and_resumes(tmp_path, sig, code):
     out = tmp_path / "m"
     assert run_cli("train", folder, "--epochs", "1", "--out", out, "-q").returncode == 0
     before = _sha(out)
-    command = [sys.executable, "-m", "aeserve", "train", str(folder), "--epochs", "3", "--batch-size", "32",
-               "--out", str(out), "--force"]
+    command = [sys.executable, "-m", "aeserve", "train", str(folder), "--epochs", "6", "--batch-size", "32",
+               "--checkpoint-every", "1", "--out", str(out), "--force"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "m.checkpoint"
     try:
-        time.sleep(4)  # past the statistics pass, into the epochs
+        deadline = time.monotonic() + 180
+        while not (checkpoint / "checkpoint.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # into the epochs: the first epoch's checkpoint is on disk
         process.send_signal(sig)
         stderr = process.communicate(timeout=120)[1]
     finally:
@@ -112,4 +114,4 @@ def test_a_stopped_run_keeps_the_old_bundle_and_resumes(tmp_path, sig, code):
     assert f"resumed after epoch {epoch}" in resumed.stderr
     assert _sha(out) != before and not checkpoint.exists()
     history = json.loads((out / "manifest.json").read_text())["training"]["history"]["val_energy"]
-    assert len(history) == 3
+    assert len(history) == 6
