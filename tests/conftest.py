@@ -21,6 +21,12 @@ import pytest
 # the CLI subprocesses share, never to the user's ~/.cache
 os.environ.setdefault("AESERVE_CACHE_DIR", tempfile.mkdtemp(prefix="aeserve-test-cache-"))
 
+# A run started in the background of a non-interactive shell inherits SIGINT ignored, and every
+# aeserve it starts would too (Ctrl-C tests would see the command run on): a handler of our own
+# here becomes the default disposition in the children (exec resets handlers, not SIG_IGN).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 KINDS = ("ae", "dae", "cae", "vae", "lvm")
 
 
