@@ -147,17 +147,17 @@ def time_pyod(rows, kind, args, defaults: bool = False) -> dict:
 
 
 def profile_fit(rows, names, args, work: Path) -> list[tuple[str, float]]:
-    """Self CPU time share of the top operators over one epoch of aeserve's in-memory ae fit."""
+    """Self CPU time share of the top operators over one epoch of aeserve's streamed ae fit."""
     from torch.profiler import ProfilerActivity, profile
 
-    from aeserve.tables import Table
     from aeserve.train.config import ModelConfig
     from aeserve.train.fit import FitConfig
-    from aeserve.train.pipeline import train_bundle
+    from aeserve.train.shards import Shards
+    from aeserve.train.streaming import train_shards
 
     config = ModelConfig(kind="ae", n_features=rows.shape[1], hidden=HIDDEN, latent=LATENT)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_bundle(Table(rows[:30_000], names, "rows"), work / "p", config,
+        train_shards(Shards.find([work / "shards"]), work / "p", config,
                      FitConfig(epochs=1, batch_size=args.batch_size), export=False, force=True, kept_rows=0)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
@@ -217,7 +217,7 @@ def main() -> None:
             results[f"{kind} {name}"] = {"rows_per_s": speed, "x_pyod": speed / pyod, "share": speed / bound,
                                          "val_loss": loss}
             print(f"| {name:<20} | {speed:,.0f} | {speed / pyod:.2f} | {speed / bound:.0%} | {loss:.4g} |")
-    print("\nprofile of aeserve's fit (ae, one epoch of 30k rows; self CPU time):")
+    print("\nprofile of aeserve's streamed fit (ae, one epoch; self CPU time):")
     for name, share in profile_fit(rows, names, args, work):
         print(f"  {share:6.1%}  {name}")
     if args.json:

@@ -85,7 +85,7 @@ def _sha(folder) -> dict:
 def test_a_stopped_run_keeps_the_old_bundle_and_resumes(tmp_path, sig, code):
     rng = np.random.default_rng(0)
     folder = tmp_path / "big"
-    rows = (rng.normal(size=(120_000, 4)) @ rng.normal(size=(4, 12))).astype(np.float32)
+    rows = (rng.normal(size=(40_000, 4)) @ rng.normal(size=(4, 12))).astype(np.float32)
     write_shards(folder, rows, [f"s{i}" for i in range(12)], 2)
     out = tmp_path / "m"
     assert run_cli("train", folder, "--epochs", "1", "--out", out, "-q").returncode == 0

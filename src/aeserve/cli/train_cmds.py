@@ -196,7 +196,7 @@ def _streams(data: list[Path], stream: bool, engine: str) -> bool:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return False
-    return path.is_file() and path.suffix.lower() != ".npy" and path.stat().st_size > memory // 4
+    return path.is_file() and path.stat().st_size > memory // 4
 
 
 def _data_name(data: list[Path]) -> str:
