@@ -54,13 +54,13 @@ def main() -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from aeserve.machine import cpu_flags, cpu_model
+    from aeserve.machine import cpu_summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"# CPU {cpu_model()}; flags {' '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_vnni', 'amx_tile'}))}")
+    print(f"# CPU {cpu_summary()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = {}

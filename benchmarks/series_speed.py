@@ -79,7 +79,7 @@ def precomputed_rate(bundle: Path, rows: int, channels: int, window: int, repeat
 
 
 def main() -> None:
-    from aeserve.machine import cpu_flags, cpu_model
+    from aeserve.machine import cpu_summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"# CPU {cpu_model()}; flags {' '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_vnni', 'amx_tile'}))}")
+    print(f"# CPU {cpu_summary()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_series(root / "train.parquet", 20_000, args.channels, seed=1)

@@ -218,10 +218,11 @@ def fit(model: EnergyAutoencoder, train: torch.Tensor | RowStream, val: torch.Te
                 best, best_state, stale, result.best_epoch = val_energy, copy.deepcopy(model.state_dict()), 0, epoch
             else:
                 stale += 1
+            state = snapshot(epoch) if on_state is not None or checkpointing is not None else None
             if on_state is not None:
-                on_state(snapshot(epoch))
+                on_state(state)
             if checkpointing is not None:
-                last = snapshot(epoch)
+                last = state
                 if checkpointing.every and epoch % checkpointing.every == 0:
                     save_checkpoint(checkpointing.directory, last)
             if stale >= config.patience:

@@ -13,6 +13,7 @@ stream the training rows from a reader thread through a bounded ``ShuffleBuffer`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import queue
 import threading
 import zlib
@@ -202,8 +203,6 @@ def _first_shard_types(path: Path, features: Sequence[str], categorical: Sequenc
     so that the reader names the cell's row)."""
     import pyarrow as pa
 
-    from aeserve.columns import infer_types
-
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if categorical:
@@ -226,10 +225,9 @@ def _first_shard_types(path: Path, features: Sequence[str], categorical: Sequenc
                 schema, first = reader.schema, pa.Table.from_batches([reader.read_next_batch()])
         except (pa.ArrowException, OSError, StopIteration):
             return {name: "numeric" for name in features}  # the reader says what is wrong, with the row
-    from aeserve.tables import _mostly_numbers
+    from aeserve.tables import column_types
 
-    stray = [n for n in features if first is not None and n not in categorical and _mostly_numbers(first.column(n))]
-    return infer_types(schema, list(features), categorical=categorical, numeric=[*numeric, *stray])
+    return column_types(schema, list(features), first, categorical=categorical, numeric=numeric)
 
 
 #: distinct values a categorical column may show in a streaming pass (an id column would grow without bound)
@@ -431,19 +429,14 @@ def epoch_batches(shards: Shards, epoch: int, *, seed: int, val_fraction: float,
     halt = threading.Event()
     reader = _producer(training_rows, chunks, halt)
     buffer = ShuffleBuffer(shuffle_buffer, batch_size, rng)
-    given = 0
-    try:
+
+    def batches() -> Iterator[np.ndarray]:
         for item in _drain(chunks):
-            for batch in buffer.add(item):
-                if given == max_batches:
-                    return
-                given += 1
-                yield batch
-        for batch in buffer.drain():
-            if given == max_batches:
-                return
-            given += 1
-            yield batch
+            yield from buffer.add(item)
+        yield from buffer.drain()
+
+    try:
+        yield from itertools.islice(batches(), max_batches)
     finally:
         halt.set()
         while reader.is_alive():  # unblock a reader waiting on a full queue, then let it end

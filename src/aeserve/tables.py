@@ -20,7 +20,7 @@ from aeserve.errors import InputError
 from aeserve.manifest import WindowSpec
 from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview, row_width
 
-__all__ = ["Table", "SeriesTable", "read_table", "read_training_table", "read_series_table", "read_series_windows",
+__all__ = ["Table", "SeriesTable", "column_types", "read_table", "read_training_table", "read_series_table", "read_series_windows",
            "read_model_rows", "typed_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
 
 
@@ -254,17 +254,27 @@ def read_model_rows(path: str | os.PathLike, spec, labels: str | None = None
     return rows, (read_table(path, columns=[labels]).values[:, 0] if labels else None)
 
 
+def column_types(schema, names: Sequence[str], sample=None, *, categorical: Sequence[str] = (),
+                 numeric: Sequence[str] = ()) -> dict[str, str]:
+    """Each column's type (``aeserve.columns.infer_types``), where a text column of ``sample`` (a
+    pyarrow table: the whole table, or a file's first block) that is numbers with a few stray cells
+    stays numeric, so that its stray cells are reported by row as bad cells."""
+    from aeserve.columns import infer_types
+
+    stray = [n for n in names if sample is not None and n not in categorical and _mostly_numbers(sample.column(n))]
+    return infer_types(schema, list(names), categorical=categorical, numeric=[*numeric, *stray])
+
+
 def typed_table(data, source: str, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),
                 min_category_count: int = 5, max_categories: int = 100) -> Table | None:
     """A mixed table to train on from a pyarrow table (or a DataFrame, or a dict of columns):
     each column typed, its vocabulary and missing cells counted, its rows encoded; None when
     every column is a complete number column (then the plain numeric path applies)."""
-    from aeserve.columns import TableEncoding, as_arrow_table, fit_columns, infer_types, needs_mixed
+    from aeserve.columns import TableEncoding, as_arrow_table, fit_columns, needs_mixed
 
     data = as_arrow_table(data)
     names = data.column_names
-    stray = [n for n in names if n not in categorical and _mostly_numbers(data.column(n))]
-    types = infer_types(data.schema, names, categorical=categorical, numeric=[*numeric, *stray])
+    types = column_types(data.schema, names, data, categorical=categorical, numeric=numeric)
     if not needs_mixed(data, types) and not categorical:
         return None
     specs = fit_columns(data, types, min_count=min_category_count, max_categories=max_categories)
