@@ -133,6 +133,32 @@ def test_a_table_lacking_a_column_is_refused(mixed_bundle, tmp_path):
         aeserve.load(mixed_bundle["path"], backend="onnxruntime").score(np.zeros((2, 5), np.float32))
 
 
+@pytest.mark.parametrize("text", [False, True], ids=["numbers-missing-and-a-boolean", "text-only"])
+def test_a_table_without_text_or_without_numbers_trains_and_scores(tmp_path, text):
+    """The two edge layouts: no categorical column (numbers with missing cells and a boolean, once
+    a traceback) and categorical columns alone; a row unlike the rest scores higher."""
+    rng = np.random.default_rng(1)
+    n = 400
+    if text:
+        a = rng.choice(["x", "y"], n)
+        frame = {"a": a, "b": np.where(a == "x", "p", "q")}  # b follows a
+        odd = {"a": ["x"], "b": ["q"]}
+    else:
+        x = rng.normal(size=n)
+        frame = {"x": x, "y": np.where(np.arange(n) % 10 == 0, np.nan, 2 * x + rng.normal(0, 0.1, n)),
+                 "flag": x > 0}
+        odd = {"x": [1.5], "y": [-3.0], "flag": [False]}
+    pacsv.write_csv(pa.table(frame), tmp_path / "t.csv")
+    result = run_cli("train", tmp_path / "t.csv", "--out", tmp_path / "m", "--epochs", "30", "--quiet",
+                     "--min-category-count", "1")
+    assert result.returncode == 0, result.stderr
+    model = aeserve.load(tmp_path / "m")
+    typical = model.score(pa.table(frame).slice(0, 50))["energy"]
+    assert model.score(pa.table(odd))["energy"][0] > np.quantile(typical, 0.9)
+    result = run_cli("score", tmp_path / "m", tmp_path / "t.csv", "-o", tmp_path / "s.csv", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
 def test_categorical_and_numeric_flags_override_the_inferred_types(tmp_path):
     rng = np.random.default_rng(0)
     frame = {"code": rng.integers(1, 4, 300), "x": rng.normal(size=300), "flag": rng.integers(0, 2, 300)}
