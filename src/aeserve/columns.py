@@ -166,12 +166,18 @@ def missing_cells(column) -> np.ndarray:
     from aeserve.readers import NULL_VALUES
 
     nulls = pa.array(NULL_VALUES)
-    missing = pc.is_null(column, nan_is_null=True)
     value_type = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
+    text = pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
+    if column.null_count == 0 and not pa.types.is_floating(value_type) and not text:
+        return np.zeros(len(column), dtype=bool)  # no null, and no NaN or null text to look for
+    missing = pc.is_null(column, nan_is_null=True)
+    if not text:
         return missing.to_numpy(zero_copy_only=False)
     if pa.types.is_dictionary(column.type):
-        parts = [pc.take(pc.is_in(chunk.dictionary, value_set=nulls), chunk.indices) for chunk in column.chunks]
+        flagged = [pc.is_in(chunk.dictionary, value_set=nulls) for chunk in column.chunks]
+        if column.null_count == 0 and not any(pc.any(f).as_py() for f in flagged):
+            return np.zeros(len(column), dtype=bool)  # no entry of any dictionary reads as missing
+        parts = [pc.take(f, chunk.indices) for f, chunk in zip(flagged, column.chunks)]
         text_null = pa.chunked_array(parts, pa.bool_()) if parts else pa.chunked_array([], pa.bool_())
     else:
         text_null = pc.is_in(column, value_set=nulls)
@@ -329,19 +335,19 @@ class TableEncoding:
         other = len(spec.vocabulary)
         if pa.types.is_dictionary(column.type):  # map the dictionary once, then take by the codes
             parts = []
-            for chunk in column.chunks:
+            for chunk in column.chunks:  # a null code takes slot 0; ``missing`` flags it
                 mapped = pc.fill_null(pc.index_in(_text(pa.chunked_array([chunk.dictionary])), value_set=vocabulary),
                                       other)
-                parts.append(pc.take(mapped, chunk.indices).to_numpy(zero_copy_only=False))
+                parts.append(pc.fill_null(pc.take(mapped, chunk.indices), 0).to_numpy(zero_copy_only=False))
             slots = np.concatenate(parts) if parts else np.empty(0, np.int64)
-            slots = np.where(missing, 0, np.nan_to_num(slots.astype(np.float64), nan=0))
+            slots = np.where(missing, 0, slots) if missing.any() else slots
         else:
             try:
                 text = _text(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise InputError(f"column {spec.name!r}: cannot read as text ({str(exc).splitlines()[0]})") from None
             slots = pc.fill_null(pc.index_in(text, value_set=vocabulary), other).to_numpy(zero_copy_only=False)
-            slots = np.where(missing, 0, slots)
+            slots = np.where(missing, 0, slots) if missing.any() else slots
         return slots.astype(np.float32)
 
     #: each column type's encoder: (column, missing mask, spec, reject) -> values (n,)
