@@ -156,10 +156,11 @@ class MixedTable(nn.Module):
         parts = []
         if self.n_scalar:
             diff = target - scalar_out
-            bce = _softplus(scalar_out) - target * scalar_out if self._scalar_cost != "mse" else None
-            scalar_terms = {"mse": lambda: diff * diff, "bce": lambda: bce,
-                            "mixed": lambda: torch.where(self.is_binary, bce, diff * diff)}[self._scalar_cost]()
-            parts.append(scalar_terms)
+            if self._scalar_cost == "mse":
+                parts.append(diff * diff)
+            else:
+                bce = _softplus(scalar_out) - target * scalar_out
+                parts.append(bce if self._scalar_cost == "bce" else torch.where(self.is_binary, bce, diff * diff))
         if self.n_categorical:
             logits = logits + self.pad_bias
             parts.append(_logsumexp(logits) * hot.sum(dim=2) - (hot * logits).sum(dim=2))
