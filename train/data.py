@@ -9,6 +9,7 @@ import numpy as np
 from aeserve.bundle import rows_sha256 as data_sha256  # the fingerprint lives in the core: calibrate checks it
 from aeserve.errors import InputError
 from aeserve.manifest import Preprocessing
+from aeserve.transforms import signed_log
 
 __all__ = ["SCALINGS", "Split", "split_rows", "split_windows", "preprocessing_stats", "table_preprocessing",
            "window_preprocessing", "scaled_preprocessing", "mixed_preprocessing",
@@ -118,7 +119,8 @@ def window_preprocessing(train: np.ndarray, channels: int, size: int, cost: str,
 
 def table_preprocessing(train: np.ndarray, columns, scaling: str = "standard") -> Preprocessing:
     """Shift/scale of a mixed table's encoded rows (value_j, then missing_j, per column): numeric
-    columns by ``scaling`` over their observed training cells; every other value 0 and 1 (slot
+    columns by ``scaling`` over their observed training cells (through the signed log for a
+    column with ``transform == "log"``); every other value 0 and 1 (slot
     indices, booleans and flags pass unscaled)."""
     n = len(columns)
     stats = {}
@@ -126,6 +128,8 @@ def table_preprocessing(train: np.ndarray, columns, scaling: str = "standard") -
         if column.type != "numeric":
             continue
         observed = train[train[:, n + j] == 0, j:j + 1]
+        if column.transform == "log":  # the statistics of the values the graphs standardise
+            observed = signed_log(observed.astype(np.float64)).astype(np.float32)
         if len(observed):
             prep = preprocessing_stats(observed, "mse", scaling)
             stats[j] = (prep.shift[0], prep.scale[0])
@@ -141,5 +145,6 @@ def mixed_preprocessing(n_columns: int, stats: dict[int, tuple[float, float]], s
         shift[j], scale[j] = column_shift, column_scale
     method = "robust" if scaling == "robust" else "standardize"
     return Preprocessing(method=method, shift=tuple(shift.tolist()), scale=tuple(scale.tolist()), clip=False,
-                         formula="numeric columns: y_hat = (y - shift) / scale, 0 when missing; categorical "
+                         formula="numeric columns: y_hat = (y - shift) / scale (y read as sign(y)*log(1 + |y|) "
+                                 "for a column whose transform is log), 0 when missing; categorical "
                                  "columns one-hot; booleans and missing flags as they are")

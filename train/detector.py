@@ -59,7 +59,8 @@ class Detector(OutlierMixin, BaseEstimator):
     ``activation``, ``members``: an ensemble); the fit (``epochs``, ``batch_size``, ``lr``,
     ``patience``, ``weight_decay``, ``random_state``); the data (``val_fraction`` held out for
     early stopping, the threshold and the p-values; ``scaling`` standard or robust; for a mixed
-    table ``categorical``, ``min_category_count``, ``max_categories``); the threshold
+    table ``categorical``, ``min_category_count``, ``max_categories``, and ``log``: numeric columns
+    read on a log scale inside the bundle, names or 'auto', ``aeserve.transforms``); the threshold
     (``contamination``, ``quantile``); each kind's own options (``KIND_PARAMETERS``: None keeps
     the kind's default); ``verbose`` (1: one line per epoch on stderr)."""
 
@@ -67,7 +68,7 @@ class Detector(OutlierMixin, BaseEstimator):
                  members: int = 1, epochs: int = 100, batch_size: int = 128, lr: float = 1e-3, patience: int = 10,
                  weight_decay: float = 0.0, random_state: int | None = 0, val_fraction: float = 0.1,
                  scaling: str = "standard", contamination="auto", quantile: float = 0.99, categorical=(),
-                 min_category_count: int = 5, max_categories: int = 100, sparsity=None, noise=None, mask=None,
+                 min_category_count: int = 5, max_categories: int = 100, log=(), sparsity=None, noise=None, mask=None,
                  contraction=None, beta=None, energy=None, free_samples=None, infer_steps=None, infer_lr=None,
                  distance_weight=None, latent_weight=None, free_beta=None, free_sigma=None, verbose: int = 0):
         self.kind = kind
@@ -88,6 +89,7 @@ class Detector(OutlierMixin, BaseEstimator):
         self.categorical = categorical
         self.min_category_count = min_category_count
         self.max_categories = max_categories
+        self.log = log
         self.sparsity = sparsity
         self.noise = noise
         self.mask = mask
@@ -156,11 +158,13 @@ class Detector(OutlierMixin, BaseEstimator):
 
         if not _is_array(X):
             typed = typed_table(X, "Detector.fit", categorical=tuple(self.categorical),
-                                min_category_count=self.min_category_count, max_categories=self.max_categories)
+                                min_category_count=self.min_category_count, max_categories=self.max_categories,
+                                log=self.log)
             if typed is not None:
                 return typed
-        elif self.categorical:
-            raise ValueError("categorical names columns of a DataFrame or pyarrow table; an array has no names")
+        elif self.categorical or self.log:
+            raise ValueError("categorical and log name columns of a DataFrame or pyarrow table (log: or 'auto'); "
+                             "an array has no names")
         values = validate_data(self, _plain(X), dtype=np.float32, reset=True)
         names = list(getattr(self, "feature_names_in_", [f"x{i}" for i in range(values.shape[1])]))
         return Table(np.ascontiguousarray(values, np.float32), [str(n) for n in names], "Detector.fit")

@@ -4,10 +4,16 @@ The seed gives C for two kinds of input: the squared error for real values and t
 cross-entropy for categories (a softmax over the category's slots; for a 0/1 input the binary
 cross-entropy). For a table row y with columns j, missing flags m_j and decoder output o:
 
-    C(y, ỹ) = Σ_numeric (1 − m_j)(ŷ_j − o_j)²                    ŷ_j = (y_j − shift_j) / scale_j
+    C(y, ỹ) = Σ_numeric (1 − m_j)(ŷ_j − o_j)²                    ŷ_j = (g_j(y_j) − shift_j) / scale_j
             + Σ_binary (1 − m_j)(softplus(o_j) − y_j o_j)        −log p(y_j), p = σ(o_j)
             + Σ_categorical (1 − m_j)(logsumexp(o_j,·) − o_j,k)  −log softmax(o_j)_k, k = y's slot
             + Σ_all (softplus(l_j) − m_j l_j)                    −log p(m_j), p = σ(l_j)
+
+g_j is the identity, or for a column trained with ``--log`` the signed log
+g(y) = sign(y)·log(1 + |y|) (its inverse sign(t)·(e^|t| − 1) maps the decoder's output back to
+raw units): a heavy-tailed amount's squared error is then on its order of magnitude, so that
+its largest values do not dwarf every other column's error (docs/quality.md). shift_j and
+scale_j are the statistics of g_j(y_j) over the training rows.
 
 A missing cell does not enter the value terms; its column's missing-indicator does. For a
 column that training saw missing, l_j is decoded like any other output, so an unusual pattern
@@ -61,6 +67,17 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(min=0.0) + (-x.abs()).exp().add(1.0).log()
 
 
+def signed_log(x: torch.Tensor) -> torch.Tensor:
+    """g(x) = sign(x)·log(1 + |x|): log1p for x ≥ 0, odd, monotone, defined everywhere (a value
+    below any seen in training still maps below them). ``aeserve.columns.signed_log`` in numpy."""
+    return x.sign() * x.abs().add(1.0).log()
+
+
+def signed_exp(t: torch.Tensor) -> torch.Tensor:
+    """g⁻¹(t) = sign(t)·(e^|t| − 1), the inverse of ``signed_log``."""
+    return t.sign() * t.abs().exp().sub(1.0)
+
+
 def _take(t: torch.Tensor, columns: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
     """``t[:, index]``: a slice when ``index`` is one run of consecutive columns (a view; the
     graphs' Gather copies), else ``index_select`` with ``columns``, the same index as a buffer."""
@@ -81,8 +98,8 @@ class MixedTable(nn.Module):
         super().__init__()
         columns = parse_table_layout(layout)
         self.n = n = len(columns)
-        scalar = [j for j, (kind, _, _) in enumerate(columns) if kind != "categorical"]
-        categorical = [j for j, (kind, _, _) in enumerate(columns) if kind == "categorical"]
+        scalar = [j for j, (kind, _, _, _) in enumerate(columns) if kind != "categorical"]
+        categorical = [j for j, (kind, _, _, _) in enumerate(columns) if kind == "categorical"]
         slots = [columns[j][1] for j in categorical]
         self.n_scalar, self.n_categorical, self.n_slots = len(scalar), len(categorical), sum(slots)
         self.widest = widest = max(slots, default=1)
@@ -104,13 +121,18 @@ class MixedTable(nn.Module):
         buffer("pad_bias", [[0.0 if k < size else PAD for k in range(widest)] for size in slots] or [[0.0]],
                torch.float32)
         buffer("unpad_index", [i * widest + k for i, size in enumerate(slots) for k in range(size)])
-        buffer("decoded_missing", [d for _, _, d in columns], torch.bool)
+        buffer("decoded_missing", [d for _, _, d, _ in columns], torch.bool)
+        logged = [transform == "log" for _, _, _, transform in columns]
+        #: which columns the graphs read through ``signed_log`` (None: none, and no such operations)
+        self._logged = logged if any(logged) else None
+        buffer("logged", logged, torch.bool)
+        buffer("scalar_logged", [logged[j] for j in scalar], torch.bool)
         # value terms come out as [scalars | categoricals]; this order puts them back in column order
         buffer("column_order", torch.argsort(torch.tensor(scalar + categorical, dtype=torch.long)).tolist())
         self._reordered = scalar + categorical != list(range(n))  # else the value terms are in column order
         #: the fixed missing logit of columns training never saw missing: log(1 / (n + 1)), set by ``set_rows``
         self.register_buffer("missing_prior", torch.zeros(n))
-        self._any_decoded = any(d for _, _, d in columns)
+        self._any_decoded = any(d for _, _, d, _ in columns)
 
     def set_rows(self, rows: int) -> None:
         """The rule of succession for never-missing columns: p(missing) = 1 / (rows + 2)."""
@@ -122,6 +144,8 @@ class MixedTable(nn.Module):
         missing; an index beyond a column's slots is clamped to its last), then the flags."""
         n = self.n
         values, flags = y[:, :n], y[:, n:]  # (batch, n) each
+        if self._logged is not None:
+            values = torch.where(self.logged, signed_log(values), values)
         observed = 1.0 - flags
         scalars = _take((values - shift[:n]) * inv_scale[:n] * observed, self.scalar_columns, self._scalar)
         if not self.n_categorical:
@@ -192,9 +216,11 @@ class MixedTable(nn.Module):
         then p(missing); slot probabilities (batch, n_slots), each column's softmax)."""
         scalar_out, logits, _ = self._parts(out)
         n = self.n
-        scalar = torch.where(self.is_binary, torch.sigmoid(scalar_out),
-                             scalar_out * scale[:n].index_select(0, self.scalar_columns)
-                             + shift[:n].index_select(0, self.scalar_columns))
+        number = scalar_out * scale[:n].index_select(0, self.scalar_columns) \
+            + shift[:n].index_select(0, self.scalar_columns)
+        if self._logged is not None:
+            number = torch.where(self.scalar_logged, signed_exp(number), number)
+        scalar = torch.where(self.is_binary, torch.sigmoid(scalar_out), number)
         parts, slot_p = [scalar], out[:, :0]
         if self.n_categorical:
             logits = logits + self.pad_bias

@@ -26,6 +26,7 @@ import numpy as np
 from aeserve.errors import InputError
 from aeserve.readers import column_names, iter_chunks, preview
 from aeserve.serve.stream import _drain, _producer  # the file verbs' read-ahead thread
+from aeserve.transforms import signed_log
 
 __all__ = ["Shards", "RunningMoments", "BottomK", "ShardScan", "ShuffleBuffer", "row_hash", "scan", "epoch_batches",
            "file_key", "shards_of", "expand_paths", "scan_columns"]
@@ -148,12 +149,16 @@ class Shards:
     @classmethod
     def find(cls, paths: Sequence[str | Path], columns: Sequence[str] | None = None,
              drop: Sequence[str] | None = None, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),
-             min_category_count: int = 5, max_categories: int = 100, on_rows=None) -> "Shards":
+             min_category_count: int = 5, max_categories: int = 100, log=(), on_rows=None) -> "Shards":
         """Expand folders (their .parquet, .csv and .npy files) and globs into files, sorted, and
         check that every file has the columns trained on (the first file's, less ``drop``). When
         the first shard holds text or booleans (or ``categorical`` names columns), one pass over
         all shards types the columns, counts their categories and missing cells (``scan_columns``)
-        and the shards read as a mixed table."""
+        and the shards read as a mixed table; ``log`` (names, or 'auto') marks numeric columns to
+        be read through the signed log (``aeserve.transforms``), which also makes a mixed table."""
+        from aeserve.transforms import parse_log
+
+        log = parse_log(log)
         files = expand_paths(paths)
         first = column_names(files[0])
         if columns:
@@ -175,14 +180,18 @@ class Shards:
         if not features:
             raise InputError(f"{files[0]}: no columns left to use")
         types = _first_shard_types(files[0], features, categorical, numeric)
-        if all(t == "numeric" for t in types.values()):
+        plain = all(t == "numeric" for t in types.values())
+        if plain and not log:
             return cls(tuple(files), tuple(features))
         if any(p.suffix.lower() == ".npy" for p in files):
-            raise InputError(f"{files[0]}: text or boolean columns need .csv or .parquet shards, not .npy")
+            what = "--log" if plain else "text or boolean columns"
+            raise InputError(f"{files[0]}: {what} need(s) .csv or .parquet shards, not .npy")
         from aeserve.columns import TableEncoding
 
         specs = scan_columns(files, types, min_count=min_category_count, max_categories=max_categories,
-                             on_rows=on_rows)
+                             log=log, on_rows=on_rows)
+        if plain and not any(spec.transform for spec in specs):
+            return cls(tuple(files), tuple(features))
         return cls(tuple(files), tuple(features), TableEncoding(specs))
 
     @property
@@ -257,15 +266,21 @@ def _arrow_batches(path: Path, features: Sequence[str]):
 
 
 def scan_columns(files: Sequence[Path], types: dict[str, str], *, min_count: int = 5, max_categories: int = 100,
-                 on_rows=None) -> tuple:
+                 log=(), on_rows=None) -> tuple:
     """One pass over the shards: each column's missing cells and a categorical column's category
     counts, merged across blocks and files, into the column records a mixed bundle keeps
-    (``aeserve.columns.spec_from_counts``: the same records as from the whole table at once)."""
+    (``aeserve.columns.spec_from_counts``: the same records as from the whole table at once);
+    with ``log == 'auto'``, each numeric column's ``ValueShape`` too, which picks the columns read
+    through the signed log (``aeserve.transforms.with_log``, as for the whole table)."""
     import pyarrow as pa
 
-    from aeserve.columns import category_counts, missing_cells, spec_from_counts
+    from aeserve.columns import TableEncoding, category_counts, missing_cells, spec_from_counts
+    from aeserve.manifest import ColumnSpec
+    from aeserve.transforms import ValueShape, parse_log, with_log
 
     counts: dict[str, dict[str, int]] = {name: {} for name, kind in types.items() if kind == "categorical"}
+    shapes = {name: ValueShape() for name, kind in types.items() if kind == "numeric"} \
+        if parse_log(log) == "auto" else {}
     missing = dict.fromkeys(types, 0)
     rows = 0
     for path in files:
@@ -275,6 +290,9 @@ def scan_columns(files: Sequence[Path], types: dict[str, str], *, min_count: int
                     column = table.column(name)
                     absent = missing_cells(column)
                     missing[name] += int(absent.sum())
+                    if name in shapes:  # a bad cell reads as 0 here; the training pass names its row
+                        values = TableEncoding._numeric(column, absent, ColumnSpec(name), lambda *bad: None)
+                        shapes[name].update(values[~absent])
                     if name in counts:
                         merged = counts[name]
                         for value, count in category_counts(column, absent).items():
@@ -287,8 +305,9 @@ def scan_columns(files: Sequence[Path], types: dict[str, str], *, min_count: int
                     on_rows(table.num_rows)
         except pa.ArrowException as exc:
             raise InputError(f"{path}: cannot read ({str(exc).splitlines()[0][:200]})") from None
-    return tuple(spec_from_counts(name, kind, counts.get(name, {}), missing=missing[name], rows=rows,
-                                  min_count=min_count, max_categories=max_categories) for name, kind in types.items())
+    specs = tuple(spec_from_counts(name, kind, counts.get(name, {}), missing=missing[name], rows=rows,
+                                   min_count=min_count, max_categories=max_categories) for name, kind in types.items())
+    return with_log(specs, log, shapes)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -337,6 +356,7 @@ def scan(shards: Shards, val_fraction: float, *, max_val_rows: int = 100_000, sa
     width = shards.encoding.width if shards.encoding is not None else len(shards.features)
     n = len(shards.specs)
     numeric = [j for j, spec in enumerate(shards.specs) if spec.type == "numeric"]
+    logged = {j for j, spec in enumerate(shards.specs) if spec.transform == "log"}
     column_moments = {j: RunningMoments() for j in numeric}
     moments, digest = RunningMoments(), hashlib.sha256()
     val, train = BottomK(max_val_rows), BottomK(sample_rows)
@@ -350,8 +370,9 @@ def scan(shards: Shards, val_fraction: float, *, max_val_rows: int = 100_000, sa
             hashes = row_hash(key, numbers)
             is_val = hashes < val_fraction
             moments.update(values[~is_val])
-            for j in numeric:  # a mixed table's numeric columns: their present training cells
-                column_moments[j].update(values[~is_val & (values[:, n + j] == 0), j:j + 1])
+            for j in numeric:  # a mixed table's numeric columns: their present training cells, as the graphs read them
+                present = values[~is_val & (values[:, n + j] == 0), j:j + 1]
+                column_moments[j].update(signed_log(present) if j in logged else present)
             val.offer(values[is_val], hashes[is_val])
             train.offer(values[~is_val], hashes[~is_val])
             rows += len(values)

@@ -24,6 +24,7 @@ import numpy as np
 
 from aeserve.errors import InputError
 from aeserve.manifest import ColumnSpec, InputSpec, Preprocessing
+from aeserve.transforms import signed_exp
 
 __all__ = ["OTHER", "TRUE_TEXT", "FALSE_TEXT", "infer_types", "fit_columns", "as_arrow_table", "TableEncoding",
            "needs_mixed", "missing_cells", "category_counts", "spec_from_counts"]
@@ -375,14 +376,16 @@ class TableEncoding:
         return out
 
     def typical_rows(self, prep: Preprocessing, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` encoded rows like the training data: numbers drawn N(shift, scale), booleans and
+        """``n`` encoded rows like the training data: numbers drawn N(shift, scale) (on the log
+        scale for a column read through the signed log), booleans and
         slots uniform, cells missing at each column's training rate; (n, width) float32."""
         rng = np.random.default_rng(seed)
         out = np.zeros((n, self.width), dtype=np.float32)
         count = len(self.columns)
         for j, spec in enumerate(self.columns):
             if spec.type == "numeric":
-                out[:, j] = prep.shift[j] + prep.scale[j] * rng.standard_normal(n)
+                drawn = prep.shift[j] + prep.scale[j] * rng.standard_normal(n)
+                out[:, j] = signed_exp(drawn) if spec.transform == "log" else drawn
             else:
                 out[:, j] = rng.integers(0, 2 if spec.type == "binary" else spec.slots, n)
             missing = rng.random(n) < (spec.missing / spec.rows if spec.rows else 0.0)

@@ -11,7 +11,8 @@ Layout of schema 4::
     schema_version, name, kind
     input          features, dtype, image? (shape (C, H, W), pixels), encoding (plain | mixed),
                    columns (each: name, type numeric | binary | categorical, vocabulary, missing,
-                   rows, other), window? (size, channels, stride, time_column, group_column,
+                   rows, other, transform? (log: a numeric column the graphs take through
+                   sign(y)·log(1 + |y|))), window? (size, channels, stride, time_column, group_column,
                    max_gap, layout: a series bundle's graphs take windows of its channels)
     preprocessing  method, shift, scale, clip, formula
     architecture   the kind's config: kind, n_features, hidden, latent, activation, cost, arch,
@@ -48,6 +49,7 @@ __all__ = [
     "THRESHOLD_METHODS",
     "MIGRATIONS",
     "COLUMN_TYPES",
+    "TRANSFORMS",
     "ColumnSpec",
     "table_layout",
     "parse_table_layout",
@@ -107,6 +109,9 @@ class ColumnSpec:
     missing: int = 0
     rows: int = 0
     other: int = 0
+    #: "log": a numeric column the graphs read as sign(y)·log(1 + |y|) before standardising (and
+    #: decode back); None: as it is
+    transform: str | None = None
 
     @property
     def slots(self) -> int:
@@ -119,22 +124,32 @@ class ColumnSpec:
         return self.missing > 0
 
 
+#: value transforms a numeric column may take inside the graphs (``ColumnSpec.transform``)
+TRANSFORMS = ("log",)
+
+
 def table_layout(columns) -> tuple[str, ...]:
-    """A mixed table's columns as ``Architecture.table`` holds them: 'numeric', 'binary' or
-    'categorical:K' (K slots), with '?' when training saw the column missing."""
-    return tuple((f"categorical:{c.slots}" if c.type == "categorical" else c.type) + ("?" if c.may_be_missing else "")
-                 for c in columns)
+    """A mixed table's columns as ``Architecture.table`` holds them: 'numeric', 'numeric:log' (read
+    through the signed log), 'binary' or 'categorical:K' (K slots), with '?' when training saw the
+    column missing."""
+    def entry(c):
+        if c.type == "categorical":
+            return f"categorical:{c.slots}"
+        return f"{c.type}:{c.transform}" if c.transform else c.type
+    return tuple(entry(c) + ("?" if c.may_be_missing else "") for c in columns)
 
 
-def parse_table_layout(layout) -> list[tuple[str, int, bool]]:
-    """``table_layout``'s entries as (type, slots, seen missing); ValueError for a bad entry."""
+def parse_table_layout(layout) -> list[tuple[str, int, bool, str | None]]:
+    """``table_layout``'s entries as (type, slots, seen missing, transform); ValueError for a bad entry."""
     parsed = []
     for entry in layout:
-        column_type, _, slots = entry.rstrip("?").partition(":")
-        if column_type not in COLUMN_TYPES or (column_type == "categorical") != bool(slots) or \
-                (slots and not slots.isdigit()):
+        column_type, _, detail = entry.rstrip("?").partition(":")
+        categorical = column_type == "categorical"
+        if column_type not in COLUMN_TYPES or (categorical and not detail.isdigit()) or \
+                (not categorical and detail and not (column_type == "numeric" and detail in TRANSFORMS)):
             raise ValueError(f"bad column layout entry {entry!r}")
-        parsed.append((column_type, int(slots) if slots else 1, entry.endswith("?")))
+        parsed.append((column_type, int(detail) if categorical else 1, entry.endswith("?"),
+                       None if categorical else detail or None))
     return parsed
 
 
@@ -248,7 +263,7 @@ class Architecture:
         column, each categorical column's slots padded to the widest, each missing flag)."""
         if not self.table:
             return self.n_features
-        slots = [size for column_type, size, _ in parse_table_layout(self.table) if column_type == "categorical"]
+        slots = [size for column_type, size, _, _ in parse_table_layout(self.table) if column_type == "categorical"]
         return len(self.table) - len(slots) + len(slots) * max(slots, default=1) + len(self.table)
 
     @classmethod
@@ -503,6 +518,9 @@ def _check_input(spec: InputSpec, source: str) -> None:
         if column.type not in COLUMN_TYPES:
             raise BundleError(f"{source}: column {column.name!r}: type {column.type!r} is not one of "
                               f"{', '.join(COLUMN_TYPES)}")
+        if column.transform is not None and (column.transform not in TRANSFORMS or column.type != "numeric"):
+            raise BundleError(f"{source}: column {column.name!r}: transform {column.transform!r} is not one of "
+                              f"{', '.join(TRANSFORMS)} on a numeric column")
         if column.type == "categorical" and len(set(column.vocabulary)) != len(column.vocabulary):
             raise BundleError(f"{source}: column {column.name!r}: its vocabulary repeats a category")
     if spec.mixed and tuple(c.name for c in spec.columns) != spec.features:

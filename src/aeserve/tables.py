@@ -146,22 +146,24 @@ def _mostly_numbers(column) -> bool:
 def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
                         drop: Sequence[str] | None = None, *, categorical: Sequence[str] = (),
                         numeric: Sequence[str] = (), min_category_count: int = 5,
-                        max_categories: int = 100) -> Table:
+                        max_categories: int = 100, log=()) -> Table:
     """The table to train on. Complete numeric rows are read as ``read_table`` reads them; a table
     with text, boolean or missing cells (or ``categorical`` columns) becomes a mixed table: each
     column typed (``aeserve.columns.infer_types``; a text column of numbers with a few stray cells
-    stays numeric), its vocabulary and missing cells counted, its rows encoded."""
+    stays numeric), its vocabulary and missing cells counted, its rows encoded; ``log``: the
+    numeric columns read through the signed log (names, or 'auto')."""
     path = Path(path)
     if _suffix(path) == ".npy" or not path.is_file():
-        if categorical:
-            raise InputError(f"{path}: --categorical needs a .csv or .parquet table")
+        for given, flag in ((categorical, "--categorical"), (log, "--log")):
+            if given:
+                raise InputError(f"{path}: {flag} needs a .csv or .parquet table")
         return read_table(path, columns=columns, drop=drop)
     keep = _select(column_names(path), path, columns, drop)
     data = _read_arrow(path, keep)
     if data.num_rows == 0:
         raise InputError(f"{path}: no data rows")
     typed = typed_table(data, str(path), categorical=categorical, numeric=numeric,
-                        min_category_count=min_category_count, max_categories=max_categories)
+                        min_category_count=min_category_count, max_categories=max_categories, log=log)
     return typed if typed is not None else read_table(path, columns=keep)
 
 
@@ -266,19 +268,27 @@ def column_types(schema, names: Sequence[str], sample=None, *, categorical: Sequ
 
 
 def typed_table(data, source: str, *, categorical: Sequence[str] = (), numeric: Sequence[str] = (),
-                min_category_count: int = 5, max_categories: int = 100) -> Table | None:
+                min_category_count: int = 5, max_categories: int = 100, log=()) -> Table | None:
     """A mixed table to train on from a pyarrow table (or a DataFrame, or a dict of columns):
-    each column typed, its vocabulary and missing cells counted, its rows encoded; None when
-    every column is a complete number column (then the plain numeric path applies)."""
+    each column typed, its vocabulary and missing cells counted, its rows encoded, the numeric
+    columns ``log`` names (or 'auto': ``aeserve.transforms.with_log``) marked to be read through
+    the signed log; None when every column is a complete number column and none takes the log
+    (then the plain numeric path applies)."""
     from aeserve.columns import TableEncoding, as_arrow_table, fit_columns, needs_mixed
+    from aeserve.transforms import parse_log, shapes_of_rows, with_log
 
     data = as_arrow_table(data)
     names = data.column_names
     types = column_types(data.schema, names, data, categorical=categorical, numeric=numeric)
-    if not needs_mixed(data, types) and not categorical:
+    log = parse_log(log)
+    plain = not needs_mixed(data, types) and not categorical
+    if plain and not log:
         return None
     specs = fit_columns(data, types, min_count=min_category_count, max_categories=max_categories)
     values, _, _ = TableEncoding(specs).encode(data, source=source)
+    specs = with_log(specs, log, shapes_of_rows(values, specs) if log == "auto" else None)
+    if plain and not any(spec.transform for spec in specs):
+        return None
     return Table(values, list(names), source, specs)
 
 

@@ -100,3 +100,18 @@ def test_mixed_table_fit_and_saved_bundle_scores_as_the_estimator(tmp_path):
         detector.save(tmp_path / "mixed")
     again = pickle.loads(pickle.dumps(detector))
     np.testing.assert_array_equal(-again.score_samples(test), energies)
+
+
+def test_log_columns_of_a_numeric_dataframe_make_a_mixed_model_and_an_array_cannot_name_them():
+    """``log`` (names or 'auto') marks heavy-tailed numeric columns; a DataFrame of numbers alone
+    then trains through the typed-table path, the transform recorded in the bundle."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"x": x, "amount": np.exp(2 + 1.5 * x + rng.normal(0, 0.2, 400))})
+    detector = Detector(hidden=(16,), latent=2, epochs=5, log="auto").fit(frame)
+    assert [c.transform for c in detector.model_.bundle.manifest.input.columns] == [None, "log"]
+    plain = Detector(hidden=(16,), latent=2, epochs=5).fit(frame)
+    assert plain.model_.encoding is None  # without log: the plain numeric path, as before
+    with pytest.raises(ValueError, match="an array has no names"):
+        Detector(epochs=1, log="auto").fit(frame.to_numpy())

@@ -138,3 +138,27 @@ def test_the_manifest_knows_the_model_space_width_without_torch():
     layout = ("numeric?", "categorical:3", "binary", "categorical:7")
     arch = Architecture(kind="ae", n_features=8, hidden=(4,), latent=2, cost="mixed", table=layout)
     assert arch.model_width == MixedTable(layout).width == 2 + 2 * 7 + 4
+
+
+def test_a_log_column_s_term_is_the_squared_error_of_its_signed_log_and_decodes_back_to_raw_units():
+    """``--log``: ŷ = (sign(y)·log(1 + |y|) − shift) / scale, then the seed's squared error; the
+    decoder's output maps back through sign(t)·(e^|t| − 1)."""
+    layout = ("numeric:log?", "categorical:3", "numeric")
+    table = MixedTable(layout)
+    table.set_rows(50)
+    shift, scale = torch.tensor([1.5, 0, 10.0, 0, 0, 0]), torch.tensor([2.0, 1, 5.0, 1, 1, 1])
+    rows = torch.tensor([[999.0, 1, 12.0, 0, 0, 0],
+                         [-3.0, 0, 8.0, 0, 0, 0],     # below every training value: still defined, and low
+                         [0.0, 2, 10.0, 1, 0, 0]])   # the log column missing
+    out = torch.tensor([[0.4, 0.1, 0.2, 1.0, -0.5, -1.0, 0.3, 0.2]] * 3)  # [a, n | c's 3 slots | 3 flag logits]
+    terms = table.terms(table.preprocess(rows, shift, 1.0 / scale), out)
+    for (a, _, x, missing, _, _), got in zip(rows.tolist(), terms.tolist()):
+        g = math.copysign(math.log1p(abs(a)), a)
+        flag_logit = -1.0  # a's decoded missing-indicator logit
+        expected_a = (1 - missing) * ((g - 1.5) / 2.0 - 0.4) ** 2 + _softplus(flag_logit) - missing * flag_logit
+        expected_n = ((x - 10.0) / 5.0 - 0.1) ** 2 + _softplus(-math.log(51.0))
+        assert got[0] == pytest.approx(expected_a, rel=1e-5)
+        assert got[2] == pytest.approx(expected_n, rel=1e-5)
+    decoded, _ = table.rows(out[:1], shift, scale)
+    assert float(decoded[0, 0]) == pytest.approx(math.expm1(0.4 * 2.0 + 1.5), rel=1e-5)  # raw units
+    assert float(decoded[0, 2]) == pytest.approx(0.1 * 5.0 + 10.0, rel=1e-5)  # a plain column: as before

@@ -90,7 +90,8 @@ def _columns_table(columns):
         shown = ", ".join(c.vocabulary[:6]) + (f", ... ({len(c.vocabulary)} in all)" if len(c.vocabulary) > 6 else "")
         categories = f"{shown} + (other): {c.other} rows" if c.type == "categorical" else ""
         share = f"{c.missing} of {c.rows} ({c.missing / c.rows:.1%})" if c.rows and c.missing else "none"
-        table.add_row(escape(c.name), c.type, escape(categories), share)
+        kind = f"{c.type} (log scale)" if c.transform == "log" else c.type
+        table.add_row(escape(c.name), kind, escape(categories), share)
     return table
 
 

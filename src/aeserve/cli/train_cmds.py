@@ -75,6 +75,10 @@ def train(
     categorical: Optional[str] = typer.Option(None, help="Comma-separated columns to treat as categories (e.g. an "
                                               "integer code); text columns are categorical already."),
     numeric: Optional[str] = typer.Option(None, help="Comma-separated columns to treat as numbers."),
+    log: Optional[str] = typer.Option(None, "--log", help="Numeric columns the model reads on a log scale, "
+                                      "sign(y)·log(1+|y|), inside the bundle: comma-separated names (amounts, "
+                                      "incomes, counts with a long tail), or 'auto': every column with no negative "
+                                      "value and a skewness above 1."),
     min_category_count: int = typer.Option(5, "--min-category-count", min=1,
                                            help="A category seen fewer times in training shares the 'other' "
                                                 "slot (with every category never seen)."),
@@ -120,6 +124,7 @@ def train(
     Examples:
       aeserve train rows.csv --kind vae --latent 4 --drop id,label --out models/rows-vae
       aeserve train credit.csv --kind vae --drop Status --categorical zip_code --min-category-count 10
+      aeserve train loans.parquet --kind vae --log Income,Assets,Debt
       aeserve train sensors.csv --window 32 --time-column ts --group-column machine --max-gap 5min
       aeserve train ecg.csv --window 64 --stride 4 --arch conv1d --kind ae
       aeserve train 'sensors/*.parquet' --out models/sensors-ae --checkpoint-every 1 --device cuda --precision bf16
@@ -134,7 +139,7 @@ def train(
         raise typer.BadParameter(f"{target} already exists; pass --force to replace it", param_hint="--out")
     series = _series_options(window, stride, time_column, group_column, max_gap)
     typing = dict(categorical=csv_list(categorical) or (), numeric=csv_list(numeric) or (),
-                  min_category_count=min_category_count, max_categories=max_categories)
+                  min_category_count=min_category_count, max_categories=max_categories, log=log or ())
     fit_options = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
     model_options = dict(arch=arch.value, hidden=hidden, latent=latent, members=ensemble, activation=activation.value,
                          cost=cost.value, conv_channels=conv_channels, image_size=image_size, columns=columns,
@@ -281,7 +286,8 @@ def _series_options(window: int, stride: int, time_column, group_column, max_gap
 
 
 def _describe_columns(table) -> str:
-    """'8 features', a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells)', or
+    """'8 features', a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells; on a
+    log scale: Income, Assets)', or
     a series' '3 channels in 9,800 windows of 32 rows (10,000 rows, 4 series)'; shards' like a table."""
     if getattr(table, "window", None) is not None:
         w = table.window
@@ -290,8 +296,12 @@ def _describe_columns(table) -> str:
     if not table.specs:
         return f"{table.values.shape[1]} features"
     counts = {t: sum(c.type == t for c in table.specs) for t in ("numeric", "binary", "categorical")}
+    from aeserve.readers import preview
+
     kinds = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
-    return f"{len(table.specs)} columns ({kinds}; {sum(c.missing for c in table.specs):,} missing cells)"
+    logged = [c.name for c in table.specs if c.transform == "log"]
+    scale = f"; on a log scale: {escape(preview(logged))}" if logged else ""
+    return f"{len(table.specs)} columns ({kinds}; {sum(c.missing for c in table.specs):,} missing cells{scale})"
 
 
 def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) -> None:
@@ -340,9 +350,10 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
     if series is not None:
         from aeserve.tables import read_series_table
 
-        if typing and (typing.get("categorical") or typing.get("numeric")):
-            raise typer.BadParameter("a series' channels are numbers; --categorical/--numeric apply to tables",
-                                     param_hint="--categorical")
+        if typing and (typing.get("categorical") or typing.get("numeric") or typing.get("log")):
+            raise typer.BadParameter("a series' channels are numbers; --categorical/--numeric/--log apply to tables",
+                                     param_hint="--categorical" if typing.get("categorical") else
+                                     "--numeric" if typing.get("numeric") else "--log")
         table = read_series_table(data, columns=csv_list(columns), drop=csv_list(drop), **series)
         window = table.window
         image_shape = (len(window.channels), 1, window.size)  # conv1d: channels x 1 x window
@@ -391,6 +402,9 @@ def _training_rows(data: Path, columns, drop, image_size, typing: dict):
         if image_size:
             raise typer.BadParameter(f"applies to a folder of images; {data} is a table", param_hint="--image-size")
         return read_training_table(data, columns=csv_list(columns), drop=csv_list(drop), **typing), ()
+    for flag in ("categorical", "numeric", "log"):
+        if typing.get(flag):
+            raise typer.BadParameter(f"applies to a table's columns; {data} is a folder of images", param_hint=f"--{flag}")
     files = image_files(data)
     size = int_list(image_size, "--image-size") if image_size else None
     if size is not None and len(size) != 2:
