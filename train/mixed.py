@@ -69,7 +69,7 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
 
 def signed_log(x: torch.Tensor) -> torch.Tensor:
     """g(x) = sign(x)·log(1 + |x|): log1p for x ≥ 0, odd, monotone, defined everywhere (a value
-    below any seen in training still maps below them). ``aeserve.columns.signed_log`` in numpy."""
+    below any seen in training still maps below them). ``aeserve.transforms.signed_log`` in numpy."""
     return x.sign() * x.abs().add(1.0).log()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from aeserve.errors import InputError
 from aeserve.readers import column_names, iter_chunks, preview
 from aeserve.serve.stream import _drain, _producer  # the file verbs' read-ahead thread
-from aeserve.transforms import signed_log
+from aeserve.transforms import parse_log, signed_log
 
 __all__ = ["Shards", "RunningMoments", "BottomK", "ShardScan", "ShuffleBuffer", "row_hash", "scan", "epoch_batches",
            "file_key", "shards_of", "expand_paths", "scan_columns"]
@@ -156,8 +156,6 @@ class Shards:
         all shards types the columns, counts their categories and missing cells (``scan_columns``)
         and the shards read as a mixed table; ``log`` (names, or 'auto') marks numeric columns to
         be read through the signed log (``aeserve.transforms``), which also makes a mixed table."""
-        from aeserve.transforms import parse_log
-
         log = parse_log(log)
         files = expand_paths(paths)
         first = column_names(files[0])
@@ -276,7 +274,7 @@ def scan_columns(files: Sequence[Path], types: dict[str, str], *, min_count: int
 
     from aeserve.columns import TableEncoding, category_counts, missing_cells, spec_from_counts
     from aeserve.manifest import ColumnSpec
-    from aeserve.transforms import ValueShape, parse_log, with_log
+    from aeserve.transforms import ValueShape, with_log
 
     counts: dict[str, dict[str, int]] = {name: {} for name, kind in types.items() if kind == "categorical"}
     shapes = {name: ValueShape() for name, kind in types.items() if kind == "numeric"} \
