@@ -289,6 +289,8 @@ def _describe_columns(table) -> str:
     """'8 features', a mixed table's '13 columns (8 numeric, 5 categorical; 455 missing cells; on a
     log scale: Income, Assets)', or
     a series' '3 channels in 9,800 windows of 32 rows (10,000 rows, 4 series)'; shards' like a table."""
+    from aeserve.readers import preview
+
     if getattr(table, "window", None) is not None:
         w = table.window
         return (f"{len(w.channels)} channels in {table.values.shape[0]:,} windows of {w.size} rows "
@@ -296,8 +298,6 @@ def _describe_columns(table) -> str:
     if not table.specs:
         return f"{table.values.shape[1]} features"
     counts = {t: sum(c.type == t for c in table.specs) for t in ("numeric", "binary", "categorical")}
-    from aeserve.readers import preview
-
     kinds = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
     logged = [c.name for c in table.specs if c.transform == "log"]
     scale = f"; on a log scale: {escape(preview(logged))}" if logged else ""
