@@ -274,3 +274,14 @@ def test_log_on_a_text_or_unknown_column_is_one_line(tmp_path, given, message):
     result = run_cli("train", tmp_path / "train.csv", "--out", tmp_path / "m", "--log", given)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_log_auto_on_a_table_with_nothing_skewed_says_so_and_trains_it_as_before(tmp_path):
+    rng = np.random.default_rng(2)
+    pacsv.write_csv(pa.table({"x": rng.normal(size=300), "y": rng.normal(size=300)}), tmp_path / "plain.csv")
+    result = run_cli("train", tmp_path / "plain.csv", "--out", tmp_path / "m", "--epochs", "1", "--log", "auto",
+                     "--no-export")
+    assert result.returncode == 0, result.stderr
+    assert "--log auto: no numeric column is both never negative and skewed" in result.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["input"]["encoding"] == "plain"  # the plain numeric path, as without --log

@@ -158,6 +158,7 @@ def train(
             err.print(f"training {kind.value} on {len(shards.files)} shard(s) ({size / 2**20:,.1f} MiB), "
                       f"{what}, streamed from disk"
                       + (f" by {workers} Ray workers" if engine.value == "ray" else ""))
+            _say_no_log_column(log, shards.specs)
         result = _train_shards_with_progress(shards, target, config, fit_config, quiet=quiet, run=run,
                                              engine=engine.value, workers=workers, address=address,
                                              shuffle_buffer=shuffle_buffer, quantile=quantile,
@@ -171,6 +172,7 @@ def train(
         if not quiet:
             shape = "" if getattr(table, "window", None) is not None else f"{table.values.shape[0]:,} rows x "
             err.print(f"training {kind.value} on {escape(str(data[0]))}: {shape}{_describe_columns(table)}")
+            _say_no_log_column(log, table.specs)
         result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
                                       kept_rows=keep_rows, export=not no_export, force=force or resume, quiet=quiet,
                                       **run)
@@ -302,6 +304,13 @@ def _describe_columns(table) -> str:
     logged = [c.name for c in table.specs if c.transform == "log"]
     scale = f"; on a log scale: {escape(preview(logged))}" if logged else ""
     return f"{len(table.specs)} columns ({kinds}; {sum(c.missing for c in table.specs):,} missing cells{scale})"
+
+
+def _say_no_log_column(log, specs) -> None:
+    """``--log auto`` that found no column to read on a log scale says so (else the summary names them)."""
+    if (log or "").strip().lower() == "auto" and not any(c.transform for c in specs):
+        err.print("--log auto: no numeric column is both never negative and skewed (skewness above 1); "
+                  "every column is read as it is")
 
 
 def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) -> None:
