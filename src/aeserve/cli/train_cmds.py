@@ -308,7 +308,9 @@ def _describe_columns(table) -> str:
 
 def _say_no_log_column(log, specs) -> None:
     """``--log auto`` that found no column to read on a log scale says so (else the summary names them)."""
-    if (log or "").strip().lower() == "auto" and not any(c.transform for c in specs):
+    from aeserve.transforms import parse_log
+
+    if parse_log(log) == "auto" and not any(c.transform for c in specs):
         err.print("--log auto: no numeric column is both never negative and skewed (skewness above 1); "
                   "every column is read as it is")
 
