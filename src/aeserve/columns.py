@@ -10,13 +10,22 @@ A bundle trained on a table with text, boolean or missing cells has ``input.enco
     missing_j  1 when the cell is missing (null, an empty CSV cell, NaN), else 0
 
 Encoding is vectorised with pyarrow (``pc.index_in`` against the vocabulary, applied to a
-dictionary column's dictionary only): no Python loop per row, except to name a bad cell.
+dictionary column's dictionary only): no Python loop per row, except to name a bad cell. A
+category that reads as a number is matched by its value when its text does not match
+(``1.0`` in a CSV is the category ``1`` that a Parquet double or a DataFrame gave training),
+so that a number-coded column means the same from every source.
+
+Dates and times are not inferred as any type: a moment seldom recurs, so as categories or as
+a number it would make every row after training look unusual. Training refuses such a
+column and says how to drop it or keep it as categories.
 Training encodes its rows with this same code, so the bundle sees the same numbers on every
 runtime. numpy and pyarrow only: the runtime imports this module.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -34,6 +43,8 @@ OTHER = "(other)"
 #: text read as true / false in a binary column (case-insensitive)
 TRUE_TEXT = ("true", "t", "yes", "y", "1")
 FALSE_TEXT = ("false", "f", "no", "n", "0")
+#: text that reads as a number (a whole match; surrounding spaces allowed)
+NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
 def _pa():
@@ -66,11 +77,21 @@ def infer_types(schema, names: Sequence[str], *, categorical: Sequence[str] = ()
             types[name] = "numeric"
         elif pa.types.is_boolean(arrow_type):
             types[name] = "binary"
-        elif pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_null(arrow_type):
+        elif _is_number(arrow_type) or pa.types.is_null(arrow_type):
             types[name] = "numeric"
+        elif pa.types.is_temporal(arrow_type):
+            raise InputError(f"column {name!r} holds dates or times ({arrow_type}): a moment seldom recurs, so "
+                             f"every row after training would look unusual; leave it out (--drop {name}) or keep "
+                             f"its values as categories (--categorical {name})")
         else:
             types[name] = "categorical"
     return types
+
+
+def _is_number(arrow_type) -> bool:
+    """Integers, floats and decimals."""
+    pa, _ = _pa()
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type)
 
 
 def needs_mixed(table, types: Mapping[str, str]) -> bool:
@@ -292,6 +313,8 @@ class TableEncoding:
     def _numeric(column, missing, spec, reject) -> np.ndarray:
         pa, pc = _pa()
         column = _plain(column)
+        if pa.types.is_decimal(column.type):
+            column = pc.cast(column, pa.float64())
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_boolean(column.type) or pa.types.is_null(column.type)):
             try:
@@ -306,7 +329,9 @@ class TableEncoding:
                     except (TypeError, ValueError):
                         reject(index, spec.name, f"expected a number, got {_shown(cell)}")
                 return _finite(values, missing, spec, reject)
-        values = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+        # unsafe: an integer beyond 2**24 (a Unix time, an id) rounds to the nearest float32, as
+        # numpy rounds a numeric table's; a float64 beyond float32's range becomes inf and is named
+        values = pc.cast(column, pa.float32(), safe=False).to_numpy(zero_copy_only=False)
         return _finite(values, missing, spec, reject)
 
     @staticmethod
@@ -332,23 +357,19 @@ class TableEncoding:
     @staticmethod
     def _categorical(column, missing, spec, reject) -> np.ndarray:
         pa, pc = _pa()
-        vocabulary = pa.array(list(spec.vocabulary), type=pa.string())
-        other = len(spec.vocabulary)
         if pa.types.is_dictionary(column.type):  # map the dictionary once, then take by the codes
             parts = []
             for chunk in column.chunks:  # a null code takes slot 0; ``missing`` flags it
-                mapped = pc.fill_null(pc.index_in(_text(pa.chunked_array([chunk.dictionary])), value_set=vocabulary),
-                                      other)
+                mapped = pa.array(_slots(_text(pa.chunked_array([chunk.dictionary])), spec.vocabulary))
                 parts.append(pc.fill_null(pc.take(mapped, chunk.indices), 0).to_numpy(zero_copy_only=False))
             slots = np.concatenate(parts) if parts else np.empty(0, np.int64)
-            slots = np.where(missing, 0, slots) if missing.any() else slots
         else:
             try:
                 text = _text(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise InputError(f"column {spec.name!r}: cannot read as text ({str(exc).splitlines()[0]})") from None
-            slots = pc.fill_null(pc.index_in(text, value_set=vocabulary), other).to_numpy(zero_copy_only=False)
-            slots = np.where(missing, 0, slots) if missing.any() else slots
+            slots = _slots(text, spec.vocabulary)
+        slots = np.where(missing, 0, slots) if missing.any() else slots
         return slots.astype(np.float32)
 
     #: each column type's encoder: (column, missing mask, spec, reject) -> values (n,)
@@ -391,6 +412,41 @@ class TableEncoding:
             missing = rng.random(n) < (spec.missing / spec.rows if spec.rows else 0.0)
             out[missing, j], out[missing, count + j] = 0.0, 1.0
         return out
+
+
+def _slots(text, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Each cell's slot in ``vocabulary`` (n,) int: its category's, matched by text, else, for a
+    cell that reads as a number, the category of the same value (``_numbered``), else "other"
+    (``len(vocabulary)``; also for a null cell, which ``missing`` flags)."""
+    pa, pc = _pa()
+    found = pc.index_in(text, value_set=pa.array(list(vocabulary), type=pa.string()))
+    slots = pc.fill_null(found, len(vocabulary)).to_numpy(zero_copy_only=False)
+    numbered = _numbered(vocabulary)
+    if numbered is None or found.null_count == 0:
+        return slots
+    unmatched = np.flatnonzero(pc.is_null(found).to_numpy(zero_copy_only=False))
+    cells = pc.take(text, pa.array(unmatched))
+    number = pc.fill_null(pc.match_substring_regex(cells, NUMBER_PATTERN), False).to_numpy(zero_copy_only=False)
+    if not number.any():
+        return slots
+    rows, slots = unmatched[number], slots.copy()  # (a zero-copy view of Arrow's buffer is read-only)
+    values = pc.cast(pc.utf8_trim_whitespace(pc.take(text, pa.array(rows))), pa.float64())
+    hit = pc.fill_null(pc.index_in(values, value_set=numbered[0]), -1).to_numpy(zero_copy_only=False)
+    slots[rows[hit >= 0]] = numbered[1][hit[hit >= 0]]
+    return slots
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(vocabulary: tuple[str, ...]):
+    """(values float64, slots) of the categories that read as numbers, to match a cell by its
+    value (a CSV's ``1.0`` is the category ``1`` of a Parquet double); None when no category is a
+    number, or when two read as one (``7`` and ``007``: then only the text decides)."""
+    pa, _ = _pa()
+    pattern = re.compile(NUMBER_PATTERN)
+    pairs = [(float(word), slot) for slot, word in enumerate(vocabulary) if pattern.match(word)]
+    if not pairs or len({value for value, _ in pairs}) < len(pairs):
+        return None
+    return pa.array([value for value, _ in pairs], pa.float64()), np.array([slot for _, slot in pairs], np.int64)
 
 
 def _finite(values: np.ndarray, missing: np.ndarray, spec: ColumnSpec, reject) -> np.ndarray:

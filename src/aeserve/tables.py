@@ -108,11 +108,13 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
 
 #: a text column whose cells are this share numbers or more is numeric (its other cells are errors)
 NUMERIC_TEXT_SHARE = 0.95
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
-def _read_arrow(path: Path, keep: Sequence[str]):
-    """The whole file as a pyarrow table of ``keep``, types inferred (CSV) or as stored (Parquet)."""
+def _read_arrow(path: Path, keep: Sequence[str], text: Sequence[str] = ()):
+    """The whole file as a pyarrow table of ``keep``, types inferred (CSV) or as stored (Parquet);
+    a CSV's ``text`` columns (those given --categorical) as their text, as the scoring reader and
+    a streamed training pass read them, so that categories are the file's words (``1.0``, not a
+    number's ``1``)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -122,7 +124,8 @@ def _read_arrow(path: Path, keep: Sequence[str]):
     try:
         if path.suffix.lower() == ".csv":
             return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                include_columns=list(keep), null_values=NULL_VALUES, strings_can_be_null=True))
+                include_columns=list(keep), null_values=NULL_VALUES, strings_can_be_null=True,
+                column_types={name: pa.string() for name in text if name in keep}))
         return pq.read_table(path, columns=list(keep))
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read ({str(exc).splitlines()[0][:200]})") from None
@@ -139,7 +142,9 @@ def _mostly_numbers(column) -> bool:
     present = column.drop_null()
     if len(present) == 0:
         return False
-    numbers = pc.sum(pc.match_substring_regex(present, _NUMBER).cast("int64")).as_py() or 0
+    from aeserve.columns import NUMBER_PATTERN
+
+    numbers = pc.sum(pc.match_substring_regex(present, NUMBER_PATTERN).cast("int64")).as_py() or 0
     return numbers >= NUMERIC_TEXT_SHARE * len(present)
 
 
@@ -159,7 +164,7 @@ def read_training_table(path: str | os.PathLike, columns: Sequence[str] | None =
                 raise InputError(f"{path}: {flag} needs a .csv or .parquet table")
         return read_table(path, columns=columns, drop=drop)
     keep = _select(column_names(path), path, columns, drop)
-    data = _read_arrow(path, keep)
+    data = _read_arrow(path, keep, text=categorical)
     if data.num_rows == 0:
         raise InputError(f"{path}: no data rows")
     typed = typed_table(data, str(path), categorical=categorical, numeric=numeric,
