@@ -269,6 +269,11 @@ def _csv_header(path: Path) -> list[str]:
     if not names or "\0" in text:
         raise InputError(f"{path}: the header row holds no column names (or a NUL byte); "
                          "expected a CSV file with a header row")
+    other = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
+    if other is not None:  # one column named 'a;b;c' would train a model of one useless text column
+        raise InputError(f"{path}: the header is one column, {names[0][:60]!r}, separated by {other!r}: aeserve "
+                         f"reads comma-separated CSV; write the table with commas (pandas: "
+                         f"read_csv(path, sep={other!r}).to_csv(...)) or as Parquet")
     return names
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -77,3 +79,19 @@ def test_exact_chunks_hand_on_bad_rows_at_once_when_no_good_row_waits():
 
     out = list(exact_chunks(iter([_chunk(0, 4, "a.csv"), _chunk(4, 0, "a.csv", bad=3)]), 4))
     assert [len(c.values) for c in out] == [4, 0] and len(out[1].bad) == 3
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_separated_by_another_character_is_refused_not_read_as_one_text_column(tmp_path, sep):
+    """A European CSV ('a;b;kind') once trained a model of one text column named 'a;b;kind'."""
+    from aeserve.tables import read_training_table
+
+    path = tmp_path / "t.csv"
+    path.write_text(sep.join(["a", "b", "kind"]) + "\n" + "\n".join(sep.join(["1", "2", "x"]) for _ in range(20)) + "\n")
+    with pytest.raises(InputError, match="one column, .*separated by " + re.escape(repr(sep)) + ": aeserve reads comma"):
+        read_training_table(path)
+    with pytest.raises(InputError, match="separated by"):
+        read_table(path)
+    one = tmp_path / "one.csv"  # a single column is still a table
+    one.write_text("a\n" + "\n".join(str(i) for i in range(20)) + "\n")
+    assert read_table(one).values.shape == (20, 1)
