@@ -135,3 +135,17 @@ def test_a_date_column_is_refused_in_one_line_that_says_how_to_keep_or_drop_it(t
     for out, extra in (("dropped", ("--drop", "when")), ("kept", ("--categorical", "when"))):
         result = run_cli("train", tmp_path / "t.csv", "--epochs", "1", "--out", tmp_path / out, "--quiet", *extra)
         assert result.returncode == 0, result.stderr
+
+
+def test_training_says_which_text_columns_keep_no_category(tmp_path):
+    """An id or a name column (every value rarer than --min-category-count) is '(other)' in every
+    row: training names it and says what to do, and the model still trains."""
+    rng = np.random.default_rng(4)
+    n = 200
+    pd.DataFrame({"name": [f"person {i}" for i in range(n)], "kind": rng.choice(["a", "b"], n),
+                  "x": rng.normal(size=n)}).to_csv(tmp_path / "t.csv", index=False)
+    result = run_cli("train", tmp_path / "t.csv", "--epochs", "1", "--out", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    assert ("column name: no value seen 5 times or more (--min-category-count), so every value is '(other)' and "
+            "it adds nothing; --drop it") in result.stderr
+    assert "kind" not in result.stderr.split("adds nothing")[0].split("\n")[-1]

@@ -158,7 +158,7 @@ def train(
             err.print(f"training {kind.value} on {len(shards.files)} shard(s) ({size / 2**20:,.1f} MiB), "
                       f"{what}, streamed from disk"
                       + (f" by {workers} Ray workers" if engine.value == "ray" else ""))
-            _say_no_log_column(log, shards.specs)
+            _say_about_columns(log, shards.specs, min_category_count)
         result = _train_shards_with_progress(shards, target, config, fit_config, quiet=quiet, run=run,
                                              engine=engine.value, workers=workers, address=address,
                                              shuffle_buffer=shuffle_buffer, quantile=quantile,
@@ -172,7 +172,7 @@ def train(
         if not quiet:
             shape = "" if getattr(table, "window", None) is not None else f"{table.values.shape[0]:,} rows x "
             err.print(f"training {kind.value} on {escape(str(data[0]))}: {shape}{_describe_columns(table)}")
-            _say_no_log_column(log, table.specs)
+            _say_about_columns(log, table.specs, min_category_count)
         result = _train_with_progress(table, target, config, fit_config, quantile=quantile, val_fraction=val_fraction,
                                       kept_rows=keep_rows, export=not no_export, force=force or resume, quiet=quiet,
                                       **run)
@@ -306,10 +306,19 @@ def _describe_columns(table) -> str:
     return f"{len(table.specs)} columns ({kinds}; {sum(c.missing for c in table.specs):,} missing cells{scale})"
 
 
-def _say_no_log_column(log, specs) -> None:
-    """``--log auto`` that found no column to read on a log scale says so (else the summary names them)."""
+def _say_about_columns(log, specs, min_category_count: int) -> None:
+    """What a user would not see from the summary: a text column with no category kept (an id, a
+    name: every value is "other", so it adds nothing), and ``--log auto`` that found no column to
+    read on a log scale (else the summary names them)."""
+    from aeserve.readers import preview
     from aeserve.transforms import parse_log
 
+    empty = [c.name for c in specs if c.type == "categorical" and not c.vocabulary]
+    if empty:
+        one = len(empty) == 1
+        err.print(f"{'column' if one else 'columns'} {escape(preview(empty))}: no value seen {min_category_count} "
+                  f"times or more (--min-category-count), so every value is '(other)' and {'it adds' if one else 'they add'} "
+                  f"nothing; --drop {'it' if one else 'them'}, or lower --min-category-count")
     if parse_log(log) == "auto" and not any(c.transform for c in specs):
         err.print("--log auto: no numeric column is both never negative and skewed (skewness above 1); "
                   "every column is read as it is")
