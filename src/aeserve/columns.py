@@ -79,6 +79,9 @@ def infer_types(schema, names: Sequence[str], *, categorical: Sequence[str] = ()
             types[name] = "binary"
         elif _is_number(arrow_type) or pa.types.is_null(arrow_type):
             types[name] = "numeric"
+        elif pa.types.is_nested(arrow_type):
+            raise InputError(f"column {name!r} holds {arrow_type} values: aeserve takes one value per cell; leave "
+                             f"it out (--drop {name}) or flatten it into columns of their own")
         elif pa.types.is_temporal(arrow_type):
             raise InputError(f"column {name!r} holds dates or times ({arrow_type}): a moment seldom recurs, so "
                              f"every row after training would look unusual; leave it out (--drop {name}) or keep "

@@ -289,6 +289,16 @@ def _check_columns(path: Path, names: Sequence[str], features: Sequence[str], id
                          f"({preview(missing)}); expected {len(features)} columns: {preview(list(features))}")
     if id_column is not None and id_column not in names:
         raise InputError(f"{path}: no id column {id_column!r}")
+    refuse_repeated(path, names, [*features, *keys, *([id_column] if id_column else [])])
+
+
+def refuse_repeated(path, names: Sequence[str], used: Sequence[str]) -> None:
+    """A column that ``used`` needs and the file names twice is refused: which would it mean?"""
+    twice = next((n for n in used if list(names).count(n) > 1), None)
+    if twice is not None:
+        where = [i + 1 for i, n in enumerate(names) if n == twice]
+        raise InputError(f"{path}: the column name {twice!r} is given {len(where)} times (columns "
+                         f"{', '.join(map(str, where))}); rename all but one")
 
 
 def _row_numbers(start: int, count: int, skipped_lines: list[int]) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from aeserve.atomic import atomic_path, output_errors
 from aeserve.errors import InputError
 from aeserve.manifest import WindowSpec
-from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview, row_width
+from aeserve.readers import SUFFIXES, check_finite, column_names, iter_chunks, preview, refuse_repeated, row_width
 
 __all__ = ["Table", "SeriesTable", "column_types", "read_table", "read_training_table", "read_series_table", "read_series_windows",
            "read_model_rows", "typed_table", "write_table", "check_output_path", "refuse_output_among_inputs", "check_finite", "SUFFIXES"]
@@ -70,7 +70,9 @@ def _select(names: Sequence[str], path: Path, columns: Sequence[str] | None,
     unknown = [c for c in (drop or ()) if c not in names]
     if unknown:
         raise InputError(f"{path}: cannot drop unknown column(s) {', '.join(map(repr, unknown))}")
-    return [c for c in names if c not in set(drop or ())]
+    keep = [c for c in names if c not in set(drop or ())]
+    refuse_repeated(path, names, keep)
+    return keep
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,

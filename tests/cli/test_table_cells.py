@@ -149,3 +149,26 @@ def test_training_says_which_text_columns_keep_no_category(tmp_path):
     assert ("column name: no value seen 5 times or more (--min-category-count), so every value is '(other)' and "
             "it adds nothing; --drop it") in result.stderr
     assert "kind" not in result.stderr.split("adds nothing")[0].split("\n")[-1]
+
+
+def test_list_columns_and_a_name_given_twice_are_one_line_errors(tmp_path):
+    """Both once ended in a traceback from pyarrow. A repeated name that nothing reads (dropped at
+    training, or unused by the model at scoring) is no error."""
+    rng = np.random.default_rng(5)
+    n = 100
+    pq.write_table(pa.table({"x": rng.normal(size=n), "tags": pa.array([[1, 2]] * n), "kind": rng.choice(["a", "b"], n)}),
+                   tmp_path / "nested.parquet")
+    result = run_cli("train", tmp_path / "nested.parquet", "--epochs", "1", "--out", tmp_path / "m")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "column 'tags' holds list<element: int64> values: aeserve takes one value per cell" in result.stderr
+    assert run_cli("train", tmp_path / "nested.parquet", "--drop", "tags", "--epochs", "1", "--out", tmp_path / "m",
+                   "--quiet").returncode == 0
+    rows = "\n".join(f"{v:.4f},{v:.4f},{k}" for v, k in zip(rng.normal(size=n), rng.choice(["a", "b"], n)))
+    (tmp_path / "twice.csv").write_text("x,x,kind\n" + rows + "\n")
+    result = run_cli("train", tmp_path / "twice.csv", "--epochs", "1", "--out", tmp_path / "t")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "twice.csv: the column name 'x' is given 2 times (columns 1, 2); rename all but one" in result.stderr
+    (tmp_path / "extra.csv").write_text("kind,x,kind2,kind2\n" + "\n".join(
+        f"{k},{v:.4f},1,2" for v, k in zip(rng.normal(size=n), rng.choice(["a", "b"], n))) + "\n")
+    result = run_cli("score", tmp_path / "m", tmp_path / "extra.csv", "-o", tmp_path / "s.csv", "--quiet")
+    assert result.returncode == 0, result.stderr
