@@ -17,7 +17,7 @@ so that a number-coded column means the same from every source.
 
 Dates and times are not inferred as any type: a moment seldom recurs, so as categories or as
 a number it would make every row after training look unusual. Training refuses such a
-column and says how to drop it or keep it as categories.
+column and says how to drop it, keep it as categories, or make it a series' time column.
 Training encodes its rows with this same code, so the bundle sees the same numbers on every
 runtime. numpy and pyarrow only: the runtime imports this module.
 """
@@ -84,8 +84,9 @@ def infer_types(schema, names: Sequence[str], *, categorical: Sequence[str] = ()
                              f"it out (--drop {name}) or flatten it into columns of their own")
         elif pa.types.is_temporal(arrow_type):
             raise InputError(f"column {name!r} holds dates or times ({arrow_type}): a moment seldom recurs, so "
-                             f"every row after training would look unusual; leave it out (--drop {name}) or keep "
-                             f"its values as categories (--categorical {name})")
+                             f"every row after training would look unusual; leave it out (--drop {name}), keep "
+                             f"its values as categories (--categorical {name}), or, for a series, give --window W "
+                             f"--time-column {name}")
         else:
             types[name] = "categorical"
     return types

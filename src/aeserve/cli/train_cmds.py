@@ -367,6 +367,8 @@ def _quantize(bundle: Path, calibration_data: Optional[Path], *, quiet: bool) ->
 def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, conv_channels, image_size, columns,
              drop, options, typing=None, series=None, **fit):
     """(ModelConfig, FitConfig, table) from the flags; an OptionError becomes a BadParameter naming the flag."""
+    if arch == "conv1d" and series is None:  # before reading: the flags alone decide
+        raise typer.BadParameter("--arch conv1d trains on windows of a series: give --window W", param_hint="--arch")
     if series is not None:
         from aeserve.tables import read_series_table
 
@@ -381,8 +383,6 @@ def _configs(data, kind, *, arch, hidden, latent, members, activation, cost, con
         table, image_shape = _training_rows(data, columns, drop, image_size, typing or {})
     if arch == "conv" and (not image_shape or series is not None):
         raise typer.BadParameter("--arch conv trains on a folder of images (series: --arch conv1d)", param_hint="--arch")
-    if arch == "conv1d" and series is None:
-        raise typer.BadParameter("--arch conv1d trains on windows of a series: give --window W", param_hint="--arch")
     from aeserve.train.mixed import table_options
 
     mixed = table_options(table.specs)  # a mixed table: its layout and the lecture's cost per column type
