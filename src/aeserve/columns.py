@@ -175,6 +175,10 @@ def _plain(column):
     return column
 
 
+#: why a cell of bytes that are not UTF-8 (a Latin-1 export, say) is refused, and what to do
+NOT_UTF8 = "the text is not UTF-8; save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)"
+
+
 def _text(column):
     """A column as UTF-8 text (numbers and booleans by their Arrow text); dictionaries decoded."""
     pa, pc = _pa()
@@ -182,6 +186,26 @@ def _text(column):
     if pa.types.is_string(column.type):
         return column
     return pc.cast(column, pa.string())
+
+
+def not_utf8(column) -> np.ndarray:
+    """The 0-based rows of a column of bytes whose cell is not UTF-8 text (a Python loop: for the
+    error path only, after Arrow's cast to text has failed)."""
+    bad = []
+    for index, cell in enumerate(_plain(column).to_pylist()):
+        if isinstance(cell, bytes):
+            try:
+                cell.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(index)
+    return np.asarray(bad, dtype=np.int64)
+
+
+def _replaced_text(column):
+    """A column of bytes as text, each byte that is not UTF-8 replaced (its rows already named)."""
+    pa, _ = _pa()
+    return pa.array([c.decode("utf-8", "replace") if isinstance(c, bytes) else c for c in _plain(column).to_pylist()],
+                    pa.string())
 
 
 def missing_cells(column) -> np.ndarray:
@@ -210,18 +234,25 @@ def missing_cells(column) -> np.ndarray:
     return pc.or_(missing, pc.fill_null(text_null, False)).to_numpy(zero_copy_only=False)
 
 
-def fit_columns(table, types: Mapping[str, str], *, min_count: int = 5, max_categories: int = 100
-                ) -> tuple[ColumnSpec, ...]:
+def fit_columns(table, types: Mapping[str, str], *, min_count: int = 5, max_categories: int = 100,
+                source: str = "table") -> tuple[ColumnSpec, ...]:
     """Each column's record from the training rows: a categorical column keeps the categories seen
     at least ``min_count`` times, the ``max_categories`` most frequent (ties by name), in that
-    order; every column counts its missing cells."""
+    order; every column counts its missing cells. A text cell that is not UTF-8 is an InputError
+    naming ``source``, its row and its column."""
     if min_count < 1 or max_categories < 1:
         raise InputError(f"--min-category-count and --max-categories must be >= 1, got {min_count}, {max_categories}")
     specs = []
     for name, column_type in types.items():
         column = table.column(name)
         absent = missing_cells(column)
-        counts = category_counts(column, absent) if column_type == "categorical" else {}
+        try:
+            counts = category_counts(column, absent) if column_type == "categorical" else {}
+        except _pa()[0].ArrowInvalid:
+            bad = not_utf8(column)
+            if not len(bad):
+                raise
+            raise InputError(f"{source}: row {bad[0] + 1}, column {name!r}: {NOT_UTF8}") from None
         specs.append(spec_from_counts(name, column_type, counts, missing=int(absent.sum()), rows=table.num_rows,
                                       min_count=min_count, max_categories=max_categories))
     return tuple(specs)
@@ -371,7 +402,12 @@ class TableEncoding:
             try:
                 text = _text(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise InputError(f"column {spec.name!r}: cannot read as text ({str(exc).splitlines()[0]})") from None
+                bad = not_utf8(column)
+                if not len(bad):
+                    raise InputError(f"column {spec.name!r}: cannot read as text ({str(exc).splitlines()[0]})") from None
+                for index in bad:  # raises at the first, or (skip) drops each row
+                    reject(int(index), spec.name, NOT_UTF8)
+                text = _replaced_text(column)
             slots = _slots(text, spec.vocabulary)
         slots = np.where(missing, 0, slots) if missing.any() else slots
         return slots.astype(np.float32)

@@ -291,7 +291,7 @@ def typed_table(data, source: str, *, categorical: Sequence[str] = (), numeric: 
     plain = not needs_mixed(data, types) and not categorical
     if plain and not log:
         return None
-    specs = fit_columns(data, types, min_count=min_category_count, max_categories=max_categories)
+    specs = fit_columns(data, types, min_count=min_category_count, max_categories=max_categories, source=source)
     values, _, _ = TableEncoding(specs).encode(data, source=source)
     specs = with_log(specs, log, shapes_of_rows(values, specs) if log == "auto" else None)
     if plain and not any(spec.transform for spec in specs):

@@ -172,3 +172,19 @@ def test_list_columns_and_a_name_given_twice_are_one_line_errors(tmp_path):
         f"{k},{v:.4f},1,2" for v, k in zip(rng.normal(size=n), rng.choice(["a", "b"], n))) + "\n")
     result = run_cli("score", tmp_path / "m", tmp_path / "extra.csv", "-o", tmp_path / "s.csv", "--quiet")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_latin1_csv_is_one_line_naming_row_column_and_how_to_convert(tmp_path):
+    """Text that is not UTF-8 (a Latin-1 export) once stopped training with a pyarrow traceback."""
+    rng = np.random.default_rng(6)
+    cities = rng.choice(["Bern", "Basel", "Zürich"], 200)
+    cities[:3] = ["Bern", "Basel", "Zürich"]  # the first cell that is not UTF-8 is on row 3
+    lines = "city,x\n" + "\n".join(f"{c},{v:.4f}" for c, v in zip(cities, rng.normal(size=200))) + "\n"
+    (tmp_path / "latin.csv").write_bytes(lines.encode("latin-1"))
+    (tmp_path / "utf8.csv").write_bytes(lines.encode("utf-8"))
+    message = "latin.csv: row 3, column 'city': the text is not UTF-8; save the file as UTF-8"
+    result = run_cli("train", tmp_path / "latin.csv", "--epochs", "1", "--out", tmp_path / "x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr
+    assert run_cli("train", tmp_path / "utf8.csv", "--epochs", "1", "--out", tmp_path / "m", "--quiet").returncode == 0
+    result = run_cli("score", tmp_path / "m", tmp_path / "latin.csv", "-o", tmp_path / "s.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr
