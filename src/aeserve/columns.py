@@ -188,7 +188,7 @@ def _text(column):
     return pc.cast(column, pa.string())
 
 
-def not_utf8(column) -> np.ndarray:
+def _not_utf8(column) -> np.ndarray:
     """The 0-based rows of a column of bytes whose cell is not UTF-8 text (a Python loop: for the
     error path only, after Arrow's cast to text has failed)."""
     bad = []
@@ -242,14 +242,15 @@ def fit_columns(table, types: Mapping[str, str], *, min_count: int = 5, max_cate
     naming ``source``, its row and its column."""
     if min_count < 1 or max_categories < 1:
         raise InputError(f"--min-category-count and --max-categories must be >= 1, got {min_count}, {max_categories}")
+    pa, _ = _pa()
     specs = []
     for name, column_type in types.items():
         column = table.column(name)
         absent = missing_cells(column)
         try:
             counts = category_counts(column, absent) if column_type == "categorical" else {}
-        except _pa()[0].ArrowInvalid:
-            bad = not_utf8(column)
+        except pa.ArrowInvalid:
+            bad = _not_utf8(column)
             if not len(bad):
                 raise
             raise InputError(f"{source}: row {bad[0] + 1}, column {name!r}: {NOT_UTF8}") from None
@@ -402,7 +403,7 @@ class TableEncoding:
             try:
                 text = _text(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                bad = not_utf8(column)
+                bad = _not_utf8(column)
                 if not len(bad):
                     raise InputError(f"column {spec.name!r}: cannot read as text ({str(exc).splitlines()[0]})") from None
                 for index in bad:  # raises at the first, or (skip) drops each row
