@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -294,7 +295,8 @@ def _check_columns(path: Path, names: Sequence[str], features: Sequence[str], id
 
 def refuse_repeated(path, names: Sequence[str], used: Sequence[str]) -> None:
     """A column that ``used`` needs and the file names twice is refused: which would it mean?"""
-    twice = next((n for n in used if list(names).count(n) > 1), None)
+    counts = Counter(names)
+    twice = next((n for n in used if counts[n] > 1), None)
     if twice is not None:
         where = [i + 1 for i, n in enumerate(names) if n == twice]
         raise InputError(f"{path}: the column name {twice!r} is given {len(where)} times (columns "
