@@ -2,7 +2,9 @@
 (issue 22, item 9): 1M rows x (10 numeric + 10 text columns) against 1M rows x 20 numeric
 columns, from Parquet and from CSV, each scored by `aeserve score` in a fresh process (the
 backend `auto` picks); rows/s, their ratio, and peak RSS at a quarter of the rows and at all
-of them (flat memory: streaming must not grow with the file).
+of them (flat memory: streaming must not grow with the file). Then the energy graphs alone, in
+this process (ONNX Runtime on 65,536 encoded rows, batches of 2048, one and two threads): how
+much of the gap is the graph and how much reading, encoding and writing.
 
 Usage: python benchmarks/mixed_speed.py [--rows 1000000] [--repeats 3]
 """
@@ -50,6 +52,40 @@ def score_once(bundle: Path, data: Path, out: Path) -> tuple[float, float]:
     return time.perf_counter() - started, float(done.stdout.strip().splitlines()[-1])
 
 
+def graph_rows_per_second(bundle: Path, rows: np.ndarray, threads: int, repeats: int, batch: int = 2048) -> float:
+    """Rows/s of ``bundle``'s energy graph on ``rows`` (the graph's input), best of ``repeats``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(bundle / "energy.onnx"), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            session.run(None, {name: rows[i:i + batch]})
+        best = min(best, time.perf_counter() - started)
+    return len(rows) / best
+
+
+def graph_table(root: Path, repeats: int) -> None:
+    """The energy graphs alone: the mixed bundle's on its encoded rows, the numeric one's on its rows."""
+    import aeserve
+    from aeserve.columns import TableEncoding
+
+    mixed, numeric = tables(65_536, seed=2)
+    encoding = TableEncoding.of(aeserve.load(root / "mixed-ae", backend="onnxruntime").bundle.manifest.input)
+    inputs = {"mixed": encoding.encode_rows(mixed),
+              "numeric": np.stack([c.to_numpy() for c in numeric.columns], axis=1).astype(np.float32)}
+    print("\n| energy graph alone (ONNX Runtime, batch 2048) | mixed rows/s | numeric rows/s | ratio |")
+    print("| --- | --- | --- | --- |")
+    for threads in (1, 2):
+        speed = {kind: graph_rows_per_second(root / f"{kind}-ae", inputs[kind], threads, repeats) for kind in inputs}
+        print(f"| {threads} thread{'s' if threads > 1 else ''} | {speed['mixed']:,.0f} | {speed['numeric']:,.0f} | "
+              f"{speed['mixed'] / speed['numeric']:.2f} |", flush=True)
+
+
 def main() -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -87,6 +123,7 @@ def main() -> None:
                 print(f"| {suffix[1:]} | {rows:,} | {result['mixed'][0]:,.0f} | {result['numeric'][0]:,.0f} | "
                       f"{result['mixed'][0] / result['numeric'][0]:.2f} | {result['mixed'][1]:.0f} | "
                       f"{result['numeric'][1]:.0f} |", flush=True)
+        graph_table(root, args.repeats)
 
 
 if __name__ == "__main__":
