@@ -66,15 +66,14 @@ def test_a_number_coded_category_means_the_same_from_csv_parquet_and_a_dataframe
 
 def test_a_streamed_pass_reads_a_csv_s_categories_as_the_whole_table_does(tmp_path):
     """--stream counts a CSV's categories from its text; reading the file whole now does too."""
+    from aeserve.tables import read_training_table
+    from aeserve.train.shards import Shards
+
     _coded_frame().to_csv(tmp_path / "t.csv", index=False)
-    vocabularies = []
-    for out, extra in (("whole", ()), ("streamed", ("--stream",))):
-        result = run_cli("train", tmp_path / "t.csv", "--categorical", "code", "--epochs", "1", "--out",
-                         tmp_path / out, "--quiet", *extra)
-        assert result.returncode == 0, result.stderr
-        columns = json.loads((tmp_path / out / "manifest.json").read_text())["input"]["columns"]
-        vocabularies.append(next(c["vocabulary"] for c in columns if c["name"] == "code"))
-    assert vocabularies[0] == vocabularies[1]
+    whole = read_training_table(tmp_path / "t.csv", categorical=["code"])
+    streamed = Shards.find([tmp_path / "t.csv"], categorical=["code"])
+    assert [s.vocabulary for s in whole.specs] == [s.vocabulary for s in streamed.specs]
+    assert sorted(next(s.vocabulary for s in whole.specs if s.name == "code")) == ["1.0", "2.0", "3.5"]
 
 
 def test_a_seven_and_a_double_o_seven_stay_two_categories():
@@ -121,20 +120,25 @@ def test_unix_times_beyond_float32_and_decimals_are_numbers(tmp_path):
 
 
 def test_a_date_column_is_refused_in_one_line_that_says_how_to_keep_or_drop_it(tmp_path):
+    from aeserve.errors import InputError
+    from aeserve.tables import read_training_table
+
     rng = np.random.default_rng(3)
     n = 200
     frame = pd.DataFrame({"when": pd.date_range("2024-01-01", periods=n, freq="h"), "kind": rng.choice(["a", "b"], n),
                           "x": rng.normal(size=n)})
     frame.to_csv(tmp_path / "t.csv", index=False)  # ISO times, which Arrow's CSV reader types as timestamps
     frame.to_parquet(tmp_path / "t.parquet", index=False)
+    result = run_cli("train", tmp_path / "t.csv", "--epochs", "1", "--out", tmp_path / "m")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "column 'when' holds dates or times" in result.stderr and "--drop when" in result.stderr
+    with pytest.raises(InputError, match=r"column 'when' holds dates or times \(timestamp\[.*--window W --time-column when"):
+        read_training_table(tmp_path / "t.parquet")
     for suffix in ("csv", "parquet"):
-        result = run_cli("train", tmp_path / f"t.{suffix}", "--epochs", "1", "--out", tmp_path / "m")
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
-        assert "column 'when' holds dates or times" in result.stderr and "--drop when" in result.stderr
-    for out, extra in (("dropped", ("--drop", "when")), ("kept", ("--categorical", "when"))):
-        result = run_cli("train", tmp_path / "t.csv", "--epochs", "1", "--out", tmp_path / out, "--quiet", *extra)
-        assert result.returncode == 0, result.stderr
+        assert [s.name for s in read_training_table(tmp_path / f"t.{suffix}", drop=["when"]).specs] == ["kind", "x"]
+        kept = read_training_table(tmp_path / f"t.{suffix}", categorical=["when"]).specs[0]
+        assert kept.type == "categorical" and kept.other == n  # each time once: every value "(other)"
 
 
 def test_training_says_which_text_columns_keep_no_category(tmp_path):
@@ -144,16 +148,18 @@ def test_training_says_which_text_columns_keep_no_category(tmp_path):
     n = 200
     pd.DataFrame({"name": [f"person {i}" for i in range(n)], "kind": rng.choice(["a", "b"], n),
                   "x": rng.normal(size=n)}).to_csv(tmp_path / "t.csv", index=False)
-    result = run_cli("train", tmp_path / "t.csv", "--epochs", "1", "--out", tmp_path / "m")
+    result = run_cli("train", tmp_path / "t.csv", "--epochs", "1", "--out", tmp_path / "m", "--no-export")
     assert result.returncode == 0, result.stderr
     assert ("column name: no value seen 5 times or more (--min-category-count), so every value is '(other)' and "
             "it adds nothing; --drop it") in result.stderr
     assert "kind" not in result.stderr.split("adds nothing")[0].split("\n")[-1]
 
 
-def test_list_columns_and_a_name_given_twice_are_one_line_errors(tmp_path):
+def test_list_columns_and_a_name_given_twice_are_one_line_errors(tmp_path, mixed_bundle):
     """Both once ended in a traceback from pyarrow. A repeated name that nothing reads (dropped at
     training, or unused by the model at scoring) is no error."""
+    from aeserve.tables import read_training_table
+
     rng = np.random.default_rng(5)
     n = 100
     pq.write_table(pa.table({"x": rng.normal(size=n), "tags": pa.array([[1, 2]] * n), "kind": rng.choice(["a", "b"], n)}),
@@ -161,30 +167,33 @@ def test_list_columns_and_a_name_given_twice_are_one_line_errors(tmp_path):
     result = run_cli("train", tmp_path / "nested.parquet", "--epochs", "1", "--out", tmp_path / "m")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "column 'tags' holds list<element: int64> values: aeserve takes one value per cell" in result.stderr
-    assert run_cli("train", tmp_path / "nested.parquet", "--drop", "tags", "--epochs", "1", "--out", tmp_path / "m",
-                   "--quiet").returncode == 0
+    assert [s.name for s in read_training_table(tmp_path / "nested.parquet", drop=["tags"]).specs] == ["x", "kind"]
     rows = "\n".join(f"{v:.4f},{v:.4f},{k}" for v, k in zip(rng.normal(size=n), rng.choice(["a", "b"], n)))
     (tmp_path / "twice.csv").write_text("x,x,kind\n" + rows + "\n")
     result = run_cli("train", tmp_path / "twice.csv", "--epochs", "1", "--out", tmp_path / "t")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "twice.csv: the column name 'x' is given 2 times (columns 1, 2); rename all but one" in result.stderr
-    (tmp_path / "extra.csv").write_text("kind,x,kind2,kind2\n" + "\n".join(
-        f"{k},{v:.4f},1,2" for v, k in zip(rng.normal(size=n), rng.choice(["a", "b"], n))) + "\n")
-    result = run_cli("score", tmp_path / "m", tmp_path / "extra.csv", "-o", tmp_path / "s.csv", "--quiet")
+    assert [s.name for s in read_training_table(tmp_path / "twice.csv", drop=["x"]).specs] == ["kind"]
+    extra = mixed_bundle["normal"].head(20).assign(note="a", note2="b")
+    extra.to_csv(tmp_path / "extra.csv", index=False)
+    text = (tmp_path / "extra.csv").read_text().replace("note2", "note", 1)  # a name given twice, read by nothing
+    (tmp_path / "extra.csv").write_text(text)
+    result = run_cli("score", mixed_bundle["path"], tmp_path / "extra.csv", "-o", tmp_path / "s.csv", "--quiet")
     assert result.returncode == 0, result.stderr
 
 
-def test_a_latin1_csv_is_one_line_naming_row_column_and_how_to_convert(tmp_path):
+def test_a_latin1_csv_is_one_line_naming_row_column_and_how_to_convert(tmp_path, mixed_bundle):
     """Text that is not UTF-8 (a Latin-1 export) once stopped training with a pyarrow traceback."""
     rng = np.random.default_rng(6)
     cities = rng.choice(["Bern", "Basel", "Zürich"], 200)
     cities[:3] = ["Bern", "Basel", "Zürich"]  # the first cell that is not UTF-8 is on row 3
     lines = "city,x\n" + "\n".join(f"{c},{v:.4f}" for c, v in zip(cities, rng.normal(size=200))) + "\n"
     (tmp_path / "latin.csv").write_bytes(lines.encode("latin-1"))
-    (tmp_path / "utf8.csv").write_bytes(lines.encode("utf-8"))
-    message = "latin.csv: row 3, column 'city': the text is not UTF-8; save the file as UTF-8"
     result = run_cli("train", tmp_path / "latin.csv", "--epochs", "1", "--out", tmp_path / "x")
-    assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr
-    assert run_cli("train", tmp_path / "utf8.csv", "--epochs", "1", "--out", tmp_path / "m", "--quiet").returncode == 0
-    result = run_cli("score", tmp_path / "m", tmp_path / "latin.csv", "-o", tmp_path / "s.csv")
-    assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "latin.csv: row 3, column 'city': the text is not UTF-8; save the file as UTF-8" in result.stderr
+    rows = mixed_bundle["normal"].head(5).assign(home=["rent", "owner", "Zürich", "rent", "owner"])
+    (tmp_path / "rows.csv").write_bytes(rows.to_csv(index=False).encode("latin-1"))
+    result = run_cli("score", mixed_bundle["path"], tmp_path / "rows.csv", "-o", tmp_path / "s.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "rows.csv: row 3, column 'home': the text is not UTF-8" in result.stderr
